@@ -1,0 +1,66 @@
+"""Periodic work as functions "as of" a date (SPEC §15). Celery tasks and `run_jobs` call these.
+
+"As of D": every day before D is complete in the program's timezone, so everything due by
+00:00 of D is done. Every job is idempotent: running it twice, or for an earlier date again,
+changes nothing. `JOBS` lists them in the order they must run (releases before expiries, so a
+credit released and expiring on the same night expires; later subsystems add theirs here).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from loyalty import dates
+from loyalty.models import Program
+from loyalty.services.escrow import points_release_due
+from loyalty.services.expiry import points_expire_due
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: Callable[..., int]  # (program=, as_of=) -> number of items processed
+    description: str
+
+
+JOBS: list[Job] = [
+    Job("escrow_release", points_release_due, "release escrowed credits that are due"),
+    Job("expiry", points_expire_due, "expire credits whose expiry date has passed"),
+]
+
+
+def job_names() -> list[str]:
+    return [job.name for job in JOBS]
+
+
+def today_for(program: Program, now: dt.datetime | None = None) -> dt.date:
+    return dates.local_date(now or timezone.now(), program.timezone)
+
+
+def run_jobs(
+    *,
+    as_of: dt.date | None = None,
+    program_code: str | None = None,
+    only: list[str] | None = None,
+) -> list[tuple[str, str, int]]:
+    """Run the jobs in order for each program; returns (program, job, items) rows."""
+    unknown = set(only or ()) - set(job_names())
+    if unknown:
+        raise ValueError(f"Unknown jobs {sorted(unknown)}; known: {', '.join(job_names())}")
+    programs = Program.objects.exclude(status=Program.Status.DRAFT)
+    if program_code:
+        programs = Program.objects.filter(code=program_code)
+        if not programs.exists():
+            raise ValueError(f"No program {program_code!r}.")
+    results = []
+    for program in programs.order_by("code"):
+        day = as_of or today_for(program)
+        for job in JOBS:
+            if only and job.name not in only:
+                continue
+            results.append((program.code, job.name, job.run(program=program, as_of=day)))
+    return results

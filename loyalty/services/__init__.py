@@ -1,0 +1,1 @@
+"""Writes. One module per capability; admin, API, imports and jobs all call these."""

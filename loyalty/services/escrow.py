@@ -1,0 +1,43 @@
+"""Escrow (SPEC §4): credits of a currency with escrow_days = N (a rule may override) are
+pending until the start of day occurred_at + N in the program's timezone; the job releases them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import transaction as db_transaction
+
+from loyalty import dates
+from loyalty.models import Bucket, Member, Program
+
+
+def available_at_for(
+    escrow_days: int, occurred_at: dt.datetime, tz_name: str
+) -> dt.datetime | None:
+    """When a credit becomes available; None when there is no lock period."""
+    if not escrow_days:
+        return None
+    release_day = dates.local_date(occurred_at, tz_name) + dt.timedelta(days=escrow_days)
+    return dates.start_of_day(release_day, tz_name)
+
+
+def points_release_due(*, program: Program, as_of: dt.date) -> int:
+    """Release every escrowed credit due by the start of `as_of` (idempotent)."""
+    from loyalty.services.ledger import LedgerWriter, lock_member, settle
+
+    at = dates.start_of_day(as_of, program.timezone)
+    member_ids = sorted(
+        set(
+            Bucket.objects.filter(
+                member__program=program, released=False, remaining__gt=0, available_at__lte=at
+            ).values_list("member_id", flat=True)
+        )
+    )
+    for member_id in member_ids:
+        with db_transaction.atomic():
+            member = lock_member(Member(id=member_id))
+            writer = LedgerWriter(now=at)
+            settle(writer, member, at)
+            writer.flush()
+    return len(member_ids)

@@ -1,0 +1,109 @@
+"""Point expiry (SPEC §4): when each credit expires, and the job that expires what is due.
+
+Policies per currency: none; rolling (`months` after occurred_at, optionally rounded to the end
+of that month or year); fixed (credits of calendar year Y expire on month/day of Y+years_after);
+inactivity (all of a member's points expire `months` after their last qualifying activity).
+"Expires on D" = available through the end of D in the program's timezone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import transaction as db_transaction
+from django.db.models import Q
+
+from loyalty import dates
+from loyalty.models import Bucket, Currency, Member, Program
+
+Policy = Currency.ExpiryPolicy
+
+
+def expiry_date_for(currency: Currency, occurred_at: dt.datetime, tz_name: str) -> dt.date | None:
+    """The date on which a credit earned at `occurred_at` expires (None: it does not)."""
+    earned_on = dates.local_date(occurred_at, tz_name)
+    if currency.expiry_policy == Policy.ROLLING:
+        day = dates.add_months(earned_on, currency.expiry_months or 0)
+        if currency.expiry_round_to == Currency.RoundTo.END_OF_MONTH:
+            day = dates.end_of_month(day)
+        elif currency.expiry_round_to == Currency.RoundTo.END_OF_YEAR:
+            day = dates.end_of_year(day)
+        return day
+    if currency.expiry_policy == Policy.FIXED:
+        return dates.safe_date(
+            earned_on.year + (currency.expiry_years_after or 0),
+            currency.expiry_month or 12,
+            currency.expiry_day or 31,
+        )
+    return None
+
+
+def inactivity_expiry_date(member: Member, currency: Currency) -> dt.date:
+    """The day on which a dormant member's points of an inactivity currency expire."""
+    last = member.last_activity_at or member.enrolled_at
+    return dates.add_months(
+        dates.local_date(last, member.program.timezone), currency.expiry_months or 0
+    )
+
+
+def inactivity_expired_currency_ids(member: Member, today: dt.date) -> list[int]:
+    """Inactivity-policy currencies whose expiry date for this member is before `today`."""
+    currencies = [
+        c for c in _program_currencies(member.program) if c.expiry_policy == Policy.INACTIVITY
+    ]
+    return [c.id for c in currencies if inactivity_expiry_date(member, c) < today]
+
+
+def _program_currencies(program: Program) -> list[Currency]:
+    cache = getattr(program, "_currency_cache", None)
+    if cache is None:
+        cache = list(program.currencies.all())
+        program._currency_cache = cache
+    return cache
+
+
+def members_with_due_expiry(program: Program, as_of: dt.date) -> list[int]:
+    """Ids of members who hold points that expire before `as_of` (dated or by inactivity)."""
+    dated = Bucket.objects.filter(
+        member__program=program,
+        remaining__gt=0,
+        expired=False,
+        released=True,
+        expires_on__lt=as_of,
+    ).values_list("member_id", flat=True)
+    ids = set(dated)
+    for currency in _program_currencies(program):
+        if currency.expiry_policy != Policy.INACTIVITY:
+            continue
+        # Loose SQL bound (a month either side), then the exact date rule per member.
+        bound = dates.start_of_day(
+            dates.add_months(as_of, -(currency.expiry_months or 0) + 1), program.timezone
+        )
+        candidates = (
+            Member.objects.filter(
+                program=program, balances__currency=currency, balances__available__gt=0
+            )
+            .filter(
+                Q(last_activity_at__lt=bound)
+                | Q(last_activity_at__isnull=True, enrolled_at__lt=bound)
+            )
+            .select_related("program")
+        )
+        ids.update(m.id for m in candidates if inactivity_expiry_date(m, currency) < as_of)
+    return sorted(ids)
+
+
+def points_expire_due(*, program: Program, as_of: dt.date) -> int:
+    """Expire every credit of the program due before `as_of` (idempotent). Returns members
+    settled. Each member is settled in its own transaction under its row lock."""
+    from loyalty.services.ledger import LedgerWriter, lock_member, settle
+
+    at = dates.start_of_day(as_of, program.timezone)
+    member_ids = members_with_due_expiry(program, as_of)
+    for member_id in member_ids:
+        with db_transaction.atomic():
+            member = lock_member(Member(id=member_id))
+            writer = LedgerWriter(now=at)
+            settle(writer, member, at)
+            writer.flush()
+    return len(member_ids)

@@ -1,0 +1,349 @@
+"""Ledger primitives shared by every service that moves points.
+
+Lock protocol: every write to a member's balances, buckets and entries happens inside one
+database transaction that holds that member's row lock (`lock_members`, primary-key order, so
+two services that lock the same members never deadlock). The stored `Balance` is updated in the
+same transaction as the entries; its CHECK constraints are the backstop.
+
+Settlement (SPEC §2 rule 8): `settle` writes the escrow releases and expiries that are due at
+an instant; every write calls it first. Reads project the same `due_buckets` onto the stored
+balance without writing (`loyalty.selectors.member_balances`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db.models import F, Q
+
+from loyalty import dates
+from loyalty.models import (
+    Balance,
+    Bucket,
+    BucketAllocation,
+    Currency,
+    LedgerEntry,
+    Member,
+    Transaction,
+)
+
+Kind = LedgerEntry.Kind
+Pool = LedgerEntry.Pool
+EARNED_KINDS = (Kind.ACCRUAL, Kind.ADJUSTMENT, Kind.REINSTATEMENT)
+
+
+def lock_members(member_ids: Iterable[int]) -> dict[int, Member]:
+    """Lock member rows in primary-key order (no deadlocks) and return them by id."""
+    ids = sorted(set(member_ids))
+    members = Member.objects.select_for_update().select_related("program").filter(id__in=ids)
+    by_id = {m.id: m for m in members.order_by("id")}
+    return by_id
+
+
+def lock_member(member: Member) -> Member:
+    return lock_members([member.id])[member.id]
+
+
+@dataclass
+class LedgerWriter:
+    """Writes entries, buckets, allocations and balance changes for locked members.
+
+    Holds the balances it touched so each is saved once per service call (`flush`).
+    """
+
+    now: dt.datetime
+    balances: dict[tuple[int, int], Balance] = field(default_factory=dict)
+
+    # --- balances -------------------------------------------------------------------------
+    def balance(self, member: Member, currency: Currency) -> Balance:
+        key = (member.id, currency.id)
+        if key not in self.balances:
+            balance, _ = Balance.objects.get_or_create(member=member, currency=currency)
+            self.balances[key] = balance
+        return self.balances[key]
+
+    def flush(self) -> None:
+        for balance in self.balances.values():
+            balance.save()
+
+    # --- writing --------------------------------------------------------------------------
+    def _entry(self, member: Member, currency: Currency, points: int, kind: str, **extra):
+        return LedgerEntry.objects.create(
+            program_id=member.program_id,
+            member=member,
+            currency=currency,
+            points=points,
+            kind=kind,
+            **extra,
+        )
+
+    def credit(
+        self,
+        *,
+        member: Member,
+        currency: Currency,
+        points: int,
+        kind: str,
+        occurred_at: dt.datetime,
+        transaction: Transaction | None = None,
+        rule=None,
+        partner_id: int | None = None,
+        available_at: dt.datetime | None = None,
+        expires_on: dt.date | None = None,
+        note: str = "",
+    ) -> LedgerEntry:
+        """Add points as a new bucket: pending until `available_at`, else available
+        (paying any debt first)."""
+        assert points > 0
+        pending = available_at is not None and available_at > self.now
+        entry = self._entry(
+            member,
+            currency,
+            points,
+            kind,
+            pool=Pool.PENDING if pending else Pool.AVAILABLE,
+            transaction=transaction,
+            rule=rule,
+            partner_id=partner_id,
+            available_at=available_at,
+            expires_on=expires_on,
+            note=note,
+        )
+        bucket = Bucket.objects.create(
+            entry=entry,
+            member=member,
+            currency=currency,
+            points=points,
+            remaining=points,
+            occurred_at=occurred_at,
+            available_at=available_at,
+            released=not pending,
+            expires_on=expires_on,
+        )
+        balance = self.balance(member, currency)
+        if kind in EARNED_KINDS:
+            balance.lifetime_earned += points
+        if pending:
+            balance.pending += points
+        else:
+            self._into_available(balance, bucket, points, entry)
+        return entry
+
+    def _into_available(self, balance: Balance, bucket: Bucket, points: int, entry) -> None:
+        """Points arrive in `available`: they pay the debt first (SPEC §2 rule 4)."""
+        paid = min(points, balance.debt)
+        balance.debt -= paid
+        balance.available += points - paid
+        if paid:
+            bucket.remaining -= paid
+            bucket.save(update_fields=["remaining"])
+            BucketAllocation.objects.create(entry=entry, bucket=bucket, points=-paid)
+
+    def open_buckets(self, member: Member, currency: Currency, today: dt.date) -> list[Bucket]:
+        """Spendable buckets in consumption order: earliest expiry first, no expiry last,
+        then oldest."""
+        return list(
+            Bucket.objects.filter(
+                member=member, currency=currency, remaining__gt=0, released=True, expired=False
+            )
+            .filter(Q(expires_on__isnull=True) | Q(expires_on__gte=today))
+            .order_by(F("expires_on").asc(nulls_last=True), "occurred_at", "id")
+        )
+
+    def debit(
+        self,
+        *,
+        member: Member,
+        currency: Currency,
+        points: int,
+        kind: str,
+        transaction: Transaction | None = None,
+        first_bucket: Bucket | None = None,
+        shortfall: str = "refuse",
+        reverses: LedgerEntry | None = None,
+        note: str = "",
+    ) -> tuple[LedgerEntry | None, list[tuple[Bucket, int]], int]:
+        """Take points from available buckets (FIFO), optionally starting with one bucket.
+
+        `shortfall` says what happens when the buckets hold too few points: "refuse" (the caller
+        has checked; an assertion), "debt" (the rest becomes debt) or "write_off" (the rest is
+        dropped and returned as the third value). Returns (entry, [(bucket, taken)], unrecovered).
+        """
+        assert points > 0
+        today = dates.local_date(self.now, member.program.timezone)
+        buckets = self.open_buckets(member, currency, today)
+        if first_bucket is not None:
+            buckets = [b for b in buckets if b.id == first_bucket.id] + [
+                b for b in buckets if b.id != first_bucket.id
+            ]
+        taken: list[tuple[Bucket, int]] = []
+        needed = points
+        for bucket in buckets:
+            if needed == 0:
+                break
+            take = min(bucket.remaining, needed)
+            bucket.remaining -= take
+            needed -= take
+            taken.append((bucket, take))
+        balance = self.balance(member, currency)
+        consumed = points - needed
+        debt = 0
+        unrecovered = 0
+        if needed:
+            if shortfall == "debt":
+                debt = needed
+            elif shortfall == "write_off":
+                unrecovered = needed
+            else:
+                raise AssertionError("debit beyond available points")
+        entry_points = consumed + debt
+        entry = None
+        if entry_points:
+            entry = self._entry(
+                member,
+                currency,
+                -entry_points,
+                kind,
+                transaction=transaction,
+                reverses=reverses,
+                note=note,
+            )
+            for bucket, take in taken:
+                bucket.save(update_fields=["remaining"])
+                BucketAllocation.objects.create(entry=entry, bucket=bucket, points=-take)
+        balance.available -= consumed
+        balance.debt += debt
+        return entry, taken, unrecovered
+
+    def give_back(
+        self,
+        *,
+        bucket: Bucket,
+        points: int,
+        kind: str,
+        transaction: Transaction,
+        reverses: LedgerEntry,
+    ) -> LedgerEntry:
+        """Return points into the bucket they came from (a reversed redemption), keeping its
+        expiry: points whose expiry has passed come back already expired."""
+        member, currency = bucket.member, bucket.currency
+        entry = self._entry(
+            member,
+            currency,
+            points,
+            kind,
+            transaction=transaction,
+            reverses=reverses,
+            expires_on=bucket.expires_on,
+        )
+        bucket.remaining += points
+        bucket.save(update_fields=["remaining"])
+        BucketAllocation.objects.create(entry=entry, bucket=bucket, points=points)
+        balance = self.balance(member, currency)
+        self._into_available(balance, bucket, points, entry)
+        today = dates.local_date(self.now, member.program.timezone)
+        if bucket.expired or (bucket.expires_on and bucket.expires_on < today):
+            self.expire_bucket(bucket, transaction=transaction)
+        return entry
+
+    def take_from_pending(
+        self,
+        *,
+        bucket: Bucket,
+        points: int,
+        transaction: Transaction,
+        reverses: LedgerEntry,
+        kind: str = Kind.REVERSAL,
+    ) -> LedgerEntry:
+        """Take escrowed points out of the pending pool: reversed, they never become available."""
+        entry = self._entry(
+            bucket.member,
+            bucket.currency,
+            -points,
+            kind,
+            pool=Pool.PENDING,
+            transaction=transaction,
+            reverses=reverses,
+        )
+        bucket.remaining -= points
+        bucket.save(update_fields=["remaining"])
+        BucketAllocation.objects.create(entry=entry, bucket=bucket, points=-points)
+        self.balance(bucket.member, bucket.currency).pending -= points
+        return entry
+
+    # --- settlement -----------------------------------------------------------------------
+    def release_bucket(self, bucket: Bucket) -> None:
+        balance = self.balance(bucket.member, bucket.currency)
+        bucket.released = True
+        if bucket.remaining:
+            entry = self._entry(
+                bucket.member,
+                bucket.currency,
+                bucket.remaining,
+                Kind.ESCROW_RELEASE,
+                transaction=bucket.entry.transaction,
+                expires_on=bucket.expires_on,
+            )
+            balance.pending -= bucket.remaining
+            bucket.save(update_fields=["released"])
+            self._into_available(balance, bucket, bucket.remaining, entry)
+        bucket.save(update_fields=["released", "remaining"])
+
+    def expire_bucket(self, bucket: Bucket, transaction: Transaction | None = None) -> None:
+        bucket.expired = True
+        if bucket.remaining:
+            points = bucket.remaining
+            entry = self._entry(
+                bucket.member,
+                bucket.currency,
+                -points,
+                Kind.EXPIRY,
+                transaction=transaction,
+                expires_on=bucket.expires_on,
+            )
+            BucketAllocation.objects.create(entry=entry, bucket=bucket, points=-points)
+            bucket.remaining = 0
+            balance = self.balance(bucket.member, bucket.currency)
+            balance.available -= points
+            balance.expired += points
+        bucket.save(update_fields=["expired", "remaining"])
+
+
+def due_buckets(member: Member, at: dt.datetime) -> tuple[list[Bucket], list[Bucket]]:
+    """The member's buckets whose escrow release, and whose expiry, is due at `at`."""
+    from loyalty.services.expiry import inactivity_expired_currency_ids
+
+    today = dates.local_date(at, member.program.timezone)
+    base = Bucket.objects.filter(member=member, remaining__gt=0).select_related(
+        "currency", "entry__transaction"
+    )
+    releases = list(base.filter(released=False, available_at__lte=at).order_by("available_at"))
+    dormant = inactivity_expired_currency_ids(member, today)
+    expiry_filter = Q(expires_on__lt=today)
+    if dormant:
+        expiry_filter |= Q(currency_id__in=dormant)
+    expiries = list(
+        Bucket.objects.filter(member=member, expired=False, remaining__gt=0)
+        .filter(expiry_filter)
+        .select_related("currency")
+        .order_by("expires_on", "id")
+    )
+    return releases, expiries
+
+
+def settle(writer: LedgerWriter, member: Member, at: dt.datetime) -> None:
+    """Write the member's due escrow releases, then due expiries (member must be locked)."""
+    releases, expiries = due_buckets(member, at)
+    released = {}
+    for bucket in releases:
+        bucket.member = member
+        writer.release_bucket(bucket)
+        released[bucket.id] = bucket
+    for bucket in expiries:
+        bucket = released.get(bucket.id, bucket)
+        if not bucket.released:
+            continue  # still in escrow: it expires once released
+        bucket.member = member
+        writer.expire_bucket(bucket)

@@ -1,0 +1,161 @@
+"""Reversals: returns and cancellations (SPEC §2 rules 4-6).
+
+A reversal never fails for lack of points. For each credit of the original it takes back, in
+this order: the escrowed remainder (which then never becomes available), the original bucket's
+remaining points, other available points (FIFO); any rest becomes debt, or is written off and
+recorded as `unrecovered_points` when the currency does not allow debt. A reversed redemption
+gives the points back into the buckets they came from, with their expiry.
+
+Partial returns: with `amount`, the share of each entry taken back is
+floor(points * returned_so_far / original_amount) minus what earlier returns took, so all the
+returns of one transaction together never take back more than it earned.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from loyalty.exceptions import InvalidReversal
+from loyalty.models import BucketAllocation, LedgerEntry, Member, Program, Transaction
+from loyalty.services.ledger import LedgerWriter
+from loyalty.services.requests import TransactionRequest
+
+REVERSIBLE_TYPES = (Transaction.Type.ACCRUAL, Transaction.Type.REDEMPTION)
+
+
+def _refuse(message: str) -> None:
+    raise InvalidReversal(message, fields={"original_external_id": message})
+
+
+def transaction_reverse_locked(
+    writer: LedgerWriter,
+    program: Program,
+    member: Member,
+    txn: Transaction,
+    request: TransactionRequest,
+) -> None:
+    original = (
+        Transaction.objects.select_for_update()
+        .filter(program=program, external_id=request.original_external_id)
+        .first()
+    )
+    if original is None:
+        _refuse(f"No transaction {request.original_external_id!r} to reverse.")
+    if original.member_id != member.id:
+        _refuse("A reversal must name a transaction of the same member.")
+    if original.type not in REVERSIBLE_TYPES:
+        _refuse(f"A {original.type} cannot be reversed (post an adjustment instead).")
+    if original.status == Transaction.Status.REJECTED:
+        _refuse("The original transaction was rejected; there is nothing to reverse.")
+    before, cumulative = _returned_shares(original, txn, request.amount)
+    if original.type == Transaction.Type.ACCRUAL:
+        credits = original.entries.filter(
+            kind=LedgerEntry.Kind.ACCRUAL, points__gt=0
+        ).select_related("currency", "bucket")
+        for entry in credits:
+            take = _share(entry.points, before, cumulative, original.amount)
+            if take > 0:
+                _take_back(writer, member, txn, entry, take)
+    else:
+        debits = original.entries.filter(kind=LedgerEntry.Kind.REDEMPTION).select_related(
+            "currency"
+        )
+        for entry in debits:
+            give = _share(-entry.points, before, cumulative, original.amount)
+            if give > 0:
+                _give_back(writer, txn, entry, give)
+    txn.original = original
+    txn.save(update_fields=["original", "amount", "unrecovered_points"])
+    original.status = Transaction.Status.REVERSED
+    original.save(update_fields=["status"])
+
+
+def _returned_shares(
+    original: Transaction, txn: Transaction, amount: Decimal | None
+) -> tuple[Decimal | None, Decimal | None]:
+    """(returned before, returned including this one) in money; (None, None) for originals
+    without an amount, which can only be reversed once and whole."""
+    prior = original.reversals.exclude(pk=txn.pk)
+    if original.amount is None or original.amount == 0:
+        if amount is not None:
+            _refuse("The original has no money amount, so it can only be reversed whole.")
+        if prior.exists():
+            _refuse("The original transaction is already reversed.")
+        return None, None
+    before = prior.aggregate(total=Sum("amount"))["total"] or Decimal("0")
+    if before >= original.amount:
+        _refuse("The original transaction is already fully reversed.")
+    cumulative = original.amount if amount is None else before + amount
+    if cumulative > original.amount:
+        _refuse(
+            f"Returns would exceed the original amount: {before} of {original.amount} "
+            f"already returned, {amount} more requested."
+        )
+    txn.amount = cumulative - before
+    return before, cumulative
+
+
+def _share(points: int, before, cumulative, total) -> int:
+    if total is None or cumulative is None or not total:
+        return points
+    return int(points * cumulative // total) - int(points * before // total)
+
+
+def _take_back(
+    writer: LedgerWriter, member: Member, txn: Transaction, credit: LedgerEntry, points: int
+) -> None:
+    currency = credit.currency
+    bucket = getattr(credit, "bucket", None)
+    own_bucket = bucket is not None and bucket.member_id == member.id
+    if own_bucket and not bucket.released and bucket.remaining:
+        from_pending = min(points, bucket.remaining)
+        writer.take_from_pending(
+            bucket=bucket, points=from_pending, transaction=txn, reverses=credit
+        )
+        points -= from_pending
+    if points <= 0:
+        return
+    first = bucket if own_bucket and bucket.released and not bucket.expired else None
+    _, _, unrecovered = writer.debit(
+        member=member,
+        currency=currency,
+        points=points,
+        kind=LedgerEntry.Kind.REVERSAL,
+        transaction=txn,
+        first_bucket=first,
+        shortfall="debt" if currency.allow_debt else "write_off",
+        reverses=credit,
+    )
+    txn.unrecovered_points += unrecovered
+
+
+def _give_back(writer: LedgerWriter, txn: Transaction, debit: LedgerEntry, points: int) -> None:
+    """Return redeemed points to their buckets, the last consumed (latest expiry) first."""
+    given = dict(
+        BucketAllocation.objects.filter(entry__reverses=debit, points__gt=0)
+        .values_list("bucket_id")
+        .annotate(total=Sum("points"))
+    )
+    allocations = list(
+        debit.allocations.filter(points__lt=0)
+        .select_related("bucket__member__program", "bucket__currency")
+        .order_by("-id")
+    )
+    for allocation in allocations:
+        if points == 0:
+            break
+        returnable = -allocation.points - given.get(allocation.bucket_id, 0)
+        amount = min(returnable, points)
+        if amount <= 0:
+            continue
+        writer.give_back(
+            bucket=allocation.bucket,
+            points=amount,
+            kind=LedgerEntry.Kind.REVERSAL,
+            transaction=txn,
+            reverses=debit,
+        )
+        writer.balance(allocation.bucket.member, allocation.bucket.currency).redeemed -= amount
+        points -= amount
