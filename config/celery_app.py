@@ -1,4 +1,4 @@
-"""The Celery application. Tasks are thin wrappers around services and jobs (see loyalty/tasks.py)."""
+"""The Celery application. Tasks are thin wrappers around jobs and services (loyalty/tasks.py)."""
 
 import os
 

@@ -114,15 +114,45 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- REST framework ------------------------------------------------------------------------
+# API keys (`Authorization: Api-Key <key>`) or a staff user's admin session; scopes per view;
+# every error in the shape of SPEC §14 (loyalty/api/exception_handler.py). See docs/api.md.
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="1200/min")  # per key
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "loyalty.api.authentication.ApiKeyAuthentication",
+        "loyalty.api.authentication.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["loyalty.api.permissions.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["loyalty.api.permissions.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_key": API_THROTTLE_RATE},
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "EXCEPTION_HANDLER": "loyalty.api.exception_handler.api_exception_handler",
+    "COERCE_DECIMAL_TO_STRING": True,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Tessera API",
-    "DESCRIPTION": "Loyalty back office API for integrations (shops, POS, apps).",
+    "DESCRIPTION": "Loyalty back office API for integrations (shops, POS, apps). "
+    "Authenticate with `Authorization: Api-Key <key>`; errors are "
+    '`{"error": {"code", "message", "fields"}}`. See docs/api.md.',
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "MemberStatusEnum": "loyalty.models.Member.Status",
+        "MemberTypeEnum": "loyalty.models.Member.Type",
+        "ChannelEnum": "loyalty.models.Transaction.Channel",
+        "LedgerKindEnum": "loyalty.models.LedgerEntry.Kind",
+        "PoolEnum": "loyalty.models.LedgerEntry.Pool",
+    },
 }
 
 LOGGING = {

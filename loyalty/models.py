@@ -98,7 +98,8 @@ class Currency(models.Model):
     redeemable = models.BooleanField(default=True)
     allow_debt = models.BooleanField(
         default=True,
-        help_text="Reversals that find too few points leave a debt; if off, the rest is written off.",
+        help_text="Reversals that find too few points leave a debt; if off, the rest is "
+        "written off.",
     )
     escrow_days = models.PositiveIntegerField(default=0)
     expiry_policy = models.CharField(
@@ -141,9 +142,9 @@ class Currency(models.Model):
         errors = {}
         if self.kind == self.Kind.QUALIFYING and self.redeemable:
             errors["redeemable"] = "Qualifying points are for tier status and never redeemable."
-        if self.expiry_policy in (self.ExpiryPolicy.ROLLING, self.ExpiryPolicy.INACTIVITY):
-            if not self.expiry_months:
-                errors["expiry_months"] = f"The {self.expiry_policy} policy needs months."
+        needs_months = (self.ExpiryPolicy.ROLLING, self.ExpiryPolicy.INACTIVITY)
+        if self.expiry_policy in needs_months and not self.expiry_months:
+            errors["expiry_months"] = f"The {self.expiry_policy} policy needs months."
         if self.expiry_policy == self.ExpiryPolicy.FIXED:
             for field in ("expiry_month", "expiry_day", "expiry_years_after"):
                 if getattr(self, field) is None:
@@ -522,6 +523,9 @@ class BucketAllocation(models.Model):
             models.CheckConstraint(condition=~Q(points=0), name="allocation_points_nonzero"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.points:+d} on bucket {self.bucket_id}"
+
 
 class Balance(models.Model):
     """Cached per member and currency; equal to the sums of the ledger (see module docstring)."""
@@ -550,3 +554,29 @@ class Balance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.member.membership_number} {self.currency.code}: {self.available}"
+
+
+class ApiKey(models.Model):
+    """A program's key for the REST API. Only the SHA-256 of the secret is stored; `prefix`
+    (its first 8 characters) identifies it in lists. Revoked keys stay for the audit trail."""
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=8, editable=False)
+    hashed_key = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField(default=list, blank=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["program", "name", "-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -247,7 +247,8 @@ def _base_award(rule: RuleSnapshot, snapshot: TransactionSnapshot, scale: int) -
     line_amounts = _line_amounts(snapshot, lines)
     if award["type"] == "per_amount":
         base = _base_amount(snapshot, lines)
-        raw = base / Decimal(str(award["per"])) * Decimal(str(award["points"]))
+        # Multiply before dividing: 10 / 3 * 3 is 9.99..., which rounds down to 9.
+        raw = base * Decimal(str(award["points"])) / Decimal(str(award["per"]))
         points = _to_units(raw, scale, award.get("rounding", "down"))
     else:  # fixed
         points = _to_units(Decimal(str(award["points"])), scale, "down")
@@ -267,15 +268,15 @@ def _multiplier_award(
         if base.currency != rule.currency or base.points == 0:
             continue
         total = sum(base.line_amounts.values(), Decimal("0"))
-        if selected is None or total == 0:
-            share = Decimal("1") if selected is None else Decimal("0")
-        else:
+        if selected is None:
+            base_points += Decimal(base.points)
+        elif total != 0:
             in_lines = sum(
                 (amount for index, amount in base.line_amounts.items() if index in selected),
                 Decimal("0"),
             )
-            share = in_lines / total
-        base_points += Decimal(base.points) * share
+            # Multiply before dividing: 30 * (1/3) is 9.99..., which rounds down to 9.
+            base_points += Decimal(base.points) * in_lines / total
     raw_extra = base_points * (factor - 1) / scale
     points = _to_units(raw_extra, scale, award.get("rounding", "down"))
     points = max(0, _apply_transaction_cap(points, award, scale))

@@ -38,12 +38,28 @@ def tqp(program) -> Currency:
 @pytest.fixture
 def base_rules(program, pts, tqp):
     return [
-        EarningRuleFactory(program=program, code="base", award={
-            "type": "per_amount", "currency": "PTS", "points": "1", "per": "1.00",
-            "rounding": "down"}),
-        EarningRuleFactory(program=program, code="base-tqp", award={
-            "type": "per_amount", "currency": "TQP", "points": "1", "per": "1.00",
-            "rounding": "down"}),
+        EarningRuleFactory(
+            program=program,
+            code="base",
+            award={
+                "type": "per_amount",
+                "currency": "PTS",
+                "points": "1",
+                "per": "1.00",
+                "rounding": "down",
+            },
+        ),
+        EarningRuleFactory(
+            program=program,
+            code="base-tqp",
+            award={
+                "type": "per_amount",
+                "currency": "TQP",
+                "points": "1",
+                "per": "1.00",
+                "rounding": "down",
+            },
+        ),
     ]
 
 

@@ -93,9 +93,10 @@ class LedgerWriter:
         available_at: dt.datetime | None = None,
         expires_on: dt.date | None = None,
         note: str = "",
+        reverses: LedgerEntry | None = None,
     ) -> LedgerEntry:
         """Add points as a new bucket: pending until `available_at`, else available
-        (paying any debt first)."""
+        (paying any debt first). `reverses` links a moved credit (merge) to its origin."""
         assert points > 0
         pending = available_at is not None and available_at > self.now
         entry = self._entry(
@@ -110,6 +111,7 @@ class LedgerWriter:
             available_at=available_at,
             expires_on=expires_on,
             note=note,
+            reverses=reverses,
         )
         bucket = Bucket.objects.create(
             entry=entry,

@@ -226,6 +226,7 @@ def _move_bucket(writer: LedgerWriter, bucket: Bucket, source: Member, target: M
         available_at=bucket.available_at if pending else None,
         expires_on=bucket.expires_on,
         note="moved from duplicate",
+        reverses=bucket.entry,
     )
 
 

@@ -406,10 +406,12 @@ def _accrue(
             available_at=available_at,
             expires_on=expires_on,
         )
-    if request.subtype in ACTIVITY_SUBTYPES:
-        if member.last_activity_at is None or txn.occurred_at > member.last_activity_at:
-            member.last_activity_at = txn.occurred_at
-            Member.objects.filter(pk=member.pk).update(last_activity_at=txn.occurred_at)
+    is_activity = request.subtype in ACTIVITY_SUBTYPES
+    if is_activity and (
+        member.last_activity_at is None or txn.occurred_at > member.last_activity_at
+    ):
+        member.last_activity_at = txn.occurred_at
+        Member.objects.filter(pk=member.pk).update(last_activity_at=txn.occurred_at)
 
 
 def _referral_on_first_purchase(
@@ -418,13 +420,17 @@ def _referral_on_first_purchase(
     """SPEC §3: the referee's first processed purchase earns the referrer a referral accrual."""
     if not member.referred_by_id:
         return
+    external_id = f"{SYSTEM_PREFIX}referral:{member.membership_number}"
+    # A purchase processed earlier counts even if it was returned since (status reversed);
+    # otherwise the next purchase would post the referral again, with another occurred_at,
+    # and be refused as an idempotency conflict.
     earlier = Transaction.objects.filter(
         member=member,
         type=Transaction.Type.ACCRUAL,
         subtype="purchase",
-        status=Transaction.Status.PROCESSED,
+        status__in=(Transaction.Status.PROCESSED, Transaction.Status.REVERSED),
     ).exclude(pk=txn.pk)
-    if earlier.exists():
+    if earlier.exists() or _existing(program, external_id) is not None:
         return
     referrer = Member.objects.get(pk=member.referred_by_id)
     if referrer.status != Member.Status.ACTIVE:
@@ -432,7 +438,7 @@ def _referral_on_first_purchase(
     transaction_post(
         program=program,
         request=TransactionRequest(
-            external_id=f"{SYSTEM_PREFIX}referral:{member.membership_number}",
+            external_id=external_id,
             member=referrer.membership_number,
             type="accrual",
             subtype="referral",

@@ -107,7 +107,7 @@ def _take_back(
     writer: LedgerWriter, member: Member, txn: Transaction, credit: LedgerEntry, points: int
 ) -> None:
     currency = credit.currency
-    bucket = getattr(credit, "bucket", None)
+    bucket = _current_bucket(getattr(credit, "bucket", None), member)
     own_bucket = bucket is not None and bucket.member_id == member.id
     if own_bucket and not bucket.released and bucket.remaining:
         from_pending = min(points, bucket.remaining)
@@ -129,6 +129,22 @@ def _take_back(
         reverses=credit,
     )
     txn.unrecovered_points += unrecovered
+
+
+def _current_bucket(bucket, member: Member):
+    """Where a credit's points are now: a merge moved them into a bucket of the survivor."""
+    while bucket is not None and bucket.member_id != member.id:
+        moved = (
+            LedgerEntry.objects.filter(
+                kind=LedgerEntry.Kind.MERGE, reverses=bucket.entry, points__gt=0
+            )
+            .select_related("bucket")
+            .first()
+        )
+        if moved is None:
+            break
+        bucket = moved.bucket
+    return bucket
 
 
 def _give_back(writer: LedgerWriter, txn: Transaction, debit: LedgerEntry, points: int) -> None:

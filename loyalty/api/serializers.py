@@ -1,0 +1,550 @@
+"""Shapes of the API (SPEC §14): input serializers check types and formats only (business
+rules live in the services); output serializers render decimal strings and ISO 8601
+timestamps with an offset."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from loyalty.models import LedgerEntry, Member, Transaction
+from loyalty.services.posting import from_units
+from loyalty.services.requests import LineRequest, TransactionRequest
+
+MIN_YEAR, MAX_YEAR = 1900, 2999
+
+
+# --- fields --------------------------------------------------------------------------------
+
+
+class OffsetDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with an explicit offset, in and out (`+00:00`, never a naive time)."""
+
+    def to_internal_value(self, value):
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is None:
+                raise serializers.ValidationError(
+                    "An ISO 8601 timestamp with offset is required "
+                    "(e.g. 2025-05-01T12:00:00+02:00)."
+                )
+        result = super().to_internal_value(value)
+        try:
+            in_utc = result.astimezone(dt.UTC)
+        except OverflowError as exc:
+            raise serializers.ValidationError("Out of range.") from exc
+        if not MIN_YEAR <= in_utc.year <= MAX_YEAR:
+            raise serializers.ValidationError(f"Must be between {MIN_YEAR} and {MAX_YEAR}.")
+        return result
+
+    def to_representation(self, value):
+        if value is None:
+            return None
+        return value.astimezone(dt.UTC).isoformat()
+
+
+class BoundedDateField(serializers.DateField):
+    def to_internal_value(self, value):
+        result = super().to_internal_value(value)
+        if not MIN_YEAR <= result.year <= MAX_YEAR:
+            raise serializers.ValidationError(f"Must be between {MIN_YEAR} and {MAX_YEAR}.")
+        return result
+
+
+def _no_nul(value) -> None:
+    """PostgreSQL refuses NUL characters in text and JSON."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise serializers.ValidationError("Null characters are not allowed.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key)
+            _no_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul(item)
+
+
+class AttributesField(serializers.JSONField):
+    """A free JSON object."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        _no_nul(value)
+        return value
+
+
+extend_schema_field({"type": "object", "additionalProperties": True})(AttributesField)
+
+
+def points_field(**kwargs) -> serializers.DecimalField:
+    """A decimal string of points in currency units (e.g. "500" PTS, "12.50" cashback)."""
+    return serializers.DecimalField(max_digits=None, decimal_places=None, **kwargs)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(
+        help_text="Stable machine-readable code, e.g. insufficient_points."
+    )
+    message = serializers.CharField(help_text="Human-readable explanation.")
+    fields = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="Per-field messages (dotted paths such as lines[0].quantity); may be empty.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+# --- members -------------------------------------------------------------------------------
+
+
+class ExpiringSerializer(serializers.Serializer):
+    expires_on = serializers.DateField()
+    points = points_field()
+
+
+class BalanceSerializer(serializers.Serializer):
+    currency = serializers.CharField(help_text="Code of the program currency, e.g. PTS.")
+    kind = serializers.ChoiceField(choices=["non_qualifying", "qualifying"])
+    available = points_field()
+    pending = points_field(help_text="In escrow, not yet available.")
+    debt = points_field()
+    lifetime_earned = points_field()
+    redeemed = points_field()
+    expired = points_field()
+    expiring = ExpiringSerializer(many=True, help_text="Next expiry dates and their points.")
+
+
+class MemberBalancesSerializer(serializers.Serializer):
+    member = serializers.CharField(help_text="Membership number.")
+    balances = BalanceSerializer(many=True)
+
+
+MEMBER_OUTPUT_FIELDS = (
+    "membership_number",
+    "type",
+    "status",
+    "company_name",
+    "tax_id",
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "birth_date",
+    "locale",
+    "country",
+    "consent_email",
+    "consent_sms",
+    "consent_push",
+    "enrolled_at",
+    "enrollment_channel",
+    "referral_code",
+    "referred_by",
+    "attributes",
+)
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(help_text="E-mail address, or empty.")
+    enrolled_at = OffsetDateTimeField()
+    referral_code = serializers.CharField(help_text="The member's own code, to refer others.")
+    referred_by = serializers.SlugRelatedField(
+        slug_field="membership_number", read_only=True, allow_null=True
+    )
+    attributes = AttributesField()
+
+    class Meta:
+        model = Member
+        fields = MEMBER_OUTPUT_FIELDS
+        read_only_fields = MEMBER_OUTPUT_FIELDS
+
+
+class MemberDetailSerializer(MemberSerializer):
+    balances = BalanceSerializer(many=True, read_only=True)
+
+    class Meta(MemberSerializer.Meta):
+        fields = (*MEMBER_OUTPUT_FIELDS, "balances")
+        read_only_fields = fields
+
+
+class MemberProfileInputSerializer(serializers.Serializer):
+    """Contact data, consents and attributes (every field optional)."""
+
+    type = serializers.ChoiceField(choices=Member.Type.choices, required=False)
+    company_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    tax_id = serializers.CharField(max_length=50, required=False, allow_blank=True)
+    email = serializers.EmailField(max_length=254, required=False, allow_blank=True)
+    first_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    last_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    phone = serializers.CharField(max_length=40, required=False, allow_blank=True)
+    birth_date = BoundedDateField(required=False, allow_null=True)
+    locale = serializers.CharField(max_length=20, required=False, allow_blank=True)
+    country = serializers.RegexField(
+        r"^[A-Z]{2}$",
+        max_length=2,
+        required=False,
+        allow_blank=True,
+        help_text="ISO 3166-1 alpha-2, e.g. PL.",
+    )
+    consent_email = serializers.BooleanField(required=False)
+    consent_sms = serializers.BooleanField(required=False)
+    consent_push = serializers.BooleanField(required=False)
+    attributes = AttributesField(required=False, help_text="Free JSON object (zero-party data).")
+
+
+class MemberEnrolSerializer(MemberProfileInputSerializer):
+    membership_number = serializers.RegexField(
+        r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=40,
+        required=False,
+        help_text="Generated (like M-4827-5936) when omitted.",
+    )
+    referral_code = serializers.CharField(
+        max_length=20,
+        required=False,
+        allow_blank=True,
+        help_text="The referral code of the member who referred this one (optional).",
+    )
+    enrolled_at = OffsetDateTimeField(required=False, help_text="Defaults to now.")
+    enrollment_channel = serializers.CharField(max_length=20, required=False, allow_blank=True)
+
+
+class MemberUpdateSerializer(MemberProfileInputSerializer):
+    pass
+
+
+# --- ledger and transactions ---------------------------------------------------------------
+
+
+class CodeNameSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField()
+
+
+class LedgerEntrySerializer(serializers.ModelSerializer):
+    member = serializers.CharField(source="member.membership_number")
+    currency = serializers.CharField(source="currency.code")
+    points = serializers.SerializerMethodField(help_text="Signed, in currency units.")
+    rule = serializers.SerializerMethodField(help_text="The earning rule that produced it.")
+    promotion = serializers.SerializerMethodField(
+        help_text="The promotion that produced it (promotions arrive in a later version)."
+    )
+    transaction = serializers.SerializerMethodField(help_text="external_id of its transaction.")
+    available_at = OffsetDateTimeField(allow_null=True)
+    created_at = OffsetDateTimeField()
+
+    class Meta:
+        model = LedgerEntry
+        fields = (
+            "id",
+            "member",
+            "kind",
+            "points",
+            "currency",
+            "pool",
+            "rule",
+            "promotion",
+            "transaction",
+            "available_at",
+            "expires_on",
+            "note",
+            "created_at",
+        )
+        read_only_fields = fields
+
+    @extend_schema_field(points_field())
+    def get_points(self, entry: LedgerEntry) -> str:
+        return f"{from_units(entry.points, entry.currency):f}"
+
+    @extend_schema_field(CodeNameSerializer(allow_null=True))
+    def get_rule(self, entry: LedgerEntry) -> dict | None:
+        if entry.rule is None:
+            return None
+        return {"code": entry.rule.code, "name": entry.rule.name}
+
+    @extend_schema_field(CodeNameSerializer(allow_null=True))
+    def get_promotion(self, entry: LedgerEntry) -> dict | None:
+        return None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_transaction(self, entry: LedgerEntry) -> str | None:
+        return entry.transaction.external_id if entry.transaction_id else None
+
+
+class LineSerializer(serializers.Serializer):
+    sku = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    category = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    quantity = serializers.DecimalField(
+        max_digits=12, decimal_places=3, required=False, default=Decimal("1")
+    )
+    unit_price = serializers.DecimalField(
+        max_digits=14, decimal_places=2, required=False, default=Decimal("0")
+    )
+
+
+class TransactionLineSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    category = serializers.CharField()
+    quantity = serializers.DecimalField(max_digits=12, decimal_places=3)
+    unit_price = serializers.DecimalField(max_digits=14, decimal_places=2)
+
+
+TRANSACTION_TYPES = ["accrual", "redemption", "adjustment", "reversal"]
+
+
+class TransactionRequestSerializer(serializers.Serializer):
+    """One body for accruals, redemptions, adjustments and reversals (SPEC §2 and §14)."""
+
+    external_id = serializers.CharField(
+        max_length=100, help_text="Your id of the event: the idempotency key."
+    )
+    member = serializers.CharField(max_length=40, help_text="Membership number.")
+    type = serializers.ChoiceField(choices=TRANSACTION_TYPES)
+    subtype = serializers.CharField(
+        max_length=20,
+        required=False,
+        allow_blank=True,
+        help_text="accrual: purchase, engagement, enrollment, referral, birthday, "
+        "opening_balance; redemption: reward or payment.",
+    )
+    event = serializers.CharField(
+        max_length=50,
+        required=False,
+        allow_blank=True,
+        help_text="Engagements: e.g. review_posted.",
+    )
+    occurred_at = OffsetDateTimeField()
+    amount = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        required=False,
+        allow_null=True,
+        help_text="Money amount (purchase) or returned amount (partial reversal).",
+    )
+    currency = serializers.RegexField(
+        r"^[A-Z]{3}$", required=False, allow_blank=True, help_text="ISO 4217, e.g. EUR."
+    )
+    channel = serializers.ChoiceField(
+        choices=Transaction.Channel.choices, required=False, allow_blank=True
+    )
+    partner = serializers.CharField(
+        max_length=50, required=False, allow_blank=True, help_text="Partner code."
+    )
+    lines = LineSerializer(many=True, required=False)
+    attributes = AttributesField(required=False)
+    points = serializers.DecimalField(
+        max_digits=18,
+        decimal_places=6,
+        required=False,
+        allow_null=True,
+        help_text="Redemptions, adjustments (negative debits) and opening balances.",
+    )
+    points_currency = serializers.CharField(
+        max_length=20, required=False, allow_blank=True, help_text="Program currency, e.g. PTS."
+    )
+    expires_at = BoundedDateField(
+        required=False, allow_null=True, help_text="Opening balances: expiry date."
+    )
+    reason = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, help_text="Adjustments: why."
+    )
+    original_external_id = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, help_text="Reversals: what to reverse."
+    )
+
+    def to_request(self) -> TransactionRequest:
+        data = self.validated_data
+        return TransactionRequest(
+            external_id=data["external_id"],
+            member=data["member"],
+            type=data["type"],
+            occurred_at=data["occurred_at"],
+            subtype=data.get("subtype", ""),
+            event=data.get("event", ""),
+            amount=data.get("amount"),
+            currency=data.get("currency", ""),
+            channel=data.get("channel", ""),
+            partner=data.get("partner", ""),
+            lines=tuple(LineRequest(**line) for line in data.get("lines", [])),
+            attributes=data.get("attributes", {}),
+            points=data.get("points"),
+            points_currency=data.get("points_currency", ""),
+            expires_at=data.get("expires_at"),
+            reason=data.get("reason", ""),
+            original_external_id=data.get("original_external_id", ""),
+        )
+
+
+class TransferRequestSerializer(serializers.Serializer):
+    external_id = serializers.CharField(max_length=100, help_text="The idempotency key.")
+    points = serializers.DecimalField(max_digits=18, decimal_places=6)
+    points_currency = serializers.CharField(max_length=20)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # `from` and `to` are the contract's names; `from` is a Python keyword.
+        return {
+            "external_id": fields["external_id"],
+            "from": serializers.CharField(max_length=40, help_text="Giving membership number."),
+            "to": serializers.CharField(max_length=40, help_text="Receiving membership number."),
+            "points": fields["points"],
+            "points_currency": fields["points_currency"],
+        }
+
+
+class TransactionSerializer(serializers.ModelSerializer):
+    member = serializers.CharField(source="member.membership_number")
+    counterparty = serializers.SerializerMethodField(
+        help_text="Transfers: the receiving membership number."
+    )
+    occurred_at = OffsetDateTimeField()
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    currency = serializers.CharField(source="money_currency")
+    partner = serializers.SerializerMethodField()
+    points = serializers.SerializerMethodField(help_text="In units of points_currency.")
+    points_currency = serializers.SerializerMethodField()
+    original_external_id = serializers.SerializerMethodField()
+    unrecovered_points = serializers.SerializerMethodField(
+        help_text="Reversals: points written off (currency without debt)."
+    )
+    lines = TransactionLineSerializer(many=True)
+    attributes = AttributesField()
+    entries = LedgerEntrySerializer(many=True, help_text="The ledger entries it produced.")
+    created_at = OffsetDateTimeField()
+
+    class Meta:
+        model = Transaction
+        fields = (
+            "external_id",
+            "type",
+            "subtype",
+            "event",
+            "status",
+            "rejection_reason",
+            "member",
+            "counterparty",
+            "occurred_at",
+            "amount",
+            "currency",
+            "channel",
+            "partner",
+            "points",
+            "points_currency",
+            "expires_on",
+            "reason",
+            "original_external_id",
+            "unrecovered_points",
+            "lines",
+            "attributes",
+            "entries",
+            "created_at",
+        )
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_counterparty(self, txn: Transaction) -> str | None:
+        return txn.counterparty.membership_number if txn.counterparty_id else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_partner(self, txn: Transaction) -> str | None:
+        return txn.partner.code if txn.partner_id else None
+
+    @extend_schema_field(points_field(allow_null=True))
+    def get_points(self, txn: Transaction) -> str | None:
+        if txn.points is None or txn.points_currency is None:
+            return None
+        return f"{from_units(txn.points, txn.points_currency):f}"
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_points_currency(self, txn: Transaction) -> str | None:
+        return txn.points_currency.code if txn.points_currency_id else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_original_external_id(self, txn: Transaction) -> str | None:
+        return txn.original.external_id if txn.original_id else None
+
+    @extend_schema_field(points_field())
+    def get_unrecovered_points(self, txn: Transaction) -> str:
+        if not txn.unrecovered_points:
+            return "0"
+        currency = txn.points_currency or (
+            txn.entries.first().currency if txn.entries.exists() else None
+        )
+        if currency is None:
+            return str(txn.unrecovered_points)
+        return f"{from_units(txn.unrecovered_points, currency):f}"
+
+
+# --- simulation ----------------------------------------------------------------------------
+
+
+class SimulatedAwardSerializer(serializers.Serializer):
+    rule_code = serializers.CharField(help_text='"" for an opening balance (no rule).')
+    rule_name = serializers.CharField()
+    currency = serializers.CharField()
+    points = points_field()
+    available_at = OffsetDateTimeField(
+        allow_null=True, help_text="End of escrow; null: available at once."
+    )
+    pending = serializers.BooleanField(help_text="In escrow if posted now.")
+    expires_on = serializers.DateField(allow_null=True)
+
+
+class RuleNotFiredSerializer(serializers.Serializer):
+    rule_code = serializers.CharField()
+    rule_name = serializers.CharField()
+    reason = serializers.CharField(help_text="The first condition that failed.")
+
+
+class BalanceEffectSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    points = points_field()
+    available_before = points_field()
+    available_after = points_field()
+
+
+class RefusalSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.CharField())
+
+    def to_representation(self, instance):
+        return {
+            "code": instance.code,
+            "message": instance.message,
+            "fields": {str(k): str(v) for k, v in (instance.fields or {}).items()},
+        }
+
+
+class SimulationSerializer(serializers.Serializer):
+    would_post = serializers.BooleanField(
+        help_text="True when posting this body now would write it (no refusal, no replay)."
+    )
+    replay = serializers.BooleanField(
+        help_text="The external_id was already posted with this body: a post writes nothing."
+    )
+    type = serializers.CharField()
+    subtype = serializers.CharField()
+    awards = SimulatedAwardSerializer(many=True, help_text="Rules that fire and their credits.")
+    not_fired = RuleNotFiredSerializer(many=True, help_text="Rules that do not fire, and why.")
+    totals = serializers.DictField(
+        child=points_field(), help_text="Points per currency code (negative: spent)."
+    )
+    balance_effects = BalanceEffectSerializer(many=True)
+    refusal = RefusalSerializer(
+        allow_null=True, help_text="What a post would refuse (its error code and message)."
+    )

@@ -1,0 +1,32 @@
+"""/api/v1/ (SPEC §14)."""
+
+from django.urls import path, re_path
+
+from loyalty.api import views
+from loyalty.api.exception_handler import api_not_found
+
+app_name = "api"
+
+urlpatterns = [
+    path("members/", views.MemberListView.as_view(), name="members"),
+    path("members/<str:number>/", views.MemberDetailView.as_view(), name="member"),
+    path(
+        "members/<str:number>/balances/",
+        views.MemberBalancesView.as_view(),
+        name="member-balances",
+    ),
+    path("members/<str:number>/ledger/", views.MemberLedgerView.as_view(), name="member-ledger"),
+    path("transactions/", views.TransactionCreateView.as_view(), name="transactions"),
+    path(
+        "transactions/simulate/",
+        views.TransactionSimulateView.as_view(),
+        name="transactions-simulate",
+    ),
+    path(
+        "transactions/<str:external_id>/",
+        views.TransactionDetailView.as_view(),
+        name="transaction",
+    ),
+    path("transfers/", views.TransferView.as_view(), name="transfers"),
+    re_path(r"^.*$", api_not_found),
+]

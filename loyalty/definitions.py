@@ -1,0 +1,757 @@
+"""Program definitions (SPEC §12): one JSON document <-> a program's whole configuration.
+
+What this module guarantees:
+- A document is validated completely before anything is written: the JSON Schema
+  (`loyalty/schemas/program-definition.schema.json`, draft 2020-12) and the checks a schema
+  cannot express (references between sections, expiry settings, IANA timezones, rule
+  conditions, skus and categories owned by other partners). Every error is reported at once
+  with its JSON path (`$.currencies[0].kind`) in `ProgramDefinitionError.fields`; an invalid
+  document writes nothing.
+- Loading is an upsert by `code` at every level, in one database transaction. Objects the
+  document names are created or brought to exactly what it says (a key left out takes its
+  default); objects it does not name are left alone, never deleted. Rows whose values would
+  not change are not saved, so loading the same document twice changes nothing.
+- `program_export` writes every stored key, so its output loads back into an equal program.
+- Tier groups, benefits, promotions and voucher definitions are validated but not stored yet:
+  their subsystems do not exist; the load report says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
+
+import jsonschema
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import models
+from django.db import transaction as db_transaction
+
+from loyalty.exceptions import ProgramDefinitionError
+from loyalty.models import Balance, Currency, EarningRule, LedgerEntry, Program
+from loyalty.rules import RuleDefinitionError, validate_rule_definition
+from partners.models import Partner, PartnerCategory, PartnerProduct, PartnerProgram
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "program-definition.schema.json"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "program_templates"
+FORMAT_VERSION = 1
+# Sections whose subsystems do not exist yet: validated, reported, not stored.
+NOT_YET_LOADED = {
+    "tier_groups": "the tiers subsystem",
+    "benefits": "the tiers subsystem",
+    "promotions": "the promotions app",
+    "voucher_definitions": "the vouchers app",
+}
+MONEY_LIMITS = {"max_digits": 12, "decimal_places": 6}  # Currency.point_value, partner terms
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+@functools.cache
+def definition_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = definition_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def template_names() -> list[str]:
+    """The shipped templates, by file stem (`points`, `cashback`, `b2b`)."""
+    return sorted(path.stem for path in TEMPLATES_DIR.glob("*.json"))
+
+
+def template_path(name: str) -> Path:
+    return TEMPLATES_DIR / f"{name}.json"
+
+
+def read_document(path: str | Path) -> dict:
+    """Parse a definition file; a missing or unparseable file is a ProgramDefinitionError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ProgramDefinitionError(
+            f"No such file: {path}", fields={"$": "file not found"}
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProgramDefinitionError(f"Cannot read {path}: {exc}", fields={"$": str(exc)}) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        message = f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        raise ProgramDefinitionError(f"{path} is {message}.", fields={"$": message}) from exc
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _path(*parts: str | int) -> str:
+    text = "$"
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _join(base: str, key: str) -> str:
+    return f"{base}.{key}"
+
+
+class _Errors:
+    """Errors by JSON path, in the order found; several at one path are joined."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, list[str]] = {}
+
+    def add(self, path: str, message: str) -> None:
+        messages = self.by_path.setdefault(path, [])
+        if message not in messages:
+            messages.append(message)
+
+    def under(self, prefix: str) -> bool:
+        return any(p == prefix or p.startswith((prefix + ".", prefix + "[")) for p in self.by_path)
+
+    def as_fields(self) -> dict[str, str]:
+        return {path: "; ".join(messages) for path, messages in self.by_path.items()}
+
+
+def _schema_errors(document: Any, errors: _Errors) -> None:
+    for error in _validator().iter_errors(document):
+        base = error.json_path
+        if error.validator == "required" and isinstance(error.instance, dict):
+            missing = [
+                name
+                for name in error.validator_value
+                if name not in error.instance and error.message.startswith(repr(name))
+            ]
+            for name in missing or [None]:
+                errors.add(_join(base, name) if name else base, "required key is missing")
+        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = sorted(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - set(allowed)):
+                errors.add(_join(base, key), f"unknown key (allowed: {', '.join(allowed)})")
+        else:
+            errors.add(base, error.message)
+
+
+def _items(document: dict, key: str) -> list[tuple[int, dict]]:
+    """(index, item) of a section's objects, skipping what the schema already refused."""
+    value = document.get(key)
+    if not isinstance(value, list):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
+
+
+def _check_unique(errors: _Errors, seen: dict[str, str], value: Any, path: str, what: str) -> None:
+    if not isinstance(value, str):
+        return
+    if value in seen:
+        errors.add(path, f"duplicate {what} {value!r} (also at {seen[value]})")
+    else:
+        seen[value] = path
+
+
+def _check_money(errors: _Errors, value: Any, path: str) -> None:
+    if value is None:
+        return
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return  # the schema reported it
+    if not number.is_finite():
+        errors.add(path, f"{value!r} is not a number")
+        return
+    exponent = number.as_tuple().exponent
+    places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    integer_digits = len(str(abs(int(number)))) if abs(number) >= 1 else 0
+    if places > MONEY_LIMITS["decimal_places"]:
+        errors.add(path, f"{value!r} has more than {MONEY_LIMITS['decimal_places']} decimals")
+    elif integer_digits > MONEY_LIMITS["max_digits"] - MONEY_LIMITS["decimal_places"]:
+        errors.add(path, f"{value!r} is too large")
+
+
+def _parse_instant(value: Any, tz_name: str) -> dt.datetime | None:
+    """An aware datetime from an ISO 8601 timestamp with offset, or from a date (00:00 of that
+    day in the program's timezone). Raises ValueError when it is neither."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    if len(text) == 10:
+        day = dt.date.fromisoformat(text)
+        return dt.datetime.combine(day, dt.time.min, tzinfo=ZoneInfo(tz_name))
+    instant = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if instant.tzinfo is None:
+        raise ValueError("needs an offset")
+    return instant
+
+
+@functools.cache
+def _timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _semantic_errors(document: dict, errors: _Errors) -> None:
+    """What the schema cannot say. Reads the database for references to existing objects."""
+    code = document.get("code")
+    existing = Program.objects.filter(code=code).first() if isinstance(code, str) else None
+    existing_currencies = (
+        {c.code: c for c in existing.currencies.all()} if existing is not None else {}
+    )
+
+    tz_name = document.get("timezone", "UTC")
+    tz_valid = isinstance(tz_name, str) and tz_name in _timezones()
+    if isinstance(tz_name, str) and not tz_valid:
+        errors.add(_path("timezone"), f"{tz_name!r} is not an IANA timezone name")
+
+    currency_kinds = {c: cur.kind for c, cur in existing_currencies.items()}
+    seen: dict[str, str] = {}
+    for i, item in _items(document, "currencies"):
+        _check_currency(errors, i, item, seen, existing_currencies)
+        if isinstance(item.get("code"), str):
+            currency_kinds[item["code"]] = item.get("kind")
+
+    seen = {}
+    for i, item in _items(document, "earning_rules"):
+        _check_rule(errors, i, item, seen, currency_kinds, tz_name if tz_valid else "UTC")
+
+    seen = {}
+    seen_skus: dict[str, str] = {}
+    seen_categories: dict[str, str] = {}
+    for i, item in _items(document, "partners"):
+        _check_partner(errors, i, item, seen, seen_skus, seen_categories)
+
+    benefit_codes: dict[str, str] = {}
+    for i, item in _items(document, "benefits"):
+        _check_unique(errors, benefit_codes, item.get("code"), _path("benefits", i, "code"), "code")
+    seen = {}
+    for i, item in _items(document, "tier_groups"):
+        _check_tier_group(errors, i, item, seen, currency_kinds, benefit_codes)
+    for key in ("promotions", "voucher_definitions"):
+        seen = {}
+        for i, item in _items(document, key):
+            _check_unique(errors, seen, item.get("code"), _path(key, i, "code"), "code")
+
+
+def _check_currency(
+    errors: _Errors, i: int, item: dict, seen: dict, existing: dict[str, Currency]
+) -> None:
+    code = item.get("code")
+    _check_unique(errors, seen, code, _path("currencies", i, "code"), "currency code")
+    kind = item.get("kind")
+    if kind == Currency.Kind.QUALIFYING and item.get("redeemable") is True:
+        errors.add(
+            _path("currencies", i, "redeemable"),
+            "qualifying points are for tier status and never redeemable",
+        )
+    _check_money(errors, item.get("point_value"), _path("currencies", i, "point_value"))
+    expiry = item.get("expiry")
+    if isinstance(expiry, dict):
+        policy = expiry.get("policy")
+        base = ("currencies", i, "expiry")
+        if policy in ("rolling", "inactivity") and expiry.get("months") is None:
+            errors.add(_path(*base, "months"), f"the {policy} policy needs months")
+        if policy == "fixed":
+            for key in ("month", "day", "years_after"):
+                if expiry.get(key) is None:
+                    errors.add(
+                        _path(*base, key), "the fixed policy needs month, day and years_after"
+                    )
+            month, day = expiry.get("month"), expiry.get("day")
+            if isinstance(month, int) and isinstance(day, int) and 1 <= month <= 12:
+                try:
+                    dt.date(2000, month, day)  # a leap year: 29 February is allowed
+                except ValueError:
+                    errors.add(_path(*base, "day"), f"month {month} has no day {day}")
+    current = existing.get(code) if isinstance(code, str) else None
+    if current is not None and _currency_in_use(current):
+        decimals = item.get("decimals", 0)
+        if isinstance(decimals, int) and decimals != current.decimals:
+            errors.add(
+                _path("currencies", i, "decimals"),
+                f"cannot change from {current.decimals} to {decimals}: {code} already has "
+                "ledger entries stored in its smallest unit",
+            )
+        if kind in Currency.Kind.values and kind != current.kind:
+            errors.add(
+                _path("currencies", i, "kind"),
+                f"cannot change from {current.kind} to {kind}: {code} already has ledger entries",
+            )
+
+
+def _currency_in_use(currency: Currency) -> bool:
+    return (
+        Balance.objects.filter(currency=currency).exists()
+        or LedgerEntry.objects.filter(currency=currency).exists()
+    )
+
+
+def _check_rule(
+    errors: _Errors, i: int, item: dict, seen: dict, currency_kinds: dict, tz_name: str
+) -> None:
+    base = _path("earning_rules", i)
+    _check_unique(errors, seen, item.get("code"), _join(base, "code"), "rule code")
+    conditions = item.get("conditions", {})
+    award = item.get("award")
+    if not errors.under(_join(base, "conditions")) and not errors.under(_join(base, "award")):
+        try:
+            validate_rule_definition(conditions, award)
+        except RuleDefinitionError as exc:
+            errors.add(_join(base, exc.field), exc.message)
+    if isinstance(award, dict) and isinstance(award.get("currency"), str):
+        currency = award["currency"]
+        if currency not in currency_kinds:
+            known = ", ".join(sorted(currency_kinds)) or "none"
+            errors.add(
+                _join(base, "award.currency"),
+                f"{currency!r} is not a currency of the document or of the program "
+                f"(known: {known})",
+            )
+    window = {}
+    for key in ("active_from", "active_to"):
+        path = _join(base, key)
+        if errors.under(path):
+            continue
+        try:
+            window[key] = _parse_instant(item.get(key), tz_name)
+        except ValueError:
+            errors.add(path, f"{item.get(key)!r} is not an ISO 8601 timestamp with offset or date")
+    start, end = window.get("active_from"), window.get("active_to")
+    if start and end and end <= start:
+        errors.add(_join(base, "active_to"), "must be after active_from")
+
+
+def _check_partner(
+    errors: _Errors, i: int, item: dict, seen: dict, seen_skus: dict, seen_categories: dict
+) -> None:
+    base = ("partners", i)
+    code = item.get("code")
+    _check_unique(errors, seen, code, _path(*base, "code"), "partner code")
+    contacts = item.get("contacts")
+    if isinstance(contacts, dict) and isinstance(contacts.get("email"), str) and contacts["email"]:
+        try:
+            validate_email(contacts["email"])
+        except ValidationError:
+            errors.add(_path(*base, "contacts", "email"), f"{contacts['email']!r} is not an email")
+    terms = item.get("terms")
+    if isinstance(terms, dict):
+        for key in ("fee_per_point_issued", "reimbursement_per_point_redeemed"):
+            _check_money(errors, terms.get(key), _path(*base, "terms", key))
+    categories = [
+        (_path(*base, "categories", j), value)
+        for j, value in enumerate(item.get("categories") or [])
+        if isinstance(value, str)
+    ]
+    skus = [
+        (_path(*base, "products", j, "sku"), product.get("sku"))
+        for j, product in enumerate(item.get("products") or [])
+        if isinstance(product, dict) and isinstance(product.get("sku"), str)
+    ] + [
+        (_path(*base, "skus", j), value)
+        for j, value in enumerate(item.get("skus") or [])
+        if isinstance(value, str)
+    ]
+    for path, value in categories:
+        _check_unique(errors, seen_categories, value, path, "category")
+    for path, value in skus:
+        _check_unique(errors, seen_skus, value, path, "sku")
+    if not isinstance(code, str):
+        return
+    # Skus and categories attribute transactions to one partner across the installation.
+    owners = dict(
+        PartnerCategory.objects.filter(category__in=[v for _, v in categories])
+        .exclude(partner__code=code)
+        .values_list("category", "partner__code")
+    )
+    for path, value in categories:
+        if value in owners:
+            errors.add(path, f"category {value!r} belongs to partner {owners[value]!r}")
+    owners = dict(
+        PartnerProduct.objects.filter(sku__in=[v for _, v in skus])
+        .exclude(partner__code=code)
+        .values_list("sku", "partner__code")
+    )
+    for path, value in skus:
+        if value in owners:
+            errors.add(path, f"sku {value!r} belongs to partner {owners[value]!r}")
+
+
+def _check_tier_group(
+    errors: _Errors, i: int, item: dict, seen: dict, currency_kinds: dict, benefit_codes: dict
+) -> None:
+    base = ("tier_groups", i)
+    _check_unique(errors, seen, item.get("code"), _path(*base, "code"), "tier group code")
+    currency = item.get("qualifying_currency")
+    if isinstance(currency, str) and currency_kinds.get(currency) != Currency.Kind.QUALIFYING:
+        errors.add(
+            _path(*base, "qualifying_currency"),
+            f"{currency!r} is not a qualifying currency of the document or of the program",
+        )
+    period_start = item.get("period_start")
+    if isinstance(period_start, str) and not errors.under(_path(*base, "period_start")):
+        try:
+            dt.date.fromisoformat(f"2000-{period_start}")
+        except ValueError:
+            errors.add(_path(*base, "period_start"), f"{period_start!r} is not a day of the year")
+    tiers = _items(item, "tiers")
+    seen_tiers: dict[str, str] = {}
+    previous = None
+    for j, tier in tiers:
+        path = _path(*base, "tiers", j)
+        _check_unique(errors, seen_tiers, tier.get("code"), _join(path, "code"), "tier code")
+        threshold = tier.get("threshold")
+        if isinstance(threshold, int) and not isinstance(threshold, bool):
+            if j == 0 and threshold != 0:
+                errors.add(_join(path, "threshold"), "the first (base) tier's threshold is 0")
+            if previous is not None and threshold <= previous:
+                errors.add(_join(path, "threshold"), "thresholds must increase tier by tier")
+            previous = threshold
+        for k, benefit in enumerate(tier.get("benefits") or []):
+            if isinstance(benefit, str) and benefit not in benefit_codes:
+                errors.add(
+                    _path(*base, "tiers", j, "benefits", k),
+                    f"{benefit!r} is not a benefit of the document",
+                )
+
+
+def definition_errors(document: Any) -> dict[str, str]:
+    """Every error of the document, JSON path -> message (empty when it is valid)."""
+    errors = _Errors()
+    _schema_errors(document, errors)
+    if isinstance(document, dict):
+        _semantic_errors(document, errors)
+    return errors.as_fields()
+
+
+def program_validate(*, document: Any) -> None:
+    """Raise ProgramDefinitionError listing every error (`fields`: path -> message)."""
+    fields = definition_errors(document)
+    if fields:
+        count = len(fields)
+        raise ProgramDefinitionError(
+            f"The program definition has {count} error{'s' if count != 1 else ''}; "
+            "nothing was loaded.",
+            fields=fields,
+        )
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadReport:
+    """What a load did, per kind of object: created / updated / unchanged counts."""
+
+    counts: dict[str, Counter] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def count(self, kind: str, outcome: str) -> None:
+        self.counts.setdefault(kind, Counter())[outcome] += 1
+
+    @property
+    def changed(self) -> bool:
+        return any(c["created"] or c["updated"] for c in self.counts.values())
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        for kind, counter in self.counts.items():
+            parts = [f"{counter[o]} {o}" for o in ("created", "updated", "unchanged") if counter[o]]
+            lines.append(f"{kind}: {', '.join(parts)}")
+        return lines
+
+
+def _upsert(
+    model: type[models.Model], lookup: dict, values: dict, kind: str, report: LoadReport
+) -> models.Model:
+    """Create, or update only the fields that differ (so an unchanged row is not saved)."""
+    obj = model.objects.select_for_update().filter(**lookup).first()
+    if obj is None:
+        obj = model.objects.create(**lookup, **values)
+        report.count(kind, "created")
+        return obj
+    changed = [name for name, value in values.items() if getattr(obj, name) != value]
+    if not changed:
+        report.count(kind, "unchanged")
+        return obj
+    for name in changed:
+        setattr(obj, name, values[name])
+    auto = [f.name for f in model._meta.concrete_fields if getattr(f, "auto_now", False)]
+    obj.save(update_fields=changed + auto)
+    report.count(kind, "updated")
+    return obj
+
+
+def _decimal(value: Any, default: str = "0") -> Decimal:
+    return Decimal(str(default if value is None else value))
+
+
+def _currency_values(item: dict) -> dict:
+    kind = item["kind"]
+    expiry = item.get("expiry") or {}
+    return {
+        "name": item["name"],
+        "kind": kind,
+        "decimals": item.get("decimals", 0),
+        "point_value": _decimal(item.get("point_value")),
+        "redeemable": item.get("redeemable", kind != Currency.Kind.QUALIFYING),
+        "allow_debt": item.get("allow_debt", True),
+        "escrow_days": item.get("escrow_days", 0),
+        "expiry_policy": expiry.get("policy") or Currency.ExpiryPolicy.NONE,
+        "expiry_months": expiry.get("months"),
+        "expiry_round_to": expiry.get("round_to") or Currency.RoundTo.NONE,
+        "expiry_month": expiry.get("month"),
+        "expiry_day": expiry.get("day"),
+        "expiry_years_after": expiry.get("years_after"),
+    }
+
+
+def _rule_values(item: dict, tz_name: str) -> dict:
+    return {
+        "name": item["name"],
+        "description": item.get("description", ""),
+        "status": item.get("status", EarningRule.Status.ACTIVE),
+        "priority": item.get("priority", 0),
+        "exclusive": item.get("exclusive", False),
+        "active_from": _parse_instant(item.get("active_from"), tz_name),
+        "active_to": _parse_instant(item.get("active_to"), tz_name),
+        "escrow_days": item.get("escrow_days"),
+        "conditions": item.get("conditions", {}),
+        "award": item["award"],
+    }
+
+
+def _partner_values(item: dict) -> dict:
+    contacts = item.get("contacts") or {}
+    return {
+        "name": item["name"],
+        "kind": item.get("kind", Partner.Kind.RETAILER),
+        "status": item.get("status", Partner.Status.ACTIVE),
+        "contact_name": contacts.get("name", ""),
+        "contact_email": contacts.get("email", ""),
+        "contact_phone": contacts.get("phone", ""),
+    }
+
+
+def _terms_values(item: dict) -> dict:
+    terms = item.get("terms") or {}
+    return {
+        "fee_per_point_issued": _decimal(terms.get("fee_per_point_issued")),
+        "reimbursement_per_point_redeemed": _decimal(terms.get("reimbursement_per_point_redeemed")),
+        "billing": terms.get("billing", PartnerProgram.Billing.POSTPAID),
+        "prepaid_alert_threshold": terms.get("prepaid_alert_threshold", 0),
+    }
+
+
+def program_load(*, document: dict, actor: str = "", report: LoadReport | None = None) -> Program:
+    """Create or update a program from a definition document (upsert by code at every level).
+
+    Raises ProgramDefinitionError with every error's JSON path, having written nothing.
+    Pass a `LoadReport` to learn what was created, updated or left unchanged.
+    """
+    report = report if report is not None else LoadReport()
+    with db_transaction.atomic():
+        code = document.get("code") if isinstance(document, dict) else None
+        if isinstance(code, str):
+            # Serialise concurrent loads of one program: validation reads what is stored.
+            list(Program.objects.select_for_update().filter(code=code))
+        program_validate(document=document)
+        tz_name = document.get("timezone", "UTC")
+        program = _upsert(
+            Program,
+            {"code": document["code"]},
+            {
+                "name": document["name"],
+                "description": document.get("description", ""),
+                "timezone": tz_name,
+                "currency": document.get("currency", "EUR"),
+                "status": document.get("status", Program.Status.ACTIVE),
+            },
+            "program",
+            report,
+        )
+        for item in document.get("currencies", []):
+            _upsert(
+                Currency,
+                {"program": program, "code": item["code"]},
+                _currency_values(item),
+                "currencies",
+                report,
+            )
+        for item in document.get("earning_rules", []):
+            _upsert(
+                EarningRule,
+                {"program": program, "code": item["code"]},
+                _rule_values(item, tz_name),
+                "earning rules",
+                report,
+            )
+        for item in document.get("partners", []):
+            _load_partner(program, item, report)
+    for key, subsystem in NOT_YET_LOADED.items():
+        if document.get(key):
+            report.warnings.append(
+                f"{key}: {len(document[key])} validated but not stored; they will be loaded "
+                f"once {subsystem} exists."
+            )
+    logger.info(
+        "program %s loaded by %s: %s", program.code, actor or "-", "; ".join(report.summary_lines())
+    )
+    return program
+
+
+def _load_partner(program: Program, item: dict, report: LoadReport) -> None:
+    partner = _upsert(Partner, {"code": item["code"]}, _partner_values(item), "partners", report)
+    _upsert(
+        PartnerProgram,
+        {"partner": partner, "program": program},
+        _terms_values(item),
+        "partner terms",
+        report,
+    )
+    for category in item.get("categories", []):
+        _upsert(
+            PartnerCategory,
+            {"category": category},
+            {"partner": partner},
+            "partner categories",
+            report,
+        )
+    for product in item.get("products", []):
+        _upsert(
+            PartnerProduct,
+            {"sku": product["sku"]},
+            {"partner": partner, "name": product.get("name", "")},
+            "partner products",
+            report,
+        )
+    for sku in item.get("skus", []):
+        # The short form names no product name: an existing product keeps its name.
+        _upsert(PartnerProduct, {"sku": sku}, {"partner": partner}, "partner products", report)
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def _dec(value: Decimal) -> str:
+    if value == 0:
+        return "0"
+    return format(value.normalize(), "f")
+
+
+def _without_none(values: dict) -> dict:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _export_currency(currency: Currency) -> dict:
+    return {
+        "code": currency.code,
+        "name": currency.name,
+        "kind": currency.kind,
+        "decimals": currency.decimals,
+        "point_value": _dec(currency.point_value),
+        "redeemable": currency.redeemable,
+        "allow_debt": currency.allow_debt,
+        "escrow_days": currency.escrow_days,
+        "expiry": _without_none(
+            {
+                "policy": currency.expiry_policy,
+                "months": currency.expiry_months,
+                "round_to": currency.expiry_round_to,
+                "month": currency.expiry_month,
+                "day": currency.expiry_day,
+                "years_after": currency.expiry_years_after,
+            }
+        ),
+    }
+
+
+def _export_rule(rule: EarningRule, tz: ZoneInfo) -> dict:
+    return _without_none(
+        {
+            "code": rule.code,
+            "name": rule.name,
+            "description": rule.description,
+            "status": rule.status,
+            "priority": rule.priority,
+            "exclusive": rule.exclusive,
+            "active_from": rule.active_from.astimezone(tz).isoformat()
+            if rule.active_from
+            else None,
+            "active_to": rule.active_to.astimezone(tz).isoformat() if rule.active_to else None,
+            "escrow_days": rule.escrow_days,
+            "conditions": rule.conditions,
+            "award": rule.award,
+        }
+    )
+
+
+def _export_partner(terms: PartnerProgram) -> dict:
+    partner = terms.partner
+    contacts = {
+        "name": partner.contact_name,
+        "email": partner.contact_email,
+        "phone": partner.contact_phone,
+    }
+    return {
+        "code": partner.code,
+        "name": partner.name,
+        "kind": partner.kind,
+        "status": partner.status,
+        "contacts": {key: value for key, value in contacts.items() if value},
+        "categories": sorted(c.category for c in partner.categories.all()),
+        "products": [
+            {"sku": p.sku, "name": p.name} for p in sorted(partner.products.all(), key=_sku)
+        ],
+        "terms": {
+            "fee_per_point_issued": _dec(terms.fee_per_point_issued),
+            "reimbursement_per_point_redeemed": _dec(terms.reimbursement_per_point_redeemed),
+            "billing": terms.billing,
+            "prepaid_alert_threshold": terms.prepaid_alert_threshold,
+        },
+    }
+
+
+def _sku(product: PartnerProduct) -> str:
+    return product.sku
+
+
+def program_export(*, program: Program) -> dict:
+    """The program's definition document: every stored key, in a stable order.
+
+    Tier groups, benefits, promotions and voucher definitions are not stored yet, so they are
+    not exported. Prepaid partner balances are state, not configuration: not exported.
+    """
+    tz = ZoneInfo(program.timezone)
+    partner_terms = (
+        PartnerProgram.objects.filter(program=program)
+        .select_related("partner")
+        .prefetch_related("partner__categories", "partner__products")
+        .order_by("partner__code")
+    )
+    return {
+        "format_version": FORMAT_VERSION,
+        "code": program.code,
+        "name": program.name,
+        "description": program.description,
+        "timezone": program.timezone,
+        "currency": program.currency,
+        "status": program.status,
+        "currencies": [_export_currency(c) for c in program.currencies.order_by("code")],
+        "earning_rules": [
+            _export_rule(r, tz) for r in program.earning_rules.order_by("-priority", "code")
+        ],
+        "partners": [_export_partner(terms) for terms in partner_terms],
+    }

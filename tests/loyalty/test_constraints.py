@@ -1,0 +1,283 @@
+"""The ledger's invariants are enforced by PostgreSQL, not by Python alone: every CHECK and
+UNIQUE constraint of the loyalty models refuses a bad row with IntegrityError, and a trigger
+refuses UPDATE and DELETE of ledger entries (STYLE.md "The ledger")."""
+
+import datetime as dt
+
+import pytest
+from django.apps import apps
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import F
+
+from loyalty.models import (
+    Balance,
+    Bucket,
+    BucketAllocation,
+    Currency,
+    EarningRule,
+    LedgerEntry,
+    Transaction,
+    TransactionLine,
+)
+from tests.factories import CurrencyFactory, MemberFactory, ProgramFactory
+
+T0 = dt.datetime(2025, 5, 2, 10, tzinfo=dt.UTC)
+
+# The constraints this module proves; a new constraint in loyalty.models needs a test here.
+TESTED = {
+    "balance_available_nonneg",
+    "balance_pending_nonneg",
+    "balance_debt_nonneg",
+    "balance_not_available_and_debt",
+    "balance_unique",
+    "bucket_remaining_within_points",
+    "bucket_points_positive",
+    "allocation_points_nonzero",
+    "ledger_entry_points_nonzero",
+    "escrow_release_is_positive_available",
+    "transaction_external_id_unique",
+    "transaction_unrecovered_nonneg",
+    "transaction_line_unique",
+    "qualifying_currency_not_redeemable",
+    "currency_decimals_max_6",
+    "currency_code_unique",
+    "member_number_unique",
+    "earning_rule_code_unique",
+}
+
+
+def refused(name: str):
+    """Expect the database to refuse the block with IntegrityError naming `name`."""
+    assert name in TESTED or name.startswith("append-only")
+    return _Refused(name)
+
+
+class _Refused:
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self._raises = pytest.raises(IntegrityError, match=self.name)
+        self._raises.__enter__()
+        self._atomic = transaction.atomic()
+        self._atomic.__enter__()
+
+    def __exit__(self, *exc):
+        atomic_handled = self._atomic.__exit__(*exc)
+        return self._raises.__exit__(*exc) or atomic_handled
+
+
+@pytest.fixture
+def entry(member, pts) -> LedgerEntry:
+    return LedgerEntry.objects.create(
+        program=member.program, member=member, currency=pts, points=10, kind="accrual"
+    )
+
+
+@pytest.fixture
+def bucket(entry) -> Bucket:
+    return Bucket.objects.create(
+        entry=entry,
+        member=entry.member,
+        currency=entry.currency,
+        points=10,
+        remaining=10,
+        occurred_at=T0,
+    )
+
+
+def make_txn(member, external_id="t-1", **fields) -> Transaction:
+    return Transaction.objects.create(
+        program=member.program,
+        member=member,
+        external_id=external_id,
+        type="accrual",
+        occurred_at=T0,
+        **fields,
+    )
+
+
+# --- balances ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "name"),
+    [
+        (dict(available=-1), "balance_available_nonneg"),
+        (dict(pending=-1), "balance_pending_nonneg"),
+        (dict(debt=-1), "balance_debt_nonneg"),
+        (dict(available=5, debt=5), "balance_not_available_and_debt"),
+    ],
+)
+def test_balance_checks_refuse_a_bad_row(member, pts, fields, name):
+    with refused(name):
+        Balance.objects.create(member=member, currency=pts, **fields)
+
+
+def test_balance_cannot_go_negative_through_an_f_update(member, pts):
+    # the backstop of a lost check: even an atomic decrement below zero is refused
+    Balance.objects.create(member=member, currency=pts, available=100)
+
+    with refused("balance_available_nonneg"):
+        Balance.objects.filter(member=member).update(available=F("available") - 101)
+
+    assert Balance.objects.get(member=member).available == 100
+
+
+def test_one_balance_per_member_and_currency(member, pts):
+    Balance.objects.create(member=member, currency=pts)
+
+    with refused("balance_unique"):
+        Balance.objects.create(member=member, currency=pts)
+
+
+# --- buckets and allocations -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("remaining", [11, -1])
+def test_bucket_remaining_stays_within_its_points(bucket, remaining):
+    with refused("bucket_remaining_within_points"):
+        Bucket.objects.filter(pk=bucket.pk).update(remaining=remaining)
+
+
+def test_bucket_points_are_positive(bucket):
+    with refused("bucket_points_positive"):
+        Bucket.objects.filter(pk=bucket.pk).update(points=0, remaining=0)
+
+
+def test_allocation_points_are_non_zero(entry, bucket):
+    with refused("allocation_points_nonzero"):
+        BucketAllocation.objects.create(entry=entry, bucket=bucket, points=0)
+
+
+# --- ledger entries ----------------------------------------------------------------------------
+
+
+def test_ledger_entry_points_are_non_zero(member, pts):
+    with refused("ledger_entry_points_nonzero"):
+        LedgerEntry.objects.create(
+            program=member.program, member=member, currency=pts, points=0, kind="adjustment"
+        )
+
+
+@pytest.mark.parametrize(("points", "pool"), [(-5, "available"), (5, "pending")])
+def test_escrow_release_is_a_positive_available_entry(member, pts, points, pool):
+    with refused("escrow_release_is_positive_available"):
+        LedgerEntry.objects.create(
+            program=member.program,
+            member=member,
+            currency=pts,
+            points=points,
+            pool=pool,
+            kind="escrow_release",
+        )
+
+
+def test_ledger_entry_cannot_be_updated_by_save(entry):
+    entry.points = 1_000_000
+    with refused("append-only"):
+        entry.save()
+
+
+def test_ledger_entry_cannot_be_updated_by_queryset(entry):
+    with refused("append-only: UPDATE refused"):
+        LedgerEntry.objects.filter(pk=entry.pk).update(note="edited")
+
+    entry.refresh_from_db()
+    assert entry.note == ""
+
+
+def test_ledger_entry_cannot_be_deleted(entry):
+    with refused("append-only: DELETE refused"):
+        entry.delete()
+
+    assert LedgerEntry.objects.filter(pk=entry.pk).exists()
+
+
+def test_ledger_entry_cannot_be_deleted_in_raw_sql(entry):
+    with refused("append-only: DELETE refused"), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM loyalty_ledgerentry WHERE id = %s", [entry.pk])
+
+
+def test_entries_written_by_services_are_append_only_too(member, pts, post):
+    post(member, "adjustment", points=10, points_currency="PTS", reason="x", now=T0)
+
+    with refused("append-only"):
+        LedgerEntry.objects.all().update(points=F("points") * 2)
+
+
+# --- transactions ------------------------------------------------------------------------------
+
+
+def test_external_id_is_unique_per_program(member):
+    make_txn(member, "same")
+
+    with refused("transaction_external_id_unique"):
+        make_txn(member, "same")
+
+
+def test_same_external_id_is_allowed_in_another_program(member):
+    other = MemberFactory(program=ProgramFactory(code="other"))
+    make_txn(member, "same")
+
+    make_txn(other, "same")
+
+    assert Transaction.objects.filter(external_id="same").count() == 2
+
+
+def test_unrecovered_points_are_not_negative(member):
+    with refused("transaction_unrecovered_nonneg"):
+        make_txn(member, unrecovered_points=-1)
+
+
+def test_transaction_line_numbers_are_unique(member):
+    txn = make_txn(member)
+    TransactionLine.objects.create(transaction=txn, line_number=1)
+
+    with refused("transaction_line_unique"):
+        TransactionLine.objects.create(transaction=txn, line_number=1)
+
+
+# --- program set-up ----------------------------------------------------------------------------
+
+
+def test_qualifying_currency_is_never_redeemable(program):
+    with refused("qualifying_currency_not_redeemable"):
+        Currency.objects.create(
+            program=program, code="TQP", name="Tier", kind="qualifying", redeemable=True
+        )
+
+
+def test_qualifying_currency_cannot_be_made_redeemable_later(tqp):
+    with refused("qualifying_currency_not_redeemable"):
+        Currency.objects.filter(pk=tqp.pk).update(redeemable=True)
+
+
+def test_currency_has_at_most_six_decimals(program):
+    with refused("currency_decimals_max_6"):
+        CurrencyFactory(program=program, code="FINE", decimals=7)
+
+
+def test_currency_code_is_unique_in_its_program(program, pts):
+    with refused("currency_code_unique"):
+        CurrencyFactory(program=program, code="PTS")
+
+
+def test_membership_number_is_unique_in_its_program(member):
+    with refused("member_number_unique"):
+        MemberFactory(program=member.program, membership_number=member.membership_number)
+
+
+def test_earning_rule_code_is_unique_in_its_program(program, base_rules):
+    with refused("earning_rule_code_unique"):
+        EarningRule.objects.create(program=program, code="base", name="again", award={})
+
+
+def test_every_constraint_of_the_loyalty_models_has_a_test():
+    declared = {
+        constraint.name
+        for model in apps.get_app_config("loyalty").get_models()
+        for constraint in model._meta.constraints
+        if isinstance(constraint, models.CheckConstraint | models.UniqueConstraint)
+    }
+    assert declared == TESTED
