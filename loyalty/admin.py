@@ -1,13 +1,18 @@
 """The back office of program managers and support agents.
 
 Thin by design (STYLE.md): every change of points or members goes through a service
-(`member_enrol`, `member_update`, `transaction_post`, `member_merge`, `member_erase`), and a
-service's refusal is shown to the user with nothing written. The journal and the ledger are
-read-only here for everyone, superusers included: corrections are new transactions.
+(`member_enrol`, `member_update`, `transaction_post`, `member_merge`, `member_erase`,
+`member_tier_set`), and a service's refusal is shown to the user with nothing written. Tier
+groups, tiers and benefits are configuration, edited here like currencies and rules. The
+journal, the ledger, tier history and member events are read-only here for everyone,
+superusers included: corrections are new transactions.
 """
 
 from __future__ import annotations
 
+import json
+
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
@@ -20,34 +25,46 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from loyalty import selectors
+from loyalty.admin_exports import export_ledger_csv, export_members_csv, export_transactions_csv
 from loyalty.exceptions import LoyaltyError
 from loyalty.forms import (
+    BenefitForm,
     CurrencyForm,
     EarningRuleForm,
     MemberAddForm,
     MemberChangeForm,
+    MemberTierSetForm,
     MergeForm,
     PointsAdjustmentForm,
+    TierInlineFormSet,
     add_service_error,
 )
 from loyalty.models import (
     Balance,
+    Benefit,
     Bucket,
     BucketAllocation,
     Currency,
     EarningRule,
     LedgerEntry,
     Member,
+    MemberEvent,
+    MemberTier,
     Program,
+    Tier,
+    TierGroup,
+    TierHistory,
     Transaction,
     TransactionLine,
 )
 from loyalty.services.members import member_enrol, member_erase, member_merge, member_update
 from loyalty.services.posting import from_units, transaction_post
 from loyalty.services.requests import TransactionRequest
+from loyalty.services.tiers import member_tier_set
 
 RECENT_ROWS = 20
 ADJUST_PERMISSION = "loyalty.add_transaction"
+SET_TIER_PERMISSION = "loyalty.change_membertier"
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -280,8 +297,182 @@ class _ServiceRefused(Exception):
         self.error = error
 
 
+class MemberTiersAdminMixin:
+    """The member page's tier sections (current tiers, benefits, tier history, member
+    events) and its "Set tier" form page, which calls `member_tier_set`."""
+
+    @admin.display(description="tiers")
+    def tiers_table(self, obj: Member) -> str:
+        statuses = selectors.member_tier_statuses(obj)
+        table = html_table(
+            [
+                "group",
+                "tier",
+                "valid from",
+                "valid until",
+                "qualifying period",
+                "qualifying points",
+                "next tier",
+                "points to go",
+            ],
+            (
+                (
+                    link(st.group, st.group.code),
+                    format_html(
+                        '<span style="color:{}">&#9679;</span> <strong>{}</strong>',
+                        st.tier.colour or "#999999",
+                        st.tier.name,
+                    ),
+                    st.valid_from or "-",
+                    st.valid_until or "never expires",
+                    f"{st.period_start} – {st.period_end}",
+                    f"{st.display(st.qualifying_points)} {st.group.qualifying_currency.code}",
+                    st.next_tier.name if st.next_tier else "-",
+                    st.display(st.points_to_next_tier) if st.next_tier else "-",
+                )
+                for st in statuses
+            ),
+            empty="The program has no tier groups.",
+        )
+        return table
+
+    @admin.display(description="benefits")
+    def benefits_table(self, obj: Member) -> str:
+        return html_table(
+            ["benefit", "kind", "value", "voucher definition", "from tiers"],
+            (
+                (
+                    link(item.benefit, item.benefit.name),
+                    item.benefit.get_kind_display(),
+                    (
+                        f"{item.benefit.value.normalize():f}"
+                        + (
+                            f" {item.benefit.points_currency.code}"
+                            if item.benefit.points_currency
+                            else ""
+                        )
+                    )
+                    if item.benefit.value is not None
+                    else "-",
+                    item.benefit.voucher_definition or "-",
+                    ", ".join(f"{group.code}: {tier.name}" for group, tier in item.tiers),
+                )
+                for item in selectors.member_benefits(obj)
+            ),
+            empty="No benefits.",
+        )
+
+    @admin.display(description="tier history")
+    def tier_history_table(self, obj: Member) -> str:
+        rows = selectors.member_tier_history(obj)[:RECENT_ROWS]
+        return html_table(
+            ["when", "group", "from", "to", "reason", "valid", "QP", "by", "note"],
+            (
+                (
+                    h.occurred_at.strftime("%Y-%m-%d %H:%M"),
+                    h.group.code,
+                    h.from_tier.name if h.from_tier else "-",
+                    h.to_tier.name,
+                    h.get_reason_display(),
+                    f"{h.valid_from} – {h.valid_until or '…'}",
+                    units(h.qualifying_points, h.group.qualifying_currency)
+                    if h.qualifying_points is not None
+                    else "-",
+                    h.actor
+                    or (link(h.transaction, h.transaction.external_id) if h.transaction else "-"),
+                    h.note,
+                )
+                for h in rows.select_related("group__qualifying_currency")
+            ),
+            empty="No tier changes yet.",
+        )
+
+    @admin.display(description="member events (outbox)")
+    def events_table(self, obj: Member) -> str:
+        rows = selectors.member_events(obj)[:RECENT_ROWS]
+        table = html_table(
+            ["occurred", "type", "payload", "delivered"],
+            (
+                (
+                    e.occurred_at.strftime("%Y-%m-%d %H:%M"),
+                    e.get_type_display(),
+                    format_html("<code>{}</code>", json.dumps(e.payload, sort_keys=True)),
+                    e.delivered_at.strftime("%Y-%m-%d %H:%M") if e.delivered_at else "not yet",
+                )
+                for e in rows
+            ),
+            empty="No events yet.",
+        )
+        return format_html(
+            '{}<p><a href="{}">All events of this member</a></p>',
+            table,
+            changelist_url(MemberEvent, member__id__exact=obj.pk),
+        )
+
+    # -- set tier ---------------------------------------------------------------------------
+
+    def has_set_tier_permission(self, request) -> bool:
+        return request.user.has_perm(SET_TIER_PERMISSION)
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        view = self.admin_site.admin_view(self.set_tier_view)
+        return [
+            path("<path:object_id>/tier/", view, name="{}_{}_set_tier".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {})}
+        if object_id is not None:
+            extra_context["can_set_tier"] = self.has_set_tier_permission(request)
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def set_tier_view(self, request, object_id):
+        if not self.has_set_tier_permission(request):
+            raise PermissionDenied
+        member = self.get_object(request, unquote(object_id))
+        if member is None:
+            raise Http404("No such member.")
+        form = MemberTierSetForm(request.POST or None, member=member)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                change = member_tier_set(
+                    member=member,
+                    tier=data["tier"],
+                    valid_until=data["valid_until"],
+                    reason=data["reason"],
+                    actor=request.user.get_username(),
+                )
+            except LoyaltyError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                add_service_error(form, exc, message=False)
+            else:
+                text = (
+                    f"Tier set to {change.to_tier.name} ({change.group.code}) until "
+                    f"{change.valid_until or 'further notice'}: {change.note}"
+                )
+                self.log_change(request, member, text)
+                self.message_user(request, text, messages.SUCCESS)
+                return HttpResponseRedirect(admin_url(member))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Set tier",
+            "subtitle": str(member),
+            "opts": self.opts,
+            "form": form,
+            "original": member,
+            "statuses": selectors.member_tier_statuses(member),
+            "media": self.media + form.media,
+            "has_view_permission": self.has_view_permission(request),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/loyalty/member/set_tier.html", context)
+
+
 @admin.register(Member)
-class MemberAdmin(admin.ModelAdmin):
+class MemberAdmin(MemberTiersAdminMixin, admin.ModelAdmin):
     list_display = (
         "membership_number",
         "display_name",
@@ -306,7 +497,7 @@ class MemberAdmin(admin.ModelAdmin):
     date_hierarchy = "enrolled_at"
     form = MemberChangeForm
     add_form = MemberAddForm
-    actions = ["adjust_points", "merge_members", "erase_personal_data"]
+    actions = ["adjust_points", "merge_members", "erase_personal_data", export_members_csv]
     change_form_template = "admin/loyalty/member/change_form.html"
 
     add_fieldsets = (
@@ -330,6 +521,7 @@ class MemberAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("program", "membership_number", "type", "status")}),
         ("Points", {"fields": ("balances_table", "expiring_table")}),
+        ("Tiers", {"fields": ("tiers_table", "benefits_table")}),
         ("Company (corporate members)", {"fields": ("company_name", "tax_id")}),
         (
             "Contact",
@@ -361,6 +553,8 @@ class MemberAdmin(admin.ModelAdmin):
         ("Attributes", {"fields": ("attributes",)}),
         ("Recent ledger entries", {"fields": ("ledger_table",), "classes": ["wide"]}),
         ("Recent transactions", {"fields": ("transactions_table",), "classes": ["wide"]}),
+        ("Tier history", {"fields": ("tier_history_table",), "classes": ["wide"]}),
+        ("Member events", {"fields": ("events_table",), "classes": ["wide"]}),
     )
     readonly_fields = (
         "program",
@@ -375,6 +569,10 @@ class MemberAdmin(admin.ModelAdmin):
         "expiring_table",
         "ledger_table",
         "transactions_table",
+        "tiers_table",
+        "benefits_table",
+        "tier_history_table",
+        "events_table",
     )
 
     def get_queryset(self, request):
@@ -810,6 +1008,7 @@ class LedgerEntryInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Transaction)
 class TransactionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    actions = [export_transactions_csv]
     list_display = (
         "external_id",
         "occurred_at",
@@ -891,6 +1090,7 @@ class TransactionLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    actions = [export_ledger_csv]
     list_display = (
         "id",
         "created_at",
@@ -1085,3 +1285,247 @@ class BalanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="expired", ordering="expired")
     def expired_display(self, obj: Balance) -> str:
         return units(obj.expired, obj.currency)
+
+
+# --- tiers, benefits and member events -----------------------------------------------------
+
+
+class TierInline(admin.TabularInline):
+    model = Tier
+    formset = TierInlineFormSet
+    extra = 0
+    fields = ("code", "name", "threshold", "colour", "icon", "benefits", "members")
+    readonly_fields = ("members",)
+    ordering = ("threshold",)
+
+    def get_formset(self, request, obj=None, **kwargs):
+        request._tessera_tier_group = obj
+        return super().get_formset(request, obj, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "benefits":
+            group = getattr(request, "_tessera_tier_group", None)
+            kwargs["queryset"] = (
+                Benefit.objects.filter(program_id=group.program_id)
+                if group is not None
+                else Benefit.objects.none()
+            )
+            kwargs["widget"] = forms.CheckboxSelectMultiple
+            kwargs["required"] = False
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    @admin.display(description="members")
+    def members(self, obj: Tier) -> str:
+        if obj.pk is None:
+            return "-"
+        counts = getattr(self, "_counts", {})
+        if obj.group_id not in counts:
+            counts[obj.group_id] = selectors.tier_member_counts(obj.group)
+            self._counts = counts
+        count = counts[obj.group_id].get(obj.pk, 0)
+        return format_html(
+            '<a href="{}">{}</a>',
+            changelist_url(MemberTier, tier__id__exact=obj.pk),
+            count,
+        )
+
+
+@admin.register(TierGroup)
+class TierGroupAdmin(admin.ModelAdmin):
+    """Tier groups with their tiers inline; the counts say how many members hold each tier
+    (members without a stored tier hold the base tier)."""
+
+    list_display = (
+        "code",
+        "name",
+        "program",
+        "qualifying_currency",
+        "model",
+        "period_start",
+        "tier_duration_months",
+        "extend_expiration",
+        "downgrade",
+        "members_per_tier",
+    )
+    list_filter = ("program", "model", "extend_expiration", "downgrade")
+    search_fields = ("code", "name", "program__code")
+    list_select_related = ("program", "qualifying_currency__program")
+    readonly_fields = ("members_per_tier", "created_at", "updated_at")
+    inlines = [TierInline]
+    fieldsets = (
+        (None, {"fields": ("program", "code", "name", "description", "qualifying_currency")}),
+        (
+            "Qualifying periods",
+            {
+                "fields": ("model", "period_start"),
+                "description": "fixed: years starting on period start (MM-DD); anniversary: "
+                "years from each member's enrolment date (period start is not used).",
+            },
+        ),
+        (
+            "Validity and assessment",
+            {"fields": ("tier_duration_months", "extend_expiration", "downgrade")},
+        ),
+        ("Members", {"fields": ("members_per_tier", "created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("tiers")
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = self.readonly_fields
+        return ("program", *fields) if obj is not None else fields
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "qualifying_currency":
+            kwargs["queryset"] = Currency.objects.filter(
+                kind=Currency.Kind.QUALIFYING
+            ).select_related("program")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        groups = list(changelist.result_list)
+        counts = selectors.tier_member_counts_many(groups)
+        for group in groups:
+            group._member_counts = counts[group.pk]
+        return changelist
+
+    @admin.display(description="members per tier")
+    def members_per_tier(self, obj: TierGroup) -> str:
+        if obj.pk is None:
+            return "-"
+        counts = getattr(obj, "_member_counts", None)
+        if counts is None:
+            counts = selectors.tier_member_counts(obj)
+        tiers = sorted(obj.tiers.all(), key=lambda t: (t.threshold, t.id))
+        return (
+            format_html_join(
+                " · ", "{}: {}", ((tier.name, counts.get(tier.pk, 0)) for tier in tiers)
+            )
+            or "-"
+        )
+
+
+@admin.register(Benefit)
+class BenefitAdmin(admin.ModelAdmin):
+    form = BenefitForm
+    list_display = (
+        "code",
+        "name",
+        "program",
+        "kind",
+        "value",
+        "points_currency",
+        "voucher_definition",
+        "tier_list",
+    )
+    list_filter = ("program", "kind")
+    search_fields = ("code", "name", "description")
+    list_select_related = ("program", "points_currency__program")
+    readonly_fields = ("tier_list", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("program", "code", "name", "description", "kind")}),
+        (
+            "What it gives",
+            {
+                "fields": ("value", "points_currency", "voucher_definition"),
+                "description": "Welcome, birthday and anniversary gifts with a value and a "
+                "points currency give that many points. The voucher definition is kept for "
+                "the vouchers subsystem (not issued yet).",
+            },
+        ),
+        ("Tiers", {"fields": ("tier_list", "created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("tiers__group")
+
+    @admin.display(description="tiers")
+    def tier_list(self, obj: Benefit) -> str:
+        if obj.pk is None:
+            return "-"
+        tiers = sorted(obj.tiers.all(), key=lambda t: (t.group.code, t.threshold))
+        return ", ".join(f"{t.group.code}: {t.name}" for t in tiers) or "-"
+
+
+@admin.register(MemberTier)
+class MemberTierAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Current tiers, read-only: they change through upgrades, assessment and "Set tier" on
+    the member page."""
+
+    list_display = (
+        "member_number",
+        "group",
+        "tier",
+        "valid_from",
+        "valid_until",
+        "period_start",
+        "period_end",
+        "updated_at",
+    )
+    list_filter = ("group", "tier", "group__program")
+    search_fields = ("member__membership_number", "member__email")
+    list_select_related = ("member", "group", "tier__group")
+    date_hierarchy = "valid_until"
+    show_full_result_count = False
+
+    @admin.display(description="member", ordering="member__membership_number")
+    def member_number(self, obj: MemberTier):
+        return link(obj.member, obj.member.membership_number)
+
+
+@admin.register(TierHistory)
+class TierHistoryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "occurred_at",
+        "member_number",
+        "group",
+        "from_tier",
+        "to_tier",
+        "reason",
+        "valid_from",
+        "valid_until",
+        "qualifying_points",
+        "actor",
+    )
+    list_filter = ("reason", "group", "to_tier")
+    search_fields = ("member__membership_number", "note", "actor")
+    list_select_related = ("member", "group", "from_tier__group", "to_tier__group")
+    date_hierarchy = "occurred_at"
+    show_full_result_count = False
+
+    @admin.display(description="member", ordering="member__membership_number")
+    def member_number(self, obj: TierHistory):
+        return link(obj.member, obj.member.membership_number)
+
+
+class DeliveredFilter(admin.SimpleListFilter):
+    title = "delivered"
+    parameter_name = "delivered"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Delivered"), ("no", "Not yet")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(delivered_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(delivered_at__isnull=True)
+        return queryset
+
+
+@admin.register(MemberEvent)
+class MemberEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The outbox of member events (SPEC §10); delivery is a later subsystem."""
+
+    list_display = ("id", "occurred_at", "member_number", "type", "payload", "delivered_at")
+    list_filter = ("type", DeliveredFilter, "program")
+    search_fields = ("member__membership_number",)
+    list_select_related = ("member",)
+    date_hierarchy = "occurred_at"
+    show_full_result_count = False
+
+    @admin.display(description="member", ordering="member__membership_number")
+    def member_number(self, obj: MemberEvent):
+        return link(obj.member, obj.member.membership_number)

@@ -12,8 +12,9 @@ What this module guarantees:
   default); objects it does not name are left alone, never deleted. Rows whose values would
   not change are not saved, so loading the same document twice changes nothing.
 - `program_export` writes every stored key, so its output loads back into an equal program.
-- Tier groups, benefits, promotions and voucher definitions are validated but not stored yet:
-  their subsystems do not exist; the load report says so.
+- Benefits, then tier groups with their tiers (and each tier's benefits, as a set) are
+  upserted by code like the rest. Promotions and voucher definitions are validated but not
+  stored yet: their subsystems do not exist; the load report says so.
 """
 
 from __future__ import annotations
@@ -36,7 +37,16 @@ from django.db import models
 from django.db import transaction as db_transaction
 
 from loyalty.exceptions import ProgramDefinitionError
-from loyalty.models import Balance, Currency, EarningRule, LedgerEntry, Program
+from loyalty.models import (
+    Balance,
+    Benefit,
+    Currency,
+    EarningRule,
+    LedgerEntry,
+    Program,
+    Tier,
+    TierGroup,
+)
 from loyalty.rules import RuleDefinitionError, validate_rule_definition
 from partners.models import Partner, PartnerCategory, PartnerProduct, PartnerProgram
 
@@ -47,8 +57,6 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "program_templates"
 FORMAT_VERSION = 1
 # Sections whose subsystems do not exist yet: validated, reported, not stored.
 NOT_YET_LOADED = {
-    "tier_groups": "the tiers subsystem",
-    "benefits": "the tiers subsystem",
     "promotions": "the promotions app",
     "voucher_definitions": "the vouchers app",
 }
@@ -236,10 +244,21 @@ def _semantic_errors(document: dict, errors: _Errors) -> None:
 
     benefit_codes: dict[str, str] = {}
     for i, item in _items(document, "benefits"):
-        _check_unique(errors, benefit_codes, item.get("code"), _path("benefits", i, "code"), "code")
+        _check_benefit(
+            errors, i, item, benefit_codes, currency_kinds, document, existing_currencies
+        )
+    if existing is not None:
+        for code in existing.benefits.values_list("code", flat=True):
+            benefit_codes.setdefault(code, "the program")
     seen = {}
+    periods: dict[str, tuple[str, str]] = {}
+    if existing is not None:
+        named = {g.get("code") for _, g in _items(document, "tier_groups")}
+        for group in existing.tier_groups.select_related("qualifying_currency"):
+            if group.code not in named:
+                periods[group.qualifying_currency.code] = (group.model, group.period_start)
     for i, item in _items(document, "tier_groups"):
-        _check_tier_group(errors, i, item, seen, currency_kinds, benefit_codes)
+        _check_tier_group(errors, i, item, seen, currency_kinds, benefit_codes, periods, existing)
     for key in ("promotions", "voucher_definitions"):
         seen = {}
         for i, item in _items(document, key):
@@ -389,8 +408,63 @@ def _check_partner(
             errors.add(path, f"sku {value!r} belongs to partner {owners[value]!r}")
 
 
+def _check_benefit(
+    errors: _Errors,
+    i: int,
+    item: dict,
+    seen: dict,
+    currency_kinds: dict,
+    document: dict,
+    existing_currencies: dict[str, Currency],
+) -> None:
+    base = ("benefits", i)
+    _check_unique(errors, seen, item.get("code"), _path(*base, "code"), "benefit code")
+    currency = item.get("points_currency")
+    value = item.get("value")
+    if isinstance(currency, str) and currency not in currency_kinds:
+        errors.add(
+            _path(*base, "points_currency"),
+            f"{currency!r} is not a currency of the document or of the program",
+        )
+    if item.get("kind") in Benefit.GIFT_KINDS and value not in (None, 0, "0") and not currency:
+        errors.add(
+            _path(*base, "points_currency"), "a gift with a value needs the currency of its points"
+        )
+    path = _path(*base, "value")
+    if value is None or errors.under(path):
+        return
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return
+    exponent = number.as_tuple().exponent
+    places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    if places > 4 or abs(number) >= 10**10:
+        errors.add(path, f"{value!r} does not fit 10 digits and 4 decimals")
+        return
+    decimals = next(
+        (
+            c.get("decimals", 0)
+            for _, c in _items(document, "currencies")
+            if c.get("code") == currency and isinstance(c.get("decimals", 0), int)
+        ),
+        existing_currencies[currency].decimals if currency in existing_currencies else None,
+    )
+    if isinstance(currency, str) and decimals is not None:
+        units = number * 10**decimals
+        if units != units.to_integral_value():
+            errors.add(path, f"{currency} has {decimals} decimals")
+
+
 def _check_tier_group(
-    errors: _Errors, i: int, item: dict, seen: dict, currency_kinds: dict, benefit_codes: dict
+    errors: _Errors,
+    i: int,
+    item: dict,
+    seen: dict,
+    currency_kinds: dict,
+    benefit_codes: dict,
+    periods: dict[str, tuple[str, str]],
+    existing: Program | None,
 ) -> None:
     base = ("tier_groups", i)
     _check_unique(errors, seen, item.get("code"), _path(*base, "code"), "tier group code")
@@ -400,6 +474,16 @@ def _check_tier_group(
             _path(*base, "qualifying_currency"),
             f"{currency!r} is not a qualifying currency of the document or of the program",
         )
+    elif isinstance(currency, str):
+        model = item.get("model")
+        period = (model, item.get("period_start", "01-01") if model == "fixed" else "")
+        other = periods.setdefault(currency, period)
+        if other != period:
+            errors.add(
+                _path(*base, "qualifying_currency"),
+                f"{currency} qualifies for another tier group with other qualifying periods: "
+                "groups sharing a currency share its periods",
+            )
     period_start = item.get("period_start")
     if isinstance(period_start, str) and not errors.under(_path(*base, "period_start")):
         try:
@@ -423,8 +507,23 @@ def _check_tier_group(
             if isinstance(benefit, str) and benefit not in benefit_codes:
                 errors.add(
                     _path(*base, "tiers", j, "benefits", k),
-                    f"{benefit!r} is not a benefit of the document",
+                    f"{benefit!r} is not a benefit of the document or of the program",
                 )
+    group = (
+        existing.tier_groups.filter(code=item.get("code")).first()
+        if existing is not None and isinstance(item.get("code"), str)
+        else None
+    )
+    if group is not None:
+        # Tiers the document does not name stay: their thresholds must stay free.
+        named = {t.get("code"): j for j, t in tiers}
+        for tier in group.tiers.exclude(code__in=[c for c in named if isinstance(c, str)]):
+            for j, other in tiers:
+                if other.get("threshold") == tier.threshold:
+                    errors.add(
+                        _path(*base, "tiers", j, "threshold"),
+                        f"tier {tier.code!r} of the program already has threshold {tier.threshold}",
+                    )
 
 
 def definition_errors(document: Any) -> dict[str, str]:
@@ -600,6 +699,17 @@ def program_load(*, document: dict, actor: str = "", report: LoadReport | None =
             )
         for item in document.get("partners", []):
             _load_partner(program, item, report)
+        currencies = {c.code: c for c in program.currencies.all()}
+        for item in document.get("benefits", []):
+            _upsert(
+                Benefit,
+                {"program": program, "code": item["code"]},
+                _benefit_values(item, currencies),
+                "benefits",
+                report,
+            )
+        for item in document.get("tier_groups", []):
+            _load_tier_group(program, item, currencies, report)
     for key, subsystem in NOT_YET_LOADED.items():
         if document.get(key):
             report.warnings.append(
@@ -610,6 +720,59 @@ def program_load(*, document: dict, actor: str = "", report: LoadReport | None =
         "program %s loaded by %s: %s", program.code, actor or "-", "; ".join(report.summary_lines())
     )
     return program
+
+
+def _benefit_values(item: dict, currencies: dict[str, Currency]) -> dict:
+    value = item.get("value")
+    return {
+        "name": item["name"],
+        "description": item.get("description", ""),
+        "kind": item["kind"],
+        "value": None if value is None else Decimal(str(value)),
+        "points_currency": currencies.get(item.get("points_currency")),
+        "voucher_definition": item.get("voucher_definition", ""),
+    }
+
+
+def _load_tier_group(
+    program: Program, item: dict, currencies: dict[str, Currency], report: LoadReport
+) -> None:
+    group = _upsert(
+        TierGroup,
+        {"program": program, "code": item["code"]},
+        {
+            "name": item["name"],
+            "description": item.get("description", ""),
+            "qualifying_currency": currencies[item["qualifying_currency"]],
+            "model": item["model"],
+            "period_start": item.get("period_start", "01-01"),
+            "tier_duration_months": item.get("tier_duration_months", 12),
+            "extend_expiration": item.get("extend_expiration", TierGroup.Extension.NONE),
+            "downgrade": item.get("downgrade", TierGroup.Downgrade.TO_ELIGIBLE),
+        },
+        "tier groups",
+        report,
+    )
+    benefits = {b.code: b for b in program.benefits.all()}
+    for tier_item in item["tiers"]:
+        created = not Tier.objects.filter(group=group, code=tier_item["code"]).exists()
+        tier = _upsert(
+            Tier,
+            {"group": group, "code": tier_item["code"]},
+            {
+                "name": tier_item["name"],
+                "description": tier_item.get("description", ""),
+                "threshold": tier_item["threshold"],
+                "colour": tier_item.get("colour", ""),
+                "icon": tier_item.get("icon", ""),
+            },
+            "tiers",
+            report,
+        )
+        wanted = {benefits[code].pk for code in tier_item.get("benefits", [])}
+        if set(tier.benefits.values_list("pk", flat=True)) != wanted:
+            tier.benefits.set(wanted)
+            report.count("tier benefits", "created" if created else "updated")
 
 
 def _load_partner(program: Program, item: dict, report: LoadReport) -> None:
@@ -724,6 +887,46 @@ def _export_partner(terms: PartnerProgram) -> dict:
     }
 
 
+def _export_benefit(benefit: Benefit) -> dict:
+    return _without_none(
+        {
+            "code": benefit.code,
+            "name": benefit.name,
+            "description": benefit.description,
+            "kind": benefit.kind,
+            "value": _dec(benefit.value) if benefit.value is not None else None,
+            "points_currency": benefit.points_currency.code if benefit.points_currency else None,
+            "voucher_definition": benefit.voucher_definition,
+        }
+    )
+
+
+def _export_tier_group(group: TierGroup) -> dict:
+    return {
+        "code": group.code,
+        "name": group.name,
+        "description": group.description,
+        "qualifying_currency": group.qualifying_currency.code,
+        "model": group.model,
+        "period_start": group.period_start,
+        "tier_duration_months": group.tier_duration_months,
+        "extend_expiration": group.extend_expiration,
+        "downgrade": group.downgrade,
+        "tiers": [
+            {
+                "code": tier.code,
+                "name": tier.name,
+                "description": tier.description,
+                "threshold": tier.threshold,
+                "colour": tier.colour,
+                "icon": tier.icon,
+                "benefits": sorted(b.code for b in tier.benefits.all()),
+            }
+            for tier in sorted(group.tiers.all(), key=lambda t: (t.threshold, t.code))
+        ],
+    }
+
+
 def _sku(product: PartnerProduct) -> str:
     return product.sku
 
@@ -731,8 +934,8 @@ def _sku(product: PartnerProduct) -> str:
 def program_export(*, program: Program) -> dict:
     """The program's definition document: every stored key, in a stable order.
 
-    Tier groups, benefits, promotions and voucher definitions are not stored yet, so they are
-    not exported. Prepaid partner balances are state, not configuration: not exported.
+    Promotions and voucher definitions are not stored yet, so they are not exported. Prepaid
+    partner balances are state, not configuration: not exported.
     """
     tz = ZoneInfo(program.timezone)
     partner_terms = (
@@ -754,4 +957,14 @@ def program_export(*, program: Program) -> dict:
             _export_rule(r, tz) for r in program.earning_rules.order_by("-priority", "code")
         ],
         "partners": [_export_partner(terms) for terms in partner_terms],
+        "benefits": [
+            _export_benefit(b)
+            for b in program.benefits.select_related("points_currency").order_by("code")
+        ],
+        "tier_groups": [
+            _export_tier_group(g)
+            for g in program.tier_groups.select_related("qualifying_currency")
+            .prefetch_related("tiers__benefits")
+            .order_by("code")
+        ],
     }

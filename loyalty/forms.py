@@ -10,7 +10,7 @@ from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from loyalty.exceptions import LoyaltyError
-from loyalty.models import Currency, EarningRule, Member, Program
+from loyalty.models import Benefit, Currency, EarningRule, Member, Program, Tier
 from loyalty.services.members import PROFILE_FIELDS
 
 
@@ -225,3 +225,66 @@ class MergeForm(forms.Form):
     def __init__(self, *args, members, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["survivor"].queryset = members
+
+
+# --- tiers ---------------------------------------------------------------------------------
+
+
+class TierInlineFormSet(forms.BaseInlineFormSet):
+    """A group's tiers: one base tier (threshold 0) and distinct thresholds (the ladder)."""
+
+    def clean(self):
+        super().clean()
+        thresholds = []
+        for form in self.forms:
+            if not hasattr(form, "cleaned_data") or form.cleaned_data.get("DELETE"):
+                continue
+            threshold = form.cleaned_data.get("threshold")
+            if threshold is None:
+                continue
+            if threshold in thresholds:
+                form.add_error("threshold", "Another tier of the group has this threshold.")
+            thresholds.append(threshold)
+        if thresholds and 0 not in thresholds:
+            raise ValidationError("The group needs a base tier with threshold 0.")
+        if self.instance.pk is not None and not thresholds:
+            raise ValidationError("A tier group needs at least its base tier (threshold 0).")
+
+
+class BenefitForm(forms.ModelForm):
+    class Meta:
+        model = Benefit
+        fields = [
+            "program",
+            "code",
+            "name",
+            "description",
+            "kind",
+            "value",
+            "points_currency",
+            "voucher_definition",
+        ]
+
+
+class MemberTierSetForm(forms.Form):
+    """Set a member's tier by hand (SPEC §5 rule 7): `member_tier_set` decides."""
+
+    tier = forms.ModelChoiceField(queryset=Tier.objects.none(), help_text="Group › tier.")
+    valid_until = forms.DateField(
+        required=False,
+        help_text="Last day of validity (YYYY-MM-DD). Required above the base tier; the base "
+        "tier never expires.",
+    )
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=1000)
+
+    def __init__(self, *args, member: Member, **kwargs):
+        super().__init__(*args, **kwargs)
+        tiers = (
+            Tier.objects.filter(group__program_id=member.program_id)
+            .select_related("group")
+            .order_by("group__code", "threshold")
+        )
+        self.fields["tier"].queryset = tiers
+        self.fields["tier"].label_from_instance = lambda t: (
+            f"{t.group.name} › {t.name} ({t.threshold})"
+        )

@@ -3,7 +3,8 @@
 "As of D": every day before D is complete in the program's timezone, so everything due by
 00:00 of D is done. Every job is idempotent: running it twice, or for an earlier date again,
 changes nothing. `JOBS` lists them in the order they must run (releases before expiries, so a
-credit released and expiring on the same night expires; later subsystems add theirs here).
+credit released and expiring on the same night expires; tier assessment before the qualifying
+reset and the gifts, so gifts follow the tiers as assessed; later subsystems add theirs here).
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ from django.utils import timezone
 
 from loyalty import dates
 from loyalty.models import Program
+from loyalty.services.benefits import (
+    anniversary_rewards_issue,
+    birthdays_celebrate,
+    welcome_gifts_issue,
+)
 from loyalty.services.escrow import points_release_due
+from loyalty.services.events import points_expiring_notify
 from loyalty.services.expiry import points_expire_due
+from loyalty.services.tiers import qualifying_points_reset, tier_assess_due
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,18 @@ class Job:
 JOBS: list[Job] = [
     Job("escrow_release", points_release_due, "release escrowed credits that are due"),
     Job("expiry", points_expire_due, "expire credits whose expiry date has passed"),
+    Job(
+        "points_expiring",
+        points_expiring_notify,
+        "points_expiring events for credits that expire within 30 days",
+    ),
+    # Assessment before the reset: a validity that ends on a period's last day is assessed on
+    # that period's qualifying points (tier decisions never read the reset entries).
+    Job("tier_assessment", tier_assess_due, "assess tiers whose validity has ended (catch-up)"),
+    Job("qualifying_reset", qualifying_points_reset, "reset qualifying points of ended periods"),
+    Job("welcome_gifts", welcome_gifts_issue, "welcome gifts of tiers reached"),
+    Job("birthdays", birthdays_celebrate, "birthday events and birthday gifts"),
+    Job("anniversaries", anniversary_rewards_issue, "enrolment anniversary rewards"),
 ]
 
 

@@ -11,11 +11,25 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from loyalty import dates
-from loyalty.models import Balance, Bucket, Currency, LedgerEntry, Member, Program, Transaction
+from loyalty.models import (
+    Balance,
+    Benefit,
+    Bucket,
+    Currency,
+    LedgerEntry,
+    Member,
+    MemberEvent,
+    MemberTier,
+    Program,
+    Tier,
+    TierGroup,
+    TierHistory,
+    Transaction,
+)
 
 
 @dataclass
@@ -101,12 +115,186 @@ def member_expiring_points(
 
 
 def member_tier_codes(member: Member) -> frozenset[str]:
-    """Codes of the member's current tiers, for `tier in` rule conditions.
+    """Codes of the member's current tiers (one per tier group), for `tier in` rule
+    conditions. A member without a stored state in a group holds its base tier.
 
-    Tier groups arrive with SPEC §5 (issue #4); until then no member holds a tier, so a rule
-    with a tier condition reports "member tier [] is not in [...]".
-    """
-    return frozenset()
+    Read on every accrual: one query."""
+    held = MemberTier.objects.filter(member=member, group_id=OuterRef("group_id"))
+    codes: dict[int, str] = {}
+    for group_id, code, held_code in (
+        Tier.objects.filter(group__program_id=member.program_id)
+        .annotate(held=Subquery(held.values("tier__code")[:1]))
+        .order_by("group_id", "threshold", "id")
+        .values_list("group_id", "code", "held")
+    ):
+        codes.setdefault(group_id, held_code or code)  # the base tier when none is held
+    return frozenset(codes.values())
+
+
+def member_current_tiers(member: Member) -> list[tuple[TierGroup, Tier]]:
+    """(group, current tier) for every tier group of the member's program, in group order."""
+    groups = list(
+        TierGroup.objects.filter(program_id=member.program_id)
+        .select_related("qualifying_currency")
+        .prefetch_related("tiers")
+        .order_by("code")
+    )
+    states = {
+        s.group_id: s.tier for s in MemberTier.objects.filter(member=member).select_related("tier")
+    }
+    current = []
+    for group in groups:
+        tiers = sorted(group.tiers.all(), key=lambda t: (t.threshold, t.id))
+        tier = states.get(group.id) or (tiers[0] if tiers else None)
+        if tier is not None:
+            current.append((group, tier))
+    return current
+
+
+def member_tier_validities(member: Member) -> list[tuple[TierGroup, Tier, dt.date | None]]:
+    """(group, current tier, last day of its validity or None) per tier group."""
+    until = dict(MemberTier.objects.filter(member=member).values_list("group_id", "valid_until"))
+    return [(group, tier, until.get(group.id)) for group, tier in member_current_tiers(member)]
+
+
+@dataclass
+class TierStatus:
+    """A member's standing in one tier group, as of an instant."""
+
+    group: TierGroup
+    tier: Tier
+    valid_from: dt.date | None
+    valid_until: dt.date | None
+    period_start: dt.date
+    period_end: dt.date
+    qualifying_points: int  # smallest units of the group's qualifying currency
+    next_tier: Tier | None
+    points_to_next_tier: int | None  # smallest units
+
+    def display(self, units: int | None) -> Decimal | None:
+        if units is None:
+            return None
+        currency = self.group.qualifying_currency
+        return (Decimal(units) / currency.scale).quantize(Decimal(1).scaleb(-currency.decimals))
+
+
+def member_tier_statuses(member: Member, *, at: dt.datetime | None = None) -> list[TierStatus]:
+    """Per tier group: the current tier and its validity, the qualifying points of the
+    current period (net of reversals) and what is missing for the next tier."""
+    from loyalty.services import tiers as tier_rules
+
+    at = at or timezone.now()
+    today = dates.local_date(at, member.program.timezone)
+    enrolled_on = tier_rules.enrolled_on(member)
+    states = {s.group_id: s for s in MemberTier.objects.filter(member=member)}
+    statuses = []
+    for group, tier in member_current_tiers(member):
+        state = states.get(group.id)
+        period = tier_rules.period_containing(group, enrolled_on, today)
+        points = tier_rules.qualifying_points(member, group, period, before=None)
+        ladder = sorted(group.tiers.all(), key=lambda t: (t.threshold, t.id))
+        higher = [t for t in ladder if t.threshold > tier.threshold]
+        next_tier = higher[0] if higher else None
+        missing = None
+        if next_tier is not None:
+            missing = max(next_tier.threshold * group.qualifying_currency.scale - points, 0)
+        statuses.append(
+            TierStatus(
+                group=group,
+                tier=tier,
+                valid_from=state.valid_from if state else enrolled_on,
+                valid_until=state.valid_until if state else None,
+                period_start=period.start,
+                period_end=period.end,
+                qualifying_points=points,
+                next_tier=next_tier,
+                points_to_next_tier=missing,
+            )
+        )
+    return statuses
+
+
+@dataclass
+class MemberBenefit:
+    benefit: Benefit
+    tiers: list[tuple[TierGroup, Tier]]  # the current tiers that grant it
+
+
+def member_benefits(member: Member) -> list[MemberBenefit]:
+    """The benefits of the member's current tiers, each once, with the tiers granting it."""
+    current = member_current_tiers(member)
+    by_id: dict[int, MemberBenefit] = {}
+    through = Tier.benefits.through.objects.filter(
+        tier_id__in=[tier.id for _, tier in current]
+    ).select_related("benefit__points_currency")
+    tier_groups = {tier.id: (group, tier) for group, tier in current}
+    for row in through.order_by("benefit__code", "tier_id"):
+        item = by_id.setdefault(row.benefit_id, MemberBenefit(row.benefit, []))
+        item.tiers.append(tier_groups[row.tier_id])
+    return sorted(by_id.values(), key=lambda b: b.benefit.code)
+
+
+def member_benefit_objects(member: Member, *, kind: str | None = None) -> list[Benefit]:
+    return [b.benefit for b in member_benefits(member) if kind is None or b.benefit.kind == kind]
+
+
+def member_tier_history(member: Member) -> QuerySet[TierHistory]:
+    return (
+        TierHistory.objects.filter(member=member)
+        .select_related("group", "from_tier", "to_tier", "transaction")
+        .order_by("-occurred_at", "-id")
+    )
+
+
+def member_events(member: Member) -> QuerySet[MemberEvent]:
+    return MemberEvent.objects.filter(member=member).order_by("-occurred_at", "-id")
+
+
+def tier_member_counts(group: TierGroup) -> dict[int, int]:
+    """Members (not closed) per tier id of the group; members without a stored state hold
+    the base tier."""
+    return tier_member_counts_many([group])[group.pk]
+
+
+def tier_member_counts_many(groups: list[TierGroup]) -> dict[int, dict[int, int]]:
+    """`tier_member_counts` of several groups in three queries (admin lists)."""
+    group_ids = [g.pk for g in groups]
+    tiers = list(Tier.objects.filter(group_id__in=group_ids).order_by("threshold", "id"))
+    stated = (
+        MemberTier.objects.filter(group_id__in=group_ids)
+        .exclude(member__status=Member.Status.CLOSED)
+        .values_list("group_id", "tier_id")
+        .annotate(n=Count("id"))
+    )
+    per_tier = {tier_id: n for _, tier_id, n in stated}
+    members = dict(
+        Member.objects.filter(program_id__in={g.program_id for g in groups})
+        .exclude(status=Member.Status.CLOSED)
+        .values_list("program_id")
+        .annotate(n=Count("id"))
+        .values_list("program_id", "n")
+    )
+    result = {}
+    for group in groups:
+        ladder = [t for t in tiers if t.group_id == group.pk]
+        counts = {t.pk: per_tier.get(t.pk, 0) for t in ladder}
+        if ladder:
+            counts[ladder[0].pk] += members.get(group.program_id, 0) - sum(counts.values())
+        result[group.pk] = counts
+    return result
+
+
+def members_in_tier(queryset: QuerySet[Member], code: str) -> QuerySet[Member]:
+    """Members whose current tier (in any group) has this code; in a group where it is the
+    base tier, that includes the members without a stored state."""
+    condition = Exists(MemberTier.objects.filter(member=OuterRef("pk"), tier__code=code))
+    for tier in Tier.objects.filter(code=code).select_related("group"):
+        lowest = Tier.objects.filter(group_id=tier.group_id).order_by("threshold", "id").first()
+        if lowest.pk == tier.pk:
+            condition |= Q(program_id=tier.group.program_id) & ~Exists(
+                MemberTier.objects.filter(member=OuterRef("pk"), group_id=tier.group_id)
+            )
+    return queryset.filter(condition)
 
 
 def member_segment_codes(member: Member) -> frozenset[str]:

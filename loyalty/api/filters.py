@@ -1,13 +1,14 @@
 """django-filter filtersets of the API's lists.
 
-`tier` and `segment` are part of the contract (SPEC §14) but tiers and segments arrive in
-later versions: until then no member holds one, so these filters match no member.
+`segment` is part of the contract (SPEC §14) but segments arrive in a later version: until
+then no member is in one, so that filter matches no member.
 """
 
 from __future__ import annotations
 
 import django_filters
 
+from loyalty import selectors
 from loyalty.models import LedgerEntry, Member
 
 
@@ -18,7 +19,7 @@ class MemberFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Member.Status.choices)
     tier = django_filters.CharFilter(
         method="filter_tier",
-        help_text="Tier code. Tiers arrive in a later version: until then this matches nothing.",
+        help_text="Tier code: members whose current tier, in any tier group, has this code.",
     )
     segment = django_filters.CharFilter(
         method="filter_segment",
@@ -31,7 +32,7 @@ class MemberFilter(django_filters.FilterSet):
         fields = ["email", "status", "tier", "segment"]
 
     def filter_tier(self, queryset, name, value):
-        return queryset.none() if value else queryset
+        return selectors.members_in_tier(queryset, value) if value else queryset
 
     def filter_segment(self, queryset, name, value):
         return queryset.none() if value else queryset

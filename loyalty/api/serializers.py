@@ -11,7 +11,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from loyalty.models import LedgerEntry, Member, Transaction
+from loyalty.models import Benefit, LedgerEntry, Member, Transaction
 from loyalty.services.posting import from_units
 from loyalty.services.requests import LineRequest, TransactionRequest
 
@@ -173,12 +173,81 @@ class MemberSerializer(serializers.ModelSerializer):
         read_only_fields = MEMBER_OUTPUT_FIELDS
 
 
+class MemberTierSummarySerializer(serializers.Serializer):
+    group = serializers.CharField(help_text="Tier group code.")
+    tier = serializers.CharField(help_text="Current tier code.")
+    tier_name = serializers.CharField()
+    valid_until = serializers.DateField(
+        allow_null=True, help_text="Last day of validity; null: it does not expire (base tier)."
+    )
+
+
 class MemberDetailSerializer(MemberSerializer):
     balances = BalanceSerializer(many=True, read_only=True)
+    tiers = MemberTierSummarySerializer(
+        many=True, read_only=True, help_text="The current tier in each tier group."
+    )
 
     class Meta(MemberSerializer.Meta):
-        fields = (*MEMBER_OUTPUT_FIELDS, "balances")
+        fields = (*MEMBER_OUTPUT_FIELDS, "balances", "tiers")
         read_only_fields = fields
+
+
+class TierStatusSerializer(serializers.Serializer):
+    group = serializers.CharField(help_text="Tier group code.")
+    group_name = serializers.CharField()
+    tier = serializers.CharField(help_text="Current tier code.")
+    tier_name = serializers.CharField()
+    colour = serializers.CharField(help_text="#RRGGBB, or empty.")
+    valid_from = serializers.DateField()
+    valid_until = serializers.DateField(
+        allow_null=True, help_text="Last day of validity; null: it does not expire (base tier)."
+    )
+    qualifying_currency = serializers.CharField()
+    qualifying_points = points_field(
+        help_text="Qualifying points of the current qualifying period, net of reversals."
+    )
+    period_start = serializers.DateField(help_text="First day of the current qualifying period.")
+    period_end = serializers.DateField(help_text="Last day of the current qualifying period.")
+    next_tier = serializers.CharField(allow_null=True, help_text="null at the top tier.")
+    next_tier_name = serializers.CharField(allow_null=True)
+    points_to_next_tier = points_field(
+        allow_null=True, help_text="Qualifying points still needed for the next tier."
+    )
+
+
+class MemberTiersSerializer(serializers.Serializer):
+    member = serializers.CharField(help_text="Membership number.")
+    tiers = TierStatusSerializer(many=True)
+
+
+class BenefitTierSerializer(serializers.Serializer):
+    group = serializers.CharField()
+    tier = serializers.CharField()
+
+
+class MemberBenefitSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=Benefit.Kind.choices)
+    description = serializers.CharField()
+    value = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=4,
+        allow_null=True,
+        coerce_to_string=True,
+        help_text="Percent of a discount; points of a gift; null when it has none.",
+    )
+    points_currency = serializers.CharField(allow_null=True)
+    voucher_definition = serializers.CharField(
+        help_text="Voucher definition issued with it (vouchers: a later version), or empty."
+    )
+    tiers = BenefitTierSerializer(many=True, help_text="The member's tiers that grant it.")
+
+
+class MemberBenefitsSerializer(serializers.Serializer):
+    member = serializers.CharField(help_text="Membership number.")
+    benefits = MemberBenefitSerializer(many=True)
 
 
 class MemberProfileInputSerializer(serializers.Serializer):

@@ -16,6 +16,12 @@ urlpatterns = [
         name="member-balances",
     ),
     path("members/<str:number>/ledger/", views.MemberLedgerView.as_view(), name="member-ledger"),
+    path("members/<str:number>/tiers/", views.MemberTiersView.as_view(), name="member-tiers"),
+    path(
+        "members/<str:number>/benefits/",
+        views.MemberBenefitsView.as_view(),
+        name="member-benefits",
+    ),
     path("transactions/", views.TransactionCreateView.as_view(), name="transactions"),
     path(
         "transactions/simulate/",

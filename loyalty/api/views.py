@@ -210,7 +210,59 @@ def balances_data(member: Member) -> list[dict]:
 def member_detail(member: Member) -> dict:
     data = s.MemberSerializer(member).data
     data["balances"] = s.BalanceSerializer(balances_data(member), many=True).data
+    data["tiers"] = s.MemberTierSummarySerializer(
+        [
+            {
+                "group": group.code,
+                "tier": tier.code,
+                "tier_name": tier.name,
+                "valid_until": valid_until,
+            }
+            for group, tier, valid_until in selectors.member_tier_validities(member)
+        ],
+        many=True,
+    ).data
     return data
+
+
+def tiers_data(member: Member) -> list[dict]:
+    return [
+        {
+            "group": st.group.code,
+            "group_name": st.group.name,
+            "tier": st.tier.code,
+            "tier_name": st.tier.name,
+            "colour": st.tier.colour,
+            "valid_from": st.valid_from,
+            "valid_until": st.valid_until,
+            "qualifying_currency": st.group.qualifying_currency.code,
+            "qualifying_points": st.display(st.qualifying_points),
+            "period_start": st.period_start,
+            "period_end": st.period_end,
+            "next_tier": st.next_tier.code if st.next_tier else None,
+            "next_tier_name": st.next_tier.name if st.next_tier else None,
+            "points_to_next_tier": st.display(st.points_to_next_tier),
+        }
+        for st in selectors.member_tier_statuses(member)
+    ]
+
+
+def benefits_data(member: Member) -> list[dict]:
+    return [
+        {
+            "code": item.benefit.code,
+            "name": item.benefit.name,
+            "kind": item.benefit.kind,
+            "description": item.benefit.description,
+            "value": item.benefit.value,
+            "points_currency": item.benefit.points_currency.code
+            if item.benefit.points_currency
+            else None,
+            "voucher_definition": item.benefit.voucher_definition,
+            "tiers": [{"group": group.code, "tier": tier.code} for group, tier in item.tiers],
+        }
+        for item in selectors.member_benefits(member)
+    ]
 
 
 def transaction_detail(program: Program, external_id: str) -> dict:
@@ -305,7 +357,7 @@ class MemberDetailView(ApiView):
 
     @extend_schema(
         operation_id="members_retrieve",
-        summary="A member's profile with balances",
+        summary="A member's profile with balances and tiers",
         description="Scope: members:read.",
         parameters=[NUMBER],
         responses={200: s.MemberDetailSerializer, **errors(403, 404)},
@@ -349,6 +401,44 @@ class MemberBalancesView(ApiView):
         member = self.member_or_404(number)
         data = {"member": member.membership_number, "balances": balances_data(member)}
         return Response(s.MemberBalancesSerializer(data).data)
+
+
+class MemberTiersView(ApiView):
+    required_scopes = {"GET": "members:read"}
+    serializer_class = s.MemberTiersSerializer
+
+    @extend_schema(
+        operation_id="members_tiers",
+        summary="Tiers per tier group, with qualifying points and the next tier",
+        description="Per tier group: the current tier and its validity, the qualifying points "
+        "of the current qualifying period (net of reversals), the period, and the points still "
+        "needed for the next tier. Scope: members:read.",
+        parameters=[NUMBER],
+        responses={200: s.MemberTiersSerializer, **errors(403, 404)},
+        tags=["members"],
+    )
+    def get(self, request, number: str):
+        member = self.member_or_404(number)
+        data = {"member": member.membership_number, "tiers": tiers_data(member)}
+        return Response(s.MemberTiersSerializer(data).data)
+
+
+class MemberBenefitsView(ApiView):
+    required_scopes = {"GET": "members:read"}
+    serializer_class = s.MemberBenefitsSerializer
+
+    @extend_schema(
+        operation_id="members_benefits",
+        summary="Current benefits (those of the member's current tiers)",
+        description="Each benefit once, with the tiers that grant it. Scope: members:read.",
+        parameters=[NUMBER],
+        responses={200: s.MemberBenefitsSerializer, **errors(403, 404)},
+        tags=["members"],
+    )
+    def get(self, request, number: str):
+        member = self.member_or_404(number)
+        data = {"member": member.membership_number, "benefits": benefits_data(member)}
+        return Response(s.MemberBenefitsSerializer(data).data)
 
 
 class MemberLedgerView(ApiView):

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db.models import F, Q
+from django.utils import timezone
 
 from loyalty import dates
 from loyalty.models import (
@@ -26,12 +27,16 @@ from loyalty.models import (
     Currency,
     LedgerEntry,
     Member,
+    MemberEvent,
     Transaction,
 )
 
 Kind = LedgerEntry.Kind
 Pool = LedgerEntry.Pool
 EARNED_KINDS = (Kind.ACCRUAL, Kind.ADJUSTMENT, Kind.REINSTATEMENT)
+BALANCE_FIELDS = [
+    "available", "pending", "debt", "lifetime_earned", "redeemed", "expired", "updated_at",
+]  # fmt: skip
 
 
 def lock_members(member_ids: Iterable[int]) -> dict[int, Member]:
@@ -51,26 +56,69 @@ class LedgerWriter:
     """Writes entries, buckets, allocations and balance changes for locked members.
 
     Holds the balances it touched so each is saved once per service call (`flush`).
+
+    `deferred=True` (batched posting) keeps every new row in memory and writes them with a
+    few bulk inserts at `flush`; the decisions (which pool, debt first, what expires) are the
+    same code either way. A deferred writer only supports what needs no read-back of its own
+    unsaved rows: credits, releases and expiries (not debits), and its balances must be
+    preloaded (`preload_balances`) or are new.
     """
 
     now: dt.datetime
     balances: dict[tuple[int, int], Balance] = field(default_factory=dict)
+    deferred: bool = False
+    new_entries: list[LedgerEntry] = field(default_factory=list)
+    new_buckets: list[Bucket] = field(default_factory=list)
+    new_allocations: list[BucketAllocation] = field(default_factory=list)
+    changed_buckets: dict[int, Bucket] = field(default_factory=dict)
+    new_events: list = field(default_factory=list)
+    # Events of one service call that are one notice (points expiring together), by key.
+    event_groups: dict = field(default_factory=dict)
 
     # --- balances -------------------------------------------------------------------------
     def balance(self, member: Member, currency: Currency) -> Balance:
         key = (member.id, currency.id)
         if key not in self.balances:
-            balance, _ = Balance.objects.get_or_create(member=member, currency=currency)
-            self.balances[key] = balance
+            if self.deferred:
+                self.balances[key] = Balance(member=member, currency=currency)
+            else:
+                balance, _ = Balance.objects.get_or_create(member=member, currency=currency)
+                self.balances[key] = balance
         return self.balances[key]
 
-    def flush(self) -> None:
-        for balance in self.balances.values():
-            balance.save()
+    def preload_balances(self, member_ids: Iterable[int]) -> None:
+        for balance in Balance.objects.filter(member_id__in=list(member_ids)):
+            self.balances[(balance.member_id, balance.currency_id)] = balance
 
-    # --- writing --------------------------------------------------------------------------
+    def flush(self) -> None:
+        if not self.deferred:
+            for balance in self.balances.values():
+                balance.save()
+            return
+        LedgerEntry.objects.bulk_create(self.new_entries)
+        Bucket.objects.bulk_create(self.new_buckets)
+        BucketAllocation.objects.bulk_create(self.new_allocations)
+        if self.new_events:
+            MemberEvent.objects.bulk_create(self.new_events)
+        if self.changed_buckets:
+            Bucket.objects.bulk_update(
+                self.changed_buckets.values(), ["remaining", "released", "expired"]
+            )
+        created = [b for b in self.balances.values() if b.pk is None]
+        changed = [b for b in self.balances.values() if b.pk is not None]
+        now = timezone.now()
+        for balance in changed:
+            balance.updated_at = now
+        Balance.objects.bulk_create(created)
+        Balance.objects.bulk_update(changed, BALANCE_FIELDS)
+        self.new_entries, self.new_buckets, self.new_allocations = [], [], []
+        self.changed_buckets = {}
+        self.new_events = []
+        self.balances = {}
+
+    # --- persistence: immediate, or kept for flush when deferred ---------------------------
     def _entry(self, member: Member, currency: Currency, points: int, kind: str, **extra):
-        return LedgerEntry.objects.create(
+        entry = LedgerEntry(
             program_id=member.program_id,
             member=member,
             currency=currency,
@@ -78,6 +126,41 @@ class LedgerWriter:
             kind=kind,
             **extra,
         )
+        if self.deferred:
+            self.new_entries.append(entry)
+        else:
+            entry.save(force_insert=True)
+        return entry
+
+    def _new_bucket(self, **fields) -> Bucket:
+        bucket = Bucket(**fields)
+        if self.deferred:
+            self.new_buckets.append(bucket)
+        else:
+            bucket.save(force_insert=True)
+        return bucket
+
+    def _save_bucket(self, bucket: Bucket, fields: list[str]) -> None:
+        if not self.deferred:
+            bucket.save(update_fields=fields)
+        elif bucket.pk is not None:
+            self.changed_buckets[bucket.pk] = bucket
+        # A new bucket is inserted with its final state at flush.
+
+    def record_event(self, event):
+        """A member event caused by these writes (saved now, or with the rows at flush)."""
+        if self.deferred:
+            self.new_events.append(event)
+        else:
+            event.save(force_insert=True)
+        return event
+
+    def _allocate(self, entry: LedgerEntry, bucket: Bucket, points: int) -> None:
+        allocation = BucketAllocation(entry=entry, bucket=bucket, points=points)
+        if self.deferred:
+            self.new_allocations.append(allocation)
+        else:
+            allocation.save(force_insert=True)
 
     def credit(
         self,
@@ -113,7 +196,7 @@ class LedgerWriter:
             note=note,
             reverses=reverses,
         )
-        bucket = Bucket.objects.create(
+        bucket = self._new_bucket(
             entry=entry,
             member=member,
             currency=currency,
@@ -140,8 +223,8 @@ class LedgerWriter:
         balance.available += points - paid
         if paid:
             bucket.remaining -= paid
-            bucket.save(update_fields=["remaining"])
-            BucketAllocation.objects.create(entry=entry, bucket=bucket, points=-paid)
+            self._save_bucket(bucket, ["remaining"])
+            self._allocate(entry, bucket, -paid)
 
     def open_buckets(self, member: Member, currency: Currency, today: dt.date) -> list[Bucket]:
         """Spendable buckets in consumption order: earliest expiry first, no expiry last,
@@ -213,8 +296,8 @@ class LedgerWriter:
                 note=note,
             )
             for bucket, take in taken:
-                bucket.save(update_fields=["remaining"])
-                BucketAllocation.objects.create(entry=entry, bucket=bucket, points=-take)
+                self._save_bucket(bucket, ["remaining"])
+                self._allocate(entry, bucket, -take)
         balance.available -= consumed
         balance.debt += debt
         return entry, taken, unrecovered
@@ -241,8 +324,8 @@ class LedgerWriter:
             expires_on=bucket.expires_on,
         )
         bucket.remaining += points
-        bucket.save(update_fields=["remaining"])
-        BucketAllocation.objects.create(entry=entry, bucket=bucket, points=points)
+        self._save_bucket(bucket, ["remaining"])
+        self._allocate(entry, bucket, points)
         balance = self.balance(member, currency)
         self._into_available(balance, bucket, points, entry)
         today = dates.local_date(self.now, member.program.timezone)
@@ -270,8 +353,8 @@ class LedgerWriter:
             reverses=reverses,
         )
         bucket.remaining -= points
-        bucket.save(update_fields=["remaining"])
-        BucketAllocation.objects.create(entry=entry, bucket=bucket, points=-points)
+        self._save_bucket(bucket, ["remaining"])
+        self._allocate(entry, bucket, -points)
         self.balance(bucket.member, bucket.currency).pending -= points
         return entry
 
@@ -285,13 +368,12 @@ class LedgerWriter:
                 bucket.currency,
                 bucket.remaining,
                 Kind.ESCROW_RELEASE,
-                transaction=bucket.entry.transaction,
+                **_origin_transaction(bucket.entry),
                 expires_on=bucket.expires_on,
             )
             balance.pending -= bucket.remaining
-            bucket.save(update_fields=["released"])
             self._into_available(balance, bucket, bucket.remaining, entry)
-        bucket.save(update_fields=["released", "remaining"])
+        self._save_bucket(bucket, ["released", "remaining"])
 
     def expire_bucket(self, bucket: Bucket, transaction: Transaction | None = None) -> None:
         bucket.expired = True
@@ -305,12 +387,23 @@ class LedgerWriter:
                 transaction=transaction,
                 expires_on=bucket.expires_on,
             )
-            BucketAllocation.objects.create(entry=entry, bucket=bucket, points=-points)
+            self._allocate(entry, bucket, -points)
             bucket.remaining = 0
             balance = self.balance(bucket.member, bucket.currency)
             balance.available -= points
             balance.expired += points
-        bucket.save(update_fields=["expired", "remaining"])
+            from loyalty.services.events import points_expired_record
+
+            points_expired_record(writer=self, bucket=bucket, points=points)
+        self._save_bucket(bucket, ["expired", "remaining"])
+
+
+def _origin_transaction(entry: LedgerEntry) -> dict:
+    """The transaction of the credit an entry settles, without a query: the object when it is
+    at hand (possibly not saved yet, in a deferred writer), else its id."""
+    if LedgerEntry.transaction.is_cached(entry):
+        return {"transaction": entry.transaction}
+    return {"transaction_id": entry.transaction_id}
 
 
 def due_buckets(member: Member, at: dt.datetime) -> tuple[list[Bucket], list[Bucket]]:
@@ -321,7 +414,9 @@ def due_buckets(member: Member, at: dt.datetime) -> tuple[list[Bucket], list[Buc
     base = Bucket.objects.filter(member=member, remaining__gt=0).select_related(
         "currency", "entry__transaction"
     )
-    releases = list(base.filter(released=False, available_at__lte=at).order_by("available_at"))
+    releases = list(
+        base.filter(released=False, available_at__lte=at).order_by("available_at", "id")
+    )
     dormant = inactivity_expired_currency_ids(member, today)
     expiry_filter = Q(expires_on__lt=today)
     if dormant:
@@ -338,13 +433,25 @@ def due_buckets(member: Member, at: dt.datetime) -> tuple[list[Bucket], list[Buc
 def settle(writer: LedgerWriter, member: Member, at: dt.datetime) -> None:
     """Write the member's due escrow releases, then due expiries (member must be locked)."""
     releases, expiries = due_buckets(member, at)
+    settle_buckets(writer, member, releases, expiries)
+
+
+def settle_buckets(
+    writer: LedgerWriter, member: Member, releases: list[Bucket], expiries: list[Bucket]
+) -> None:
+    """Release, then expire, the given due buckets (in the order `due_buckets` returns).
+
+    The two lists may hold two copies of one row (two querysets): the released copy is the
+    one that expires."""
     released = {}
     for bucket in releases:
         bucket.member = member
         writer.release_bucket(bucket)
-        released[bucket.id] = bucket
+        if bucket.pk is not None:
+            released[bucket.pk] = bucket
     for bucket in expiries:
-        bucket = released.get(bucket.id, bucket)
+        if bucket.pk is not None:
+            bucket = released.get(bucket.pk, bucket)
         if not bucket.released:
             continue  # still in escrow: it expires once released
         bucket.member = member

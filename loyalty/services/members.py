@@ -11,9 +11,11 @@ from django.utils import timezone
 from loyalty import codes
 from loyalty.exceptions import LoyaltyError, ProgramNotActive, ValidationFailed
 from loyalty.models import Bucket, LedgerEntry, Member, Program, Transaction
+from loyalty.services.events import EventType, member_event_record
 from loyalty.services.ledger import LedgerWriter, lock_members, settle
 from loyalty.services.posting import SYSTEM_PREFIX, transaction_post
 from loyalty.services.requests import TransactionRequest
+from loyalty.services.tiers import tiers_after_merge, tiers_enrol
 
 PROFILE_FIELDS = (
     "type",
@@ -85,19 +87,35 @@ def member_enrol(
                 enrolled_at=enrolled_at or now,
                 **profile,
             )
-            transaction_post(
-                program=program,
-                request=TransactionRequest(
-                    external_id=f"{SYSTEM_PREFIX}enrollment:{member.membership_number}",
-                    member=member.membership_number,
-                    type="accrual",
-                    subtype="enrollment",
-                    channel=profile.get("enrollment_channel", "") or "",
-                    occurred_at=member.enrolled_at,
-                ),
-                actor=actor or "system",
-                now=now,
+            # Every member holds each tier group's base tier from enrolment (SPEC §5).
+            tiers = tiers_enrol(member=member)
+            member_event_record(
+                member=member,
+                type=EventType.ENROLLED,
+                payload={
+                    "membership_number": member.membership_number,
+                    "enrollment_channel": member.enrollment_channel,
+                    "referred_by": referrer.membership_number if referrer else None,
+                    "tiers": {change.group.code: change.to_tier.code for change in tiers},
+                },
+                occurred_at=member.enrolled_at,
             )
+            # Only active members earn (SPEC §1): an import may enrol an inactive, suspended
+            # or closed member, who gets no enrollment accrual.
+            if member.status == Member.Status.ACTIVE:
+                transaction_post(
+                    program=program,
+                    request=TransactionRequest(
+                        external_id=f"{SYSTEM_PREFIX}enrollment:{member.membership_number}",
+                        member=member.membership_number,
+                        type="accrual",
+                        subtype="enrollment",
+                        channel=profile.get("enrollment_channel", "") or "",
+                        occurred_at=member.enrolled_at,
+                    ),
+                    actor=actor or "system",
+                    now=now,
+                )
     except IntegrityError as exc:
         raise MemberExists(
             f"Membership number {number!r} is already taken in {program.code}.",
@@ -189,6 +207,7 @@ def member_merge(
                 )
         writer.flush()
         Transaction.objects.filter(member=duplicate).exclude(pk=txn.pk).update(member=survivor)
+        tiers_after_merge(survivor=survivor, duplicate=duplicate, now=now)
         duplicate.status = Member.Status.CLOSED
         duplicate.merged_into = survivor
         duplicate.save(update_fields=["status", "merged_into", "updated_at"])

@@ -10,11 +10,12 @@ serialised by the member lock, or (for different members) by the unique constrai
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from django.db import IntegrityError
 from django.db import transaction as db_transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from loyalty import dates, rules
@@ -36,8 +37,9 @@ from loyalty.models import (
 )
 from loyalty.services.escrow import available_at_for
 from loyalty.services.expiry import expiry_date_for
-from loyalty.services.ledger import LedgerWriter, lock_member, settle
+from loyalty.services.ledger import LedgerWriter, settle
 from loyalty.services.requests import TransactionRequest
+from loyalty.services.tiers import tiers_after_posting
 from partners.models import Partner, PartnerCategory, PartnerProduct
 
 SYSTEM_PREFIX = "tessera:"  # external ids of transactions Tessera generates itself
@@ -83,6 +85,79 @@ def program_currency(program: Program, code: str, field: str = "points_currency"
         raise UnknownCurrency(
             f"{code!r} is not a currency of program {program.code}.", fields={field: code}
         ) from exc
+
+
+@dataclass
+class PostingContext:
+    """The program configuration that posting reads, each part read once per context.
+
+    `transaction_post` makes one per call, so a post always sees the configuration as it is
+    now; the batched path (`posting_batch`) shares one across a whole batch.
+    """
+
+    program: Program
+    _currencies: dict[str, Currency] | None = None
+    _rules: list[EarningRule] | None = None
+    _partners: dict[str, Partner] = field(default_factory=dict)
+    _line_partners: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    # Awards of capped rules decided but not yet written (batched posting).
+    unsaved_awards: dict[tuple[int, int], list[dt.date]] = field(default_factory=dict)
+
+    def currencies(self) -> dict[str, Currency]:
+        if self._currencies is None:
+            self._currencies = {c.code: c for c in self.program.currencies.all()}
+        return self._currencies
+
+    def currency(self, code: str, field: str = "points_currency") -> Currency:
+        currency = self.currencies().get(code)
+        if currency is None:
+            raise UnknownCurrency(
+                f"{code!r} is not a currency of program {self.program.code}.",
+                fields={field: code},
+            )
+        return currency
+
+    def rules(self) -> list[EarningRule]:
+        if self._rules is None:
+            self._rules = active_rules(self.program)
+        return self._rules
+
+    def rules_read_member_groups(self) -> bool:
+        """Whether any active rule has a tier or segment condition (else they are not read)."""
+        return any(r.conditions.get("tiers") or r.conditions.get("segments") for r in self.rules())
+
+    def partner(self, code: str) -> Partner:
+        if code not in self._partners:
+            self._partners[code] = _partner(self.program, code)
+        return self._partners[code]
+
+    def line_partner_ids(self, lines) -> list[int | None]:
+        """The partner of each line: the partner owning its sku, else its category."""
+        missing_skus = {line.sku for line in lines if line.sku} - {
+            sku for kind, sku in self._line_partners if kind == "sku"
+        }
+        missing_categories = {line.category for line in lines if line.category} - {
+            cat for kind, cat in self._line_partners if kind == "category"
+        }
+        if missing_skus:
+            found = dict(
+                PartnerProduct.objects.filter(sku__in=missing_skus).values_list("sku", "partner_id")
+            )
+            for sku in missing_skus:
+                self._line_partners[("sku", sku)] = found.get(sku)
+        if missing_categories:
+            found = dict(
+                PartnerCategory.objects.filter(category__in=missing_categories).values_list(
+                    "category", "partner_id"
+                )
+            )
+            for category in missing_categories:
+                self._line_partners[("category", category)] = found.get(category)
+        return [
+            self._line_partners.get(("sku", line.sku))
+            or self._line_partners.get(("category", line.category))
+            for line in lines
+        ]
 
 
 # --- the entry point -----------------------------------------------------------------------
@@ -137,52 +212,68 @@ def replay_or_conflict(existing: Transaction, payload: dict, external_id: str) -
 def _post_locked(
     program: Program, request: TransactionRequest, actor: str, now: dt.datetime
 ) -> PostResult:
-    member = Member.objects.filter(program=program, membership_number=request.member).first()
+    member = (
+        Member.objects.select_for_update()
+        .select_related("program")
+        .filter(program=program, membership_number=request.member)
+        .first()
+    )
     if member is None:
         raise UnknownMember(
             f"No member {request.member!r} in program {program.code}.",
             fields={"member": request.member},
         )
-    member = lock_member(member)
-    existing = _existing(program, request.external_id)
-    if existing is not None:  # posted while we waited for the lock
-        return PostResult(_replay(existing, request), created=False)
+    context = PostingContext(program)
+    # A replay that waited for the member lock finds the original through the unique
+    # constraint: the insert below raises IntegrityError and transaction_post replays.
     writer = LedgerWriter(now=now)
     settle(writer, member, now)
-    txn = _journal(program, member, request, actor)
     if request.type == Transaction.Type.ACCRUAL:
-        _accrue(writer, program, member, txn, request)
-    elif request.type == Transaction.Type.REDEMPTION:
-        from loyalty.services.redemption import points_redeem_locked
+        accrual = accrual_prepare(context, member, request, actor)
+        accrual.txn.save(force_insert=True)
+        TransactionLine.objects.bulk_create(accrual.lines)
+        accrual_apply(writer, context, member, accrual)
+        if settlement_due_after(context, accrual, now):
+            settle(writer, member, now)
+        txn = accrual.txn
+    else:
+        txn, lines = journal_build(context, member, request, actor)
+        txn.save(force_insert=True)
+        TransactionLine.objects.bulk_create(lines)
+        if request.type == Transaction.Type.REDEMPTION:
+            from loyalty.services.redemption import points_redeem_locked
 
-        points_redeem_locked(writer, program, member, txn, request)
-    elif request.type == Transaction.Type.ADJUSTMENT:
-        from loyalty.services.adjustment import points_adjust_locked
+            points_redeem_locked(writer, program, member, txn, request)
+        elif request.type == Transaction.Type.ADJUSTMENT:
+            from loyalty.services.adjustment import points_adjust_locked
 
-        points_adjust_locked(writer, program, member, txn, request)
-    elif request.type == Transaction.Type.REVERSAL:
-        from loyalty.services.reversal import transaction_reverse_locked
+            points_adjust_locked(writer, program, member, txn, request)
+        elif request.type == Transaction.Type.REVERSAL:
+            from loyalty.services.reversal import transaction_reverse_locked
 
-        transaction_reverse_locked(writer, program, member, txn, request)
-    # A credit dated in the past may already be due for release or expiry.
-    settle(writer, member, now)
+            transaction_reverse_locked(writer, program, member, txn, request)
+        # A credit dated in the past may already be due for expiry.
+        settle(writer, member, now)
     writer.flush()
+    tiers_after_posting(member=member, transaction=txn, now=now)
     if request.type == Transaction.Type.ACCRUAL and request.subtype == "purchase":
         _referral_on_first_purchase(program, member, txn, actor, now)
     return PostResult(txn, created=True)
 
 
-def _journal(
-    program: Program, member: Member, request: TransactionRequest, actor: str
-) -> Transaction:
-    partner = _partner(program, request.partner) if request.partner else None
+def journal_build(
+    context: PostingContext, member: Member, request: TransactionRequest, actor: str
+) -> tuple[Transaction, list[TransactionLine]]:
+    """The transaction row and its lines, unsaved (refuses unknown partners and currencies)."""
+    program = context.program
+    partner = context.partner(request.partner) if request.partner else None
     points_currency = None
     points = None
     if request.points_currency:
-        points_currency = program_currency(program, request.points_currency)
+        points_currency = context.currency(request.points_currency)
     if request.points is not None and points_currency is not None:
         points = to_units(request.points, points_currency)
-    txn = Transaction.objects.create(
+    txn = Transaction(
         program=program,
         external_id=request.external_id,
         member=member,
@@ -202,32 +293,22 @@ def _journal(
         payload=request.canonical(),
         actor=actor,
     )
-    if request.lines:
-        products = dict(
-            PartnerProduct.objects.filter(
-                sku__in={line.sku for line in request.lines if line.sku}
-            ).values_list("sku", "partner_id")
+    line_partners = (
+        [partner.id] * len(request.lines) if partner else context.line_partner_ids(request.lines)
+    )
+    lines = [
+        TransactionLine(
+            transaction=txn,
+            line_number=index + 1,
+            sku=line.sku,
+            category=line.category,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            partner_id=line_partners[index],
         )
-        categories = dict(
-            PartnerCategory.objects.filter(
-                category__in={line.category for line in request.lines if line.category}
-            ).values_list("category", "partner_id")
-        )
-        TransactionLine.objects.bulk_create(
-            TransactionLine(
-                transaction=txn,
-                line_number=index + 1,
-                sku=line.sku,
-                category=line.category,
-                quantity=line.quantity,
-                unit_price=line.unit_price,
-                partner_id=partner.id
-                if partner
-                else (products.get(line.sku) or categories.get(line.category)),
-            )
-            for index, line in enumerate(request.lines)
-        )
-    return txn
+        for index, line in enumerate(request.lines)
+    ]
+    return txn, lines
 
 
 def _partner(program: Program, code: str) -> Partner:
@@ -242,24 +323,30 @@ def _partner(program: Program, code: str) -> Partner:
 # --- accrual -------------------------------------------------------------------------------
 
 
-def member_rule_context(member: Member) -> dict:
+def member_rule_context(member: Member, *, with_groups: bool = True) -> dict:
     """What the rule conditions know of the member besides the transaction.
 
     Tier codes come from the member's current tiers (`tier in` conditions) and segment codes
-    from materialised segments; both are read through their apps' selectors once those apps
-    register them here.
+    from materialised segments. `with_groups=False` skips reading them, for posting when no
+    active rule has such a condition (they could not change the outcome).
     """
     from loyalty import selectors
 
+    tiers = selectors.member_tier_codes(member) if with_groups else ()
+    segments = selectors.member_segment_codes(member) if with_groups else ()
     return {
-        "member_tiers": frozenset(selectors.member_tier_codes(member)),
-        "member_segments": frozenset(selectors.member_segment_codes(member)),
+        "member_tiers": frozenset(tiers),
+        "member_segments": frozenset(segments),
         "member_attributes": member.attributes or {},
     }
 
 
 def build_snapshot(
-    program: Program, member: Member, request: TransactionRequest
+    program: Program,
+    member: Member,
+    request: TransactionRequest,
+    *,
+    with_groups: bool = True,
 ) -> rules.TransactionSnapshot:
     return rules.TransactionSnapshot(
         subtype=request.subtype,
@@ -278,7 +365,7 @@ def build_snapshot(
             )
             for line in request.lines
         ),
-        **member_rule_context(member),
+        **member_rule_context(member, with_groups=with_groups),
     )
 
 
@@ -287,8 +374,15 @@ def rule_snapshots(
     member: Member,
     occurred_at: dt.datetime,
     earning_rules: list[EarningRule],
+    snapshot: rules.TransactionSnapshot | None = None,
+    unsaved_awards: dict[tuple[int, int], list[dt.date]] | None = None,
 ) -> list[rules.RuleSnapshot]:
-    """Rules as the engine sees them, with the member's prior awards for capped rules."""
+    """Rules as the engine sees them, with the member's prior awards for capped rules.
+
+    Given the transaction `snapshot`, prior awards are counted only for capped rules whose
+    conditions hold (the count cannot matter for the others). `unsaved_awards` adds awards
+    a deferred writer holds but has not written yet: (rule id, member id) -> local dates.
+    """
     local_day = dates.local_date(occurred_at, program.timezone)
     day_start = dates.start_of_day(local_day, program.timezone)
     day_end = dates.start_of_day(local_day + dt.timedelta(days=1), program.timezone)
@@ -298,32 +392,44 @@ def rule_snapshots(
     snapshots = []
     for rule in earning_rules:
         today = this_month = 0
-        if rule.award.get("max_per_member_per_day") or rule.award.get("max_per_member_per_month"):
-            awarded = LedgerEntry.objects.filter(
+        rule_snapshot = rules.RuleSnapshot(
+            id=rule.id,
+            code=rule.code,
+            priority=rule.priority,
+            conditions=rule.conditions,
+            award=rule.award,
+            exclusive=rule.exclusive,
+            active_from=rule.active_from,
+            active_to=rule.active_to,
+        )
+        capped = rule.award.get("max_per_member_per_day") or rule.award.get(
+            "max_per_member_per_month"
+        )
+        if capped and (
+            snapshot is None or rules.first_failed_condition(rule_snapshot, snapshot) is None
+        ):
+            counts = LedgerEntry.objects.filter(
                 rule=rule,
                 member=member,
                 kind=LedgerEntry.Kind.ACCRUAL,
                 transaction__occurred_at__gte=month_start,
                 transaction__occurred_at__lt=month_end,
+            ).aggregate(
+                month=Count("id"),
+                day=Count(
+                    "id",
+                    filter=Q(
+                        transaction__occurred_at__gte=day_start,
+                        transaction__occurred_at__lt=day_end,
+                    ),
+                ),
             )
-            this_month = awarded.count()
-            today = awarded.filter(
-                transaction__occurred_at__gte=day_start, transaction__occurred_at__lt=day_end
-            ).count()
-        snapshots.append(
-            rules.RuleSnapshot(
-                id=rule.id,
-                code=rule.code,
-                priority=rule.priority,
-                conditions=rule.conditions,
-                award=rule.award,
-                exclusive=rule.exclusive,
-                active_from=rule.active_from,
-                active_to=rule.active_to,
-                awards_today=today,
-                awards_this_month=this_month,
-            )
-        )
+            today, this_month = counts["day"], counts["month"]
+            for day in (unsaved_awards or {}).get((rule.id, member.id), ()):
+                today += day == local_day
+                this_month += month_first <= day < next_month
+            rule_snapshot = replace(rule_snapshot, awards_today=today, awards_this_month=this_month)
+        snapshots.append(rule_snapshot)
     return snapshots
 
 
@@ -360,58 +466,123 @@ def credit_dates(
     )
 
 
-def _accrue(
-    writer: LedgerWriter,
-    program: Program,
-    member: Member,
-    txn: Transaction,
-    request: TransactionRequest,
-) -> None:
+@dataclass
+class Credit:
+    currency: Currency
+    points: int
+    rule: EarningRule | None
+    partner_id: int | None
+    available_at: dt.datetime | None
+    expires_on: dt.date | None
+    note: str = ""
+
+
+@dataclass
+class PreparedAccrual:
+    """An accrual decided but not yet written: its rows and the credits it earns."""
+
+    request: TransactionRequest
+    txn: Transaction
+    lines: list[TransactionLine]
+    credits: list[Credit]
+
+
+def accrual_prepare(
+    context: PostingContext, member: Member, request: TransactionRequest, actor: str
+) -> PreparedAccrual:
+    """Everything an accrual will write, decided without writing (raises on refusal).
+
+    Reads the member's prior awards for capped rules, so the member's earlier accruals must
+    be in the database (the batched path never holds two of one member's accruals at once).
+    """
+    program = context.program
     if member.status != Member.Status.ACTIVE:
         raise MemberNotActive(
             f"Member {member.membership_number} is {member.status}; only active members earn."
         )
+    txn, lines = journal_build(context, member, request, actor)
     if request.subtype == "opening_balance":
         currency = txn.points_currency
-        writer.credit(
-            member=member,
+        credit = Credit(
             currency=currency,
             points=txn.points,
-            kind=LedgerEntry.Kind.ACCRUAL,
-            occurred_at=txn.occurred_at,
-            transaction=txn,
+            rule=None,
+            partner_id=None,
+            available_at=None,
             expires_on=request.expires_at
             or expiry_date_for(currency, txn.occurred_at, program.timezone),
             note="opening balance",
         )
-        return
-    evaluation, currencies, rules_by_code = evaluate_request(program, member, request)
-    line_partners = set(txn.lines.values_list("partner_id", flat=True))
+        return PreparedAccrual(request, txn, lines, [credit])
+    currencies = context.currencies()
+    snapshot = build_snapshot(
+        program, member, request, with_groups=context.rules_read_member_groups()
+    )
+    evaluation = rules.evaluate(
+        snapshot,
+        rule_snapshots(
+            program,
+            member,
+            request.occurred_at,
+            context.rules(),
+            snapshot,
+            context.unsaved_awards,
+        ),
+        {code: c.scale for code, c in currencies.items()},
+    )
+    rules_by_code = {r.code: r for r in context.rules()}
+    line_partners = {line.partner_id for line in lines}
     default_partner_id = txn.partner_id or (
         next(iter(line_partners)) if len(line_partners) == 1 else None
     )
+    credits = []
     for award in evaluation.awards:
         currency = currencies[award.currency]
         rule = rules_by_code[award.rule_code]
         available_at, expires_on = credit_dates(program, currency, txn.occurred_at, rule)
+        credits.append(
+            Credit(currency, award.points, rule, default_partner_id, available_at, expires_on)
+        )
+    return PreparedAccrual(request, txn, lines, credits)
+
+
+def accrual_apply(
+    writer: LedgerWriter, context: PostingContext, member: Member, accrual: PreparedAccrual
+) -> None:
+    """Write a prepared accrual's credits (cannot refuse). The member must be settled as of
+    `writer.now` first, and settled again after when `settlement_due_after` says so."""
+    txn = accrual.txn
+    for credit in accrual.credits:
         writer.credit(
             member=member,
-            currency=currency,
-            points=award.points,
+            currency=credit.currency,
+            points=credit.points,
             kind=LedgerEntry.Kind.ACCRUAL,
             occurred_at=txn.occurred_at,
             transaction=txn,
-            rule=rule,
-            partner_id=default_partner_id,
-            available_at=available_at,
-            expires_on=expires_on,
+            rule=credit.rule,
+            partner_id=credit.partner_id,
+            available_at=credit.available_at,
+            expires_on=credit.expires_on,
+            note=credit.note,
         )
-    is_activity = request.subtype in ACTIVITY_SUBTYPES
-    if is_activity and (
+    if accrual.request.subtype in ACTIVITY_SUBTYPES and (
         member.last_activity_at is None or txn.occurred_at > member.last_activity_at
     ):
         member.last_activity_at = txn.occurred_at
-        Member.objects.filter(pk=member.pk).update(last_activity_at=txn.occurred_at)
+        if not writer.deferred:
+            Member.objects.filter(pk=member.pk).update(last_activity_at=txn.occurred_at)
+
+
+def settlement_due_after(
+    context: PostingContext, accrual: PreparedAccrual, now: dt.datetime
+) -> bool:
+    """Whether an accrual can leave something due: a credit dated so far back that it has
+    already expired, or (inactivity policy) points whose dormancy the accrual re-dated."""
+    today = dates.local_date(now, context.program.timezone)
+    return any(c.expires_on is not None and c.expires_on < today for c in accrual.credits) or any(
+        c.expiry_policy == Currency.ExpiryPolicy.INACTIVITY for c in context.currencies().values()
+    )
 
 
 def _referral_on_first_purchase(

@@ -99,6 +99,8 @@ ENDPOINTS = [
     ("patch", f"/api/v1/members/{M}/", {"first_name": "Ann"}, "members:write"),
     ("get", f"/api/v1/members/{M}/balances/", None, "members:read"),
     ("get", f"/api/v1/members/{M}/ledger/", None, "members:read"),
+    ("get", f"/api/v1/members/{M}/tiers/", None, "members:read"),
+    ("get", f"/api/v1/members/{M}/benefits/", None, "members:read"),
     ("post", "/api/v1/transactions/", PURCHASE, "transactions:write"),
     (
         "post",

@@ -59,6 +59,8 @@ def test_schema_and_docs_are_served(client):
         ("PATCH", "/api/v1/members/{number}/"),
         ("GET", "/api/v1/members/{number}/balances/"),
         ("GET", "/api/v1/members/{number}/ledger/"),
+        ("GET", "/api/v1/members/{number}/tiers/"),
+        ("GET", "/api/v1/members/{number}/benefits/"),
         ("POST", "/api/v1/transactions/"),
         ("POST", "/api/v1/transactions/simulate/"),
         ("GET", "/api/v1/transactions/{external_id}/"),

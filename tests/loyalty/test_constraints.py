@@ -11,11 +11,16 @@ from django.db.models import F
 
 from loyalty.models import (
     Balance,
+    Benefit,
     Bucket,
     BucketAllocation,
     Currency,
     EarningRule,
     LedgerEntry,
+    MemberEvent,
+    MemberTier,
+    Tier,
+    TierGroup,
     Transaction,
     TransactionLine,
 )
@@ -43,6 +48,17 @@ TESTED = {
     "currency_code_unique",
     "member_number_unique",
     "earning_rule_code_unique",
+    "benefit_code_unique",
+    "benefit_value_nonneg",
+    "tier_group_code_unique",
+    "tier_group_duration_positive",
+    "tier_group_period_start_mm_dd",
+    "tier_code_unique",
+    "tier_threshold_unique",
+    "member_tier_unique",
+    "member_tier_validity_ordered",
+    "member_tier_period_ordered",
+    "member_event_dedupe",
 }
 
 
@@ -271,6 +287,117 @@ def test_membership_number_is_unique_in_its_program(member):
 def test_earning_rule_code_is_unique_in_its_program(program, base_rules):
     with refused("earning_rule_code_unique"):
         EarningRule.objects.create(program=program, code="base", name="again", award={})
+
+
+# --- tiers, benefits, member events ----------------------------------------------------------
+
+
+@pytest.fixture
+def group(program, tqp) -> TierGroup:
+    group = TierGroup.objects.create(
+        program=program, code="status", name="Status", qualifying_currency=tqp
+    )
+    Tier.objects.create(group=group, code="blue", name="Blue", threshold=0)
+    Tier.objects.create(group=group, code="gold", name="Gold", threshold=1500)
+    return group
+
+
+def test_benefit_code_is_unique_in_its_program(program):
+    Benefit.objects.create(program=program, code="ship", name="Ship", kind="free_shipping")
+    with refused("benefit_code_unique"):
+        Benefit.objects.create(program=program, code="ship", name="Again", kind="custom")
+
+
+def test_benefit_value_is_not_negative(program):
+    with refused("benefit_value_nonneg"):
+        Benefit.objects.create(
+            program=program, code="minus", name="Minus", kind="percent_discount", value=-5
+        )
+
+
+def test_tier_group_code_is_unique_in_its_program(group, tqp):
+    with refused("tier_group_code_unique"):
+        TierGroup.objects.create(
+            program=group.program, code="status", name="Again", qualifying_currency=tqp
+        )
+
+
+def test_tier_duration_is_at_least_a_month(group):
+    with refused("tier_group_duration_positive"):
+        TierGroup.objects.filter(pk=group.pk).update(tier_duration_months=0)
+
+
+def test_period_start_is_month_dash_day(group):
+    with refused("tier_group_period_start_mm_dd"):
+        TierGroup.objects.filter(pk=group.pk).update(period_start="13-01")
+
+
+def test_tier_code_is_unique_in_its_group(group):
+    with refused("tier_code_unique"):
+        Tier.objects.create(group=group, code="gold", name="Gold again", threshold=3000)
+
+
+def test_tier_threshold_is_unique_in_its_group_at_commit(group):
+    # deferred: a load may swap thresholds within one transaction
+    with refused("tier_threshold_unique"):
+        Tier.objects.create(group=group, code="gold2", name="Gold two", threshold=1500)
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
+def test_member_holds_one_state_per_tier_group(group, member):
+    blue = group.tiers.get(code="blue")
+    state = dict(
+        member=member,
+        group=group,
+        tier=blue,
+        valid_from=dt.date(2025, 1, 1),
+        period_start=dt.date(2025, 1, 1),
+        period_end=dt.date(2025, 12, 31),
+    )
+    MemberTier.objects.create(**state)
+    with refused("member_tier_unique"):
+        MemberTier.objects.create(**state)
+
+
+def test_member_tier_validity_ends_after_it_starts(group, member):
+    with refused("member_tier_validity_ordered"):
+        MemberTier.objects.create(
+            member=member,
+            group=group,
+            tier=group.tiers.get(code="gold"),
+            valid_from=dt.date(2025, 3, 15),
+            valid_until=dt.date(2025, 3, 14),
+            period_start=dt.date(2025, 1, 1),
+            period_end=dt.date(2025, 12, 31),
+        )
+
+
+def test_member_tier_period_ends_after_it_starts(group, member):
+    with refused("member_tier_period_ordered"):
+        MemberTier.objects.create(
+            member=member,
+            group=group,
+            tier=group.tiers.get(code="blue"),
+            valid_from=dt.date(2025, 3, 15),
+            period_start=dt.date(2025, 12, 31),
+            period_end=dt.date(2025, 1, 1),
+        )
+
+
+def test_a_job_event_is_written_once_per_key(member):
+    event = dict(
+        program=member.program,
+        member=member,
+        type="birthday",
+        occurred_at=T0,
+        dedupe_key="2025",
+    )
+    MemberEvent.objects.create(**event)
+    MemberEvent.objects.create(**{**event, "dedupe_key": ""})
+    MemberEvent.objects.create(**{**event, "dedupe_key": ""})  # no key: no limit
+    with refused("member_event_dedupe"):
+        MemberEvent.objects.create(**event)
 
 
 def test_every_constraint_of_the_loyalty_models_has_a_test():

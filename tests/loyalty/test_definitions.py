@@ -23,7 +23,7 @@ from loyalty.definitions import (
     template_path,
 )
 from loyalty.exceptions import ProgramDefinitionError
-from loyalty.models import Currency, EarningRule, Program
+from loyalty.models import Benefit, Currency, EarningRule, Program, Tier, TierGroup
 from loyalty.services.posting import transaction_post
 from loyalty.services.requests import TransactionRequest
 from partners.models import Partner, PartnerCategory, PartnerProduct, PartnerProgram
@@ -66,6 +66,9 @@ CONFIG_MODELS = (
     PartnerProgram,
     PartnerCategory,
     PartnerProduct,
+    Benefit,
+    TierGroup,
+    Tier,
 )
 
 
@@ -131,9 +134,32 @@ def test_spec_example_loads_as_it_is():
     assert list(partner.categories.values_list("category", flat=True)) == ["coffee"]
     assert report.counts["currencies"]["created"] == 2
     assert report.counts["earning rules"]["created"] == 2
-    # tier groups and benefits are validated, reported, and not stored (no tiers yet)
-    assert any("tier_groups" in w for w in report.warnings)
-    assert any("benefits" in w for w in report.warnings)
+    # tier groups, their tiers and the benefits are stored
+    group = program.tier_groups.get(code="status")
+    assert (group.name, group.qualifying_currency, group.model, group.period_start) == (
+        "Status",
+        tqp,
+        "fixed",
+        "01-01",
+    )
+    assert (group.tier_duration_months, group.extend_expiration, group.downgrade) == (
+        12,
+        "end_of_month",
+        "to_eligible",
+    )
+    assert [(t.code, t.name, t.threshold) for t in group.tiers.order_by("threshold")] == [
+        ("blue", "Blue", 0),
+        ("silver", "Silver", 500),
+        ("gold", "Gold", 1500),
+    ]
+    shipping = program.benefits.get(code="free-shipping")
+    assert (shipping.name, shipping.kind, shipping.value) == (
+        "Free shipping",
+        "free_shipping",
+        None,
+    )
+    assert sorted(shipping.tiers.values_list("code", flat=True)) == ["gold", "silver"]
+    assert not report.warnings
 
 
 def test_loading_the_same_document_twice_changes_nothing():
@@ -204,6 +230,25 @@ def test_the_templates_are_the_ones_documented():
     )
     cashback = read_document(template_path("cashback"))
     assert cashback["currencies"][0]["decimals"] == 2
+    assert "tiered" in template_names()
+
+
+def test_the_demo_template_has_a_three_tier_status_group():
+    program = program_load(document=read_document(template_path("points")))
+
+    group = program.tier_groups.get(code="status")
+    assert group.qualifying_currency.code == "TQP"
+    assert [(t.code, t.threshold) for t in group.tiers.order_by("threshold")] == [
+        ("blue", 0),
+        ("silver", 500),
+        ("gold", 1500),
+    ]
+    gold = group.tiers.get(code="gold")
+    assert {b.code for b in gold.benefits.all()} == {
+        "free-shipping",
+        "gold-discount",
+        "early-access",
+    }
 
 
 @pytest.mark.parametrize("name", template_names())
@@ -234,7 +279,27 @@ def test_export_of_the_spec_example_round_trips_with_its_values():
     assert exported["currencies"][0]["point_value"] == "0.01"
     assert [r["code"] for r in exported["earning_rules"]] == ["review", "base"]
     assert exported["partners"][0]["categories"] == ["coffee"]
-    assert "tier_groups" not in exported  # nothing stored for them yet
+    assert exported["benefits"] == [
+        {
+            "code": "free-shipping",
+            "name": "Free shipping",
+            "description": "",
+            "kind": "free_shipping",
+            "voucher_definition": "",
+        }
+    ]
+    [status] = exported["tier_groups"]
+    assert {k: status[k] for k in ("code", "qualifying_currency", "model", "period_start")} == {
+        "code": "status",
+        "qualifying_currency": "TQP",
+        "model": "fixed",
+        "period_start": "01-01",
+    }
+    assert [(t["code"], t["threshold"], t["benefits"]) for t in status["tiers"]] == [
+        ("blue", 0, []),
+        ("silver", 500, ["free-shipping"]),
+        ("gold", 1500, ["free-shipping"]),
+    ]
 
 
 def test_rule_window_is_read_in_the_program_timezone():
@@ -308,6 +373,46 @@ def _tier_on_redeemable_currency(doc):
     doc["tier_groups"][0]["qualifying_currency"] = "PTS"
 
 
+def _base_tier_not_zero(doc):
+    doc["tier_groups"][0]["tiers"][0]["threshold"] = 10
+
+
+def _thresholds_not_increasing(doc):
+    doc["tier_groups"][0]["tiers"][2]["threshold"] = 400
+
+
+def _gift_without_currency(doc):
+    doc["benefits"].append({"code": "hello", "name": "Hello", "kind": "welcome_gift", "value": "5"})
+
+
+def _gift_in_unknown_currency(doc):
+    doc["benefits"].append(
+        {"code": "hello", "name": "Hello", "kind": "welcome_gift", "value": "5",
+         "points_currency": "MILES"}
+    )  # fmt: skip
+
+
+def _gift_finer_than_its_currency(doc):
+    doc["benefits"].append(
+        {"code": "hello", "name": "Hello", "kind": "welcome_gift", "value": "5.5",
+         "points_currency": "PTS"}
+    )  # fmt: skip
+
+
+def _two_groups_one_currency_other_periods(doc):
+    other = copy.deepcopy(doc["tier_groups"][0])
+    other.update(code="b2b", period_start="04-01")
+    doc["tier_groups"].append(other)
+
+
+def _unknown_tier_group_key(doc):
+    doc["tier_groups"][0]["downgrades"] = "one_step"
+
+
+def _bad_period_start(doc):
+    doc["tier_groups"][0]["period_start"] = "02-30"
+
+
 @pytest.mark.parametrize(
     ("mutate", "path", "fragment"),
     [
@@ -325,6 +430,18 @@ def _tier_on_redeemable_currency(doc):
         (_duplicate_rule, "$.earning_rules[1].code", "duplicate"),
         (_tier_benefit_unknown, "$.tier_groups[0].tiers[1].benefits[0]", "'free-coffee'"),
         (_tier_on_redeemable_currency, "$.tier_groups[0].qualifying_currency", "qualifying"),
+        (_base_tier_not_zero, "$.tier_groups[0].tiers[0].threshold", "base"),
+        (_thresholds_not_increasing, "$.tier_groups[0].tiers[2].threshold", "increase"),
+        (_gift_without_currency, "$.benefits[1].points_currency", "needs the currency"),
+        (_gift_in_unknown_currency, "$.benefits[1].points_currency", "'MILES'"),
+        (_gift_finer_than_its_currency, "$.benefits[1].value", "PTS has 0 decimals"),
+        (
+            _two_groups_one_currency_other_periods,
+            "$.tier_groups[1].qualifying_currency",
+            "share its periods",
+        ),
+        (_unknown_tier_group_key, "$.tier_groups[0].downgrades", "unknown key"),
+        (_bad_period_start, "$.tier_groups[0].period_start", "not a day of the year"),
     ],
 )
 def test_an_invalid_document_is_refused_with_its_path_and_writes_nothing(mutate, path, fragment):
@@ -449,7 +566,8 @@ def test_load_program_command_prints_a_summary(tmp_path, capsys):
 
     assert "currencies: 2 created" in first.out
     assert "earning rules: 2 created" in first.out
-    assert "tier_groups" in first.err and "tiers subsystem" in first.err
+    assert "tier groups: 1 created" in first.out and "tiers: 3 created" in first.out
+    assert first.err == ""
     assert "currencies: 2 unchanged" in second.out
 
 
@@ -527,3 +645,75 @@ def test_commands_exit_with_status_1_on_errors(tmp_path):
     assert "No such file" in missing.stderr
     assert unknown.returncode == 1
     assert "No program" in unknown.stderr
+
+
+# --- tier groups and benefits ----------------------------------------------------------------
+
+
+def test_reloading_moves_tiers_and_their_benefits_to_what_the_document_says():
+    program_load(document=spec_document())
+    document = spec_document()
+    document["benefits"].append(
+        {"code": "welcome-gold", "name": "Gold welcome", "kind": "welcome_gift",
+         "value": "250", "points_currency": "PTS", "voucher_definition": "GOLD-WELCOME"}
+    )  # fmt: skip
+    tiers = document["tier_groups"][0]["tiers"]
+    # silver and gold swap thresholds' order of magnitude: the unique threshold is deferred
+    tiers[1]["threshold"], tiers[2]["threshold"] = 1500, 3000
+    tiers[2]["benefits"] = ["welcome-gold"]
+    tiers[2]["colour"] = "#C9A227"
+
+    report = LoadReport()
+    program = program_load(document=document, report=report)
+
+    group = program.tier_groups.get()
+    assert [(t.code, t.threshold) for t in group.tiers.order_by("threshold")] == [
+        ("blue", 0),
+        ("silver", 1500),
+        ("gold", 3000),
+    ]
+    gold = group.tiers.get(code="gold")
+    assert gold.colour == "#C9A227"
+    assert [b.code for b in gold.benefits.all()] == ["welcome-gold"]
+    welcome = program.benefits.get(code="welcome-gold")
+    assert (welcome.value, welcome.points_currency.code, welcome.voucher_definition) == (
+        Decimal("250"),
+        "PTS",
+        "GOLD-WELCOME",
+    )
+    assert report.counts["tiers"] == {"unchanged": 1, "updated": 2}
+    assert report.counts["tier benefits"] == {"updated": 1}
+    # and the export says the same, and loads back unchanged
+    before = stored_rows()
+    program_load(document=program_export(program=program))
+    assert stored_rows() == before
+
+
+def test_a_tier_may_list_a_benefit_the_program_already_has():
+    program_load(document=spec_document())
+    document = {
+        "code": "coffee",
+        "name": "Coffee Club",
+        "tier_groups": [
+            {"code": "status", "name": "Status", "qualifying_currency": "TQP", "model": "fixed",
+             "tiers": [{"code": "blue", "name": "Blue", "threshold": 0,
+                        "benefits": ["free-shipping"]}]}
+        ],
+    }  # fmt: skip
+
+    program = program_load(document=document)
+
+    blue = program.tier_groups.get().tiers.get(code="blue")
+    assert [b.code for b in blue.benefits.all()] == ["free-shipping"]
+    assert program.tier_groups.get().tiers.count() == 3  # silver and gold are left alone
+
+
+def test_a_new_tier_may_not_take_the_threshold_of_a_tier_left_out():
+    program_load(document=spec_document())
+    document = spec_document()
+    document["tier_groups"][0]["tiers"][2] = {"code": "platinum", "name": "P", "threshold": 1500}
+
+    with pytest.raises(ProgramDefinitionError) as refused:
+        program_load(document=document)
+
+    assert "gold" in refused.value.fields["$.tier_groups[0].tiers[2].threshold"]

@@ -1,0 +1,766 @@
+"""Tiers (SPEC §5): qualifying periods and points, immediate upgrades, assessment at the end
+of a tier's validity, qualifying resets, manual and imported tiers.
+
+What this module guarantees (all dates in the program's timezone):
+- Qualifying points (QP) of a period are computed from the ledger, never from the balance:
+  the qualifying-currency entries whose transaction `occurred_at` falls in the period, net of
+  reversals (a reversal counts in the period of the transaction it reverses; a merged credit
+  in the period it was earned). "QP at instant X" counts only entries whose own transaction
+  occurred before X, so a catch-up run decides exactly what a run on time would have.
+- Upgrades are immediate: `tiers_after_posting` (called by posting after the ledger writes)
+  moves the member to the highest tier the transaction's period QP reach, dated on the
+  transaction's local date. It writes no ledger entry, only tier state, history and events.
+- Assessment happens at the end of the day a tier's validity ends, on the QP of the period
+  containing that day (so it comes before a reset falling on the same day). Catch-up replays
+  a member's missed assessments and the upgrades between them in date order.
+- `qualifying_reset` entries take away the remaining qualifying points earned before the
+  current period. They keep the displayed balance honest; tier decisions never read them.
+- Every change is one `MemberTier` update, one `TierHistory` row and, when the tier changes,
+  one `tier_upgraded`/`tier_downgraded` member event, in the same database transaction.
+- Writers hold the member's row lock (`lock_members`); jobs run one member per transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import transaction as db_transaction
+from django.db.models import Case, Exists, F, OuterRef, QuerySet, Sum, When
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
+
+from loyalty import dates
+from loyalty.exceptions import LoyaltyError, ValidationFailed
+from loyalty.models import (
+    Bucket,
+    LedgerEntry,
+    Member,
+    MemberTier,
+    Program,
+    Tier,
+    TierGroup,
+    TierHistory,
+    Transaction,
+)
+from loyalty.services.events import EventType, member_event_record
+
+Reason = TierHistory.Reason
+Kind = LedgerEntry.Kind
+DAY = dt.timedelta(days=1)
+TICK = dt.timedelta(microseconds=1)
+# Entries that are not earning or taking back qualifying points.
+NOT_QUALIFYING_KINDS = (Kind.EXPIRY, Kind.ESCROW_RELEASE, Kind.QUALIFYING_RESET)
+
+
+class InvalidTierChange(LoyaltyError):
+    code = "invalid_tier_change"
+
+
+# --- periods and validity (pure) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """A qualifying period: `start` to `end`, both days included."""
+
+    start: dt.date
+    end: dt.date
+
+
+def anniversary_in(origin: dt.date, year: int) -> dt.date:
+    """`origin`'s anniversary in `year` (29 February falls on 28 February in common years)."""
+    return dates.safe_date(year, origin.month, origin.day)
+
+
+def next_anniversary(origin: dt.date, day: dt.date) -> dt.date:
+    """The first anniversary of `origin` on or after `day`."""
+    candidate = anniversary_in(origin, day.year)
+    return candidate if candidate >= day else anniversary_in(origin, day.year + 1)
+
+
+def period_containing(group: TierGroup, enrolled_on: dt.date, day: dt.date) -> Period:
+    """The qualifying period containing `day`: calendar-aligned years from `period_start`
+    (fixed model) or years from the member's enrolment date (anniversary model)."""
+    if group.model == TierGroup.PeriodModel.FIXED:
+        month, day_of_month = group.period_month_day
+        origin = dt.date(2000, month, day_of_month)  # 2000 is a leap year
+    else:
+        origin = enrolled_on
+    start = anniversary_in(origin, day.year)
+    if start > day:
+        start = anniversary_in(origin, day.year - 1)
+    return Period(start, anniversary_in(origin, start.year + 1) - DAY)
+
+
+def extend(group: TierGroup, enrolled_on: dt.date, day: dt.date) -> dt.date:
+    """`extend_expiration` applied to a validity end date."""
+    option = group.extend_expiration
+    if option == TierGroup.Extension.END_OF_MONTH:
+        return dates.end_of_month(day)
+    if option == TierGroup.Extension.QUALIFYING_RESET_DATE:
+        return period_containing(group, enrolled_on, day).end
+    if option == TierGroup.Extension.ANNIVERSARY_DATE:
+        return next_anniversary(enrolled_on, day)
+    return day
+
+
+def upgrade_valid_until(group: TierGroup, enrolled_on: dt.date, upgraded_on: dt.date) -> dt.date:
+    """Rule 2: `tier_duration_months` from the upgrade date, then extended."""
+    return extend(group, enrolled_on, dates.add_months(upgraded_on, group.tier_duration_months))
+
+
+def renewal_valid_until(group: TierGroup, enrolled_on: dt.date, starts_on: dt.date) -> dt.date:
+    """Rule 4: another duration from the day after the old validity (that day included), then
+    extended. From 1 January 2027 for 12 months: through 31 December 2027."""
+    last_day = dates.add_months(starts_on, group.tier_duration_months) - DAY
+    return extend(group, enrolled_on, last_day)
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def ladder(group: TierGroup) -> list[Tier]:
+    """The group's tiers, lowest threshold first (the first is the base tier)."""
+    cached = getattr(group, "_ladder", None)
+    if cached is None:
+        cached = list(group.tiers.order_by("threshold", "id"))
+        group._ladder = cached
+    return cached
+
+
+def program_tier_groups(program_id: int) -> list[TierGroup]:
+    """The program's tier groups that have tiers, with their ladders, in one query."""
+    groups: dict[int, TierGroup] = {}
+    tiers = (
+        Tier.objects.filter(group__program_id=program_id)
+        .select_related("group__qualifying_currency")
+        .order_by("group_id", "threshold", "id")
+    )
+    for tier in tiers:
+        group = groups.setdefault(tier.group_id, tier.group)
+        if not hasattr(group, "_ladder") or group._ladder is None:
+            group._ladder = []
+        tier.group = group
+        group._ladder.append(tier)
+    return list(groups.values())
+
+
+def base_tier(group: TierGroup) -> Tier:
+    tiers = ladder(group)
+    if not tiers:
+        raise InvalidTierChange(f"Tier group {group.code} has no tiers.")
+    return tiers[0]
+
+
+def highest_reached(group: TierGroup, qp_units: int) -> Tier:
+    """The highest tier whose threshold the qualifying points reach (at least the base)."""
+    scale = group.qualifying_currency.scale
+    reached = base_tier(group)
+    for tier in ladder(group):
+        if tier.threshold * scale <= qp_units:
+            reached = tier
+    return reached
+
+
+def rank(group: TierGroup, tier: Tier) -> int:
+    return next(i for i, t in enumerate(ladder(group)) if t.pk == tier.pk)
+
+
+def enrolled_on(member: Member) -> dt.date:
+    return dates.local_date(member.enrolled_at, member.program.timezone)
+
+
+def qualifying_entries(member: Member, group: TierGroup) -> QuerySet[LedgerEntry]:
+    """The member's qualifying-currency entries with `attributed_at` (when the points were
+    earned: a reversal's original transaction, a merged credit's bucket) and `effective_at`
+    (when the entry's own transaction occurred)."""
+    return (
+        LedgerEntry.objects.filter(
+            member=member, currency_id=group.qualifying_currency_id, transaction__isnull=False
+        )
+        .exclude(kind__in=NOT_QUALIFYING_KINDS)
+        .annotate(
+            attributed_at=Case(
+                When(
+                    kind=Kind.REVERSAL,
+                    transaction__original__isnull=False,
+                    then=F("transaction__original__occurred_at"),
+                ),
+                default=Coalesce(F("bucket__occurred_at"), F("transaction__occurred_at")),
+            ),
+            effective_at=F("transaction__occurred_at"),
+        )
+    )
+
+
+def qualifying_points(
+    member: Member, group: TierGroup, period: Period, *, before: dt.datetime | None
+) -> int:
+    """QP (smallest units) of `period` counting entries whose transaction occurred before
+    `before` (None: every entry posted so far)."""
+    tz_name = member.program.timezone
+    entries = qualifying_entries(member, group).filter(
+        attributed_at__gte=dates.start_of_day(period.start, tz_name),
+        attributed_at__lt=dates.start_of_day(period.end + DAY, tz_name),
+    )
+    if before is not None:
+        entries = entries.filter(effective_at__lt=before)
+    return entries.aggregate(total=Sum("points"))["total"] or 0
+
+
+# --- state and changes ----------------------------------------------------------------------------
+
+
+def _state(member: Member, group: TierGroup, day: dt.date) -> MemberTier:
+    """The member's state in the group; a member without one holds the base tier since
+    enrolment (a group added after they enrolled), created here without history."""
+    state = MemberTier.objects.filter(member=member, group=group).select_related("tier").first()
+    if state is not None:
+        return state
+    start = enrolled_on(member)
+    period = period_containing(group, start, max(day, start))
+    return MemberTier.objects.create(
+        member=member,
+        group=group,
+        tier=base_tier(group),
+        valid_from=start,
+        valid_until=None,
+        period_start=period.start,
+        period_end=period.end,
+    )
+
+
+def _roll_period(member: Member, group: TierGroup, state: MemberTier, day: dt.date) -> bool:
+    """Move the state's qualifying period forward to the one containing `day`."""
+    period = period_containing(group, enrolled_on(member), day)
+    if period.start <= state.period_start:
+        return False
+    state.period_start, state.period_end = period.start, period.end
+    return True
+
+
+def _change(
+    member: Member,
+    group: TierGroup,
+    state: MemberTier,
+    *,
+    tier: Tier,
+    reason: str,
+    occurred_at: dt.datetime,
+    valid_from: dt.date,
+    valid_until: dt.date | None,
+    qp: int | None = None,
+    period: Period | None = None,
+    transaction: Transaction | None = None,
+    actor: str = "",
+    note: str = "",
+) -> TierHistory:
+    old = state.tier if state.pk else None
+    state.tier = tier
+    state.valid_from = valid_from
+    state.valid_until = valid_until
+    state.save()
+    history = TierHistory.objects.create(
+        member=member,
+        group=group,
+        from_tier=old,
+        to_tier=tier,
+        reason=reason,
+        occurred_at=occurred_at,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        qualifying_points=qp,
+        period_start=period.start if period else None,
+        transaction=transaction,
+        actor=actor,
+        note=note,
+    )
+    if old is not None and old.pk != tier.pk:
+        up = tier.threshold > old.threshold
+        member_event_record(
+            member=member,
+            type=EventType.TIER_UPGRADED if up else EventType.TIER_DOWNGRADED,
+            payload={
+                "group": group.code,
+                "from_tier": old.code,
+                "to_tier": tier.code,
+                "tier_name": tier.name,
+                "reason": reason,
+                "valid_from": valid_from,
+                "valid_until": valid_until,
+            },
+            occurred_at=occurred_at,
+        )
+    return history
+
+
+def _upgrade(
+    member: Member,
+    group: TierGroup,
+    state: MemberTier,
+    *,
+    tier: Tier,
+    at: dt.datetime,
+    qp: int,
+    period: Period,
+    transaction: Transaction | None = None,
+) -> TierHistory:
+    """Rule 2, dated on `at`'s local date (never before the state's last change)."""
+    tz_name = member.program.timezone
+    day = max(dates.local_date(at, tz_name), state.valid_from)
+    return _change(
+        member,
+        group,
+        state,
+        tier=tier,
+        reason=Reason.UPGRADE,
+        occurred_at=max(at, dates.start_of_day(day, tz_name)),
+        valid_from=day,
+        valid_until=None
+        if tier.pk == base_tier(group).pk
+        else upgrade_valid_until(group, enrolled_on(member), day),
+        qp=qp,
+        period=period,
+        transaction=transaction,
+    )
+
+
+def _assess(
+    member: Member, group: TierGroup, state: MemberTier, qp: int, period: Period
+) -> TierHistory:
+    """Rule 4 at the end of `state.valid_until`, on that day's period QP."""
+    tz_name = member.program.timezone
+    current = state.tier
+    eligible = highest_reached(group, qp)
+    if rank(group, eligible) >= rank(group, current):
+        tier = eligible
+        reason = Reason.ASSESSMENT_RETAIN if eligible.pk == current.pk else Reason.UPGRADE
+    else:
+        reason = Reason.ASSESSMENT_DOWNGRADE
+        if group.downgrade == TierGroup.Downgrade.ONE_STEP:
+            tier = ladder(group)[rank(group, current) - 1]
+        else:
+            tier = eligible
+    starts_on = state.valid_until + DAY
+    _roll_period(member, group, state, starts_on)
+    return _change(
+        member,
+        group,
+        state,
+        tier=tier,
+        reason=reason,
+        occurred_at=dates.start_of_day(starts_on, tz_name),
+        valid_from=starts_on,
+        valid_until=None
+        if tier.pk == base_tier(group).pk
+        else renewal_valid_until(group, enrolled_on(member), starts_on),
+        qp=qp,
+        period=period,
+        note="assessed at the end of the validity",
+    )
+
+
+def _advance(
+    member: Member, group: TierGroup, state: MemberTier, until: dt.datetime
+) -> list[TierHistory]:
+    """Catch up in date order: assessments due by `until` (validity ends before its day) and
+    the upgrades the qualifying entries since the state's last change would have made
+    (transactions that occurred before `until`)."""
+    if state.valid_until is None:
+        return []
+    tz_name = member.program.timezone
+    start = enrolled_on(member)
+    first_period = period_containing(group, start, state.valid_from)
+    rows = list(
+        qualifying_entries(member, group)
+        .filter(
+            attributed_at__gte=dates.start_of_day(first_period.start, tz_name),
+            effective_at__lt=until,
+        )
+        .order_by("effective_at", "id")
+        .values_list("points", "attributed_at", "effective_at")
+    )
+    periods: dict[dt.date, Period] = {}
+
+    def period_of(day: dt.date) -> Period:
+        found = next((p for p in periods.values() if p.start <= day <= p.end), None)
+        if found is None:
+            found = period_containing(group, start, day)
+            periods[found.start] = found
+        return found
+
+    keyed = [
+        (points, period_of(dates.local_date(attributed, tz_name)).start, effective)
+        for points, attributed, effective in rows
+    ]
+
+    def qp(period: Period, before: dt.datetime) -> int:
+        return sum(p for p, key, effective in keyed if key == period.start and effective < before)
+
+    changes = []
+    index = 0
+    scan_from = dates.start_of_day(state.valid_from, tz_name)
+    while True:
+        while index < len(keyed) and keyed[index][2] < scan_from:
+            index += 1
+        next_at = keyed[index][2] if index < len(keyed) else None
+        due = (
+            dates.start_of_day(state.valid_until + DAY, tz_name)
+            if state.valid_until is not None
+            else None
+        )
+        if due is not None and due <= until and (next_at is None or due <= next_at):
+            period = period_of(state.valid_until)
+            changes.append(_assess(member, group, state, qp(period, due), period))
+            scan_from = due
+            continue
+        if next_at is None:
+            return changes
+        while index < len(keyed) and keyed[index][2] == next_at:
+            index += 1
+        period = period_of(dates.local_date(next_at, tz_name))
+        points = qp(period, next_at + TICK)
+        reached = highest_reached(group, points)
+        if rank(group, reached) > rank(group, state.tier):
+            changes.append(
+                _upgrade(member, group, state, tier=reached, at=next_at, qp=points, period=period)
+            )
+
+
+# --- the posting hook -----------------------------------------------------------------------------
+
+
+def tiers_after_posting(
+    *, member: Member, transaction: Transaction, now: dt.datetime
+) -> list[TierHistory]:
+    """Immediate upgrade (rule 2) after a transaction's entries are written: in every tier
+    group whose qualifying currency the transaction touched, catch up what is due before it,
+    then move the member to the highest tier its period's QP reach.
+
+    Reads everything from the database (the caller has flushed its writes and holds the
+    member's lock); writes tier state, history and events, never ledger entries. `now` is the
+    posting clock; the upgrade is dated on the transaction's `occurred_at`.
+    """
+    groups = program_tier_groups(member.program_id)
+    if not groups:
+        return []
+    moved = dict(
+        LedgerEntry.objects.filter(transaction=transaction, member=member)
+        .exclude(kind__in=NOT_QUALIFYING_KINDS)
+        .values_list("currency_id")
+        .annotate(points=Sum("points"))
+        .values_list("currency_id", "points")
+    )
+    changes = []
+    for group in groups:
+        if group.qualifying_currency_id not in moved:
+            continue
+        earned = moved[group.qualifying_currency_id] > 0
+        changes.extend(_evaluate_posting(member, group, transaction, now, earned=earned))
+    return changes
+
+
+def _evaluate_posting(
+    member: Member,
+    group: TierGroup,
+    transaction: Transaction,
+    now: dt.datetime,
+    *,
+    earned: bool,
+) -> list[TierHistory]:
+    if not ladder(group):
+        return []
+    tz_name = member.program.timezone
+    at = transaction.occurred_at
+    day = dates.local_date(at, tz_name)
+    # The stored period never runs ahead of the clock (a future-dated transaction).
+    current_day = min(day, dates.local_date(now, tz_name))
+    state = _state(member, group, current_day)
+    changes = []
+    if state.valid_until is not None and dates.start_of_day(state.valid_until + DAY, tz_name) <= at:
+        changes.extend(_advance(member, group, state, at + TICK))
+    period = period_containing(group, enrolled_on(member), day)
+    # Only points earned can lift QP over a threshold, and only below the top tier.
+    if earned and rank(group, state.tier) < len(ladder(group)) - 1:
+        points = qualifying_points(member, group, period, before=at + TICK)
+        reached = highest_reached(group, points)
+    else:
+        points, reached = 0, state.tier
+    if rank(group, reached) > rank(group, state.tier):
+        changes.append(
+            _upgrade(
+                member,
+                group,
+                state,
+                tier=reached,
+                at=at,
+                qp=points,
+                period=period,
+                transaction=transaction,
+            )
+        )
+    if _roll_period(member, group, state, current_day):
+        state.save(update_fields=["period_start", "period_end", "updated_at"])
+    return changes
+
+
+# --- enrolment, manual set, import, merge ---------------------------------------------------------
+
+
+def tiers_enrol(*, member: Member) -> list[TierHistory]:
+    """Every member holds each group's base tier from enrolment (inside `member_enrol`)."""
+    start = enrolled_on(member)
+    changes = []
+    groups = TierGroup.objects.filter(program_id=member.program_id).select_related(
+        "qualifying_currency"
+    )
+    for group in groups.order_by("id"):
+        if not ladder(group) or MemberTier.objects.filter(member=member, group=group).exists():
+            continue
+        period = period_containing(group, start, start)
+        state = MemberTier(
+            member=member,
+            group=group,
+            valid_from=start,
+            period_start=period.start,
+            period_end=period.end,
+        )
+        changes.append(
+            _change(
+                member,
+                group,
+                state,
+                tier=base_tier(group),
+                reason=Reason.ENROLMENT,
+                occurred_at=member.enrolled_at,
+                valid_from=start,
+                valid_until=None,
+                period=period,
+                note="base tier from enrolment",
+            )
+        )
+    return changes
+
+
+def member_tier_set(
+    *,
+    member: Member,
+    tier: Tier,
+    valid_until: dt.date | None,
+    reason: str,
+    actor: str = "",
+    valid_from: dt.date | None = None,
+    source: str = Reason.MANUAL,
+    now: dt.datetime | None = None,
+) -> TierHistory:
+    """Rule 7: a manager sets a member's tier by hand (`source` manual) or an import brings
+    one from a previous system (`source` import), with a reason and a validity.
+
+    A tier above the base needs `valid_until` (on or after `valid_from`, default today); the
+    base tier never expires. Later upgrades and assessments apply as usual.
+    """
+    now = now or timezone.now()
+    if source not in (Reason.MANUAL, Reason.IMPORT):
+        raise ValidationFailed("source is manual or import.", fields={"source": source})
+    if not reason.strip():
+        raise ValidationFailed("A tier change needs a reason.", fields={"reason": "required"})
+    group = TierGroup.objects.select_related("qualifying_currency", "program").get(pk=tier.group_id)
+    if group.program_id != member.program_id:
+        raise InvalidTierChange(
+            f"Tier {tier.code} is not a tier of program {member.program.code}.",
+            fields={"tier": tier.code},
+        )
+    tz_name = member.program.timezone
+    today = dates.local_date(now, tz_name)
+    valid_from = valid_from or today
+    is_base = tier.pk == base_tier(group).pk
+    if is_base:
+        valid_until = None
+    elif valid_until is None:
+        raise ValidationFailed(
+            f"{tier.name} is above the base tier: give the date its validity ends.",
+            fields={"valid_until": "required above the base tier"},
+        )
+    elif valid_until < max(valid_from, today):
+        raise ValidationFailed(
+            "The validity must end today or later, and not before it starts.",
+            fields={"valid_until": f"before {max(valid_from, today)}"},
+        )
+    with db_transaction.atomic():
+        from loyalty.services.ledger import lock_member
+
+        member = lock_member(member)
+        state = _state(member, group, today)
+        _advance(member, group, state, now)
+        period = period_containing(group, enrolled_on(member), today)
+        return _change(
+            member,
+            group,
+            state,
+            tier=tier,
+            reason=source,
+            occurred_at=now,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            qp=qualifying_points(member, group, period, before=now),
+            period=period,
+            actor=actor,
+            note=reason.strip(),
+        )
+
+
+def tiers_after_merge(*, survivor: Member, duplicate: Member, now: dt.datetime) -> None:
+    """SPEC §1: a duplicate's tiers move into the survivor, who keeps the higher tier of the
+    two (with its validity); the moved qualifying points may then reach a higher one.
+    Called by `member_merge` with both members locked."""
+    tz_name = survivor.program.timezone
+    today = dates.local_date(now, tz_name)
+    for group in TierGroup.objects.filter(program_id=survivor.program_id).select_related(
+        "qualifying_currency"
+    ):
+        if not ladder(group):
+            continue
+        state = _state(survivor, group, today)
+        _advance(survivor, group, state, now)
+        other = MemberTier.objects.filter(member=duplicate, group=group).first()
+        if (
+            other is not None
+            and rank(group, other.tier) > rank(group, state.tier)
+            and (other.valid_until is None or other.valid_until >= today)
+        ):
+            _change(
+                survivor,
+                group,
+                state,
+                tier=other.tier,
+                reason=Reason.MERGE,
+                occurred_at=now,
+                valid_from=today,
+                valid_until=other.valid_until,
+                actor="merge",
+                note=f"tier of {duplicate.membership_number}",
+            )
+        period = period_containing(group, enrolled_on(survivor), today)
+        points = qualifying_points(survivor, group, period, before=now + TICK)
+        reached = highest_reached(group, points)
+        if rank(group, reached) > rank(group, state.tier):
+            _upgrade(survivor, group, state, tier=reached, at=now, qp=points, period=period)
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+
+def _groups(program: Program) -> list[TierGroup]:
+    return [
+        g
+        for g in program.tier_groups.select_related("qualifying_currency").order_by("id")
+        if ladder(g)
+    ]
+
+
+def tier_assess_due(*, program: Program, as_of: dt.date) -> int:
+    """Rules 4 and 5: assess every tier whose validity ended before `as_of` (catching up
+    missed assessments and the upgrades between them, in date order). Idempotent. Returns the
+    number of members assessed; each is one database transaction under its row lock."""
+    from loyalty.services.ledger import lock_member
+
+    groups = _groups(program)
+    member_ids = sorted(
+        set(
+            MemberTier.objects.filter(group__in=groups, valid_until__lt=as_of)
+            .exclude(member__status=Member.Status.CLOSED)
+            .values_list("member_id", flat=True)
+        )
+    )
+    until = dates.start_of_day(as_of, program.timezone)
+    for member_id in member_ids:
+        with db_transaction.atomic():
+            member = lock_member(Member(id=member_id))
+            for group in groups:
+                state = MemberTier.objects.filter(member=member, group=group).first()
+                if state is not None and state.valid_until is not None:
+                    _advance(member, group, state, until)
+    return len(member_ids)
+
+
+def qualifying_points_reset(*, program: Program, as_of: dt.date) -> int:
+    """Rule 3: once a qualifying period has ended (by the start of `as_of`), a
+    `qualifying_reset` entry takes away the qualifying points earned before the current
+    period; points of a closed period that arrive later (backdated, or released from escrow)
+    are taken away by the next run. Idempotent. Returns the number of members reset."""
+    from loyalty.services.ledger import LedgerWriter, lock_member, settle
+
+    tz_name = program.timezone
+    at = dates.start_of_day(as_of, tz_name)
+    done_currencies: set[int] = set()
+    members = 0
+    for group in _groups(program):
+        if group.qualifying_currency_id in done_currencies:
+            continue  # groups sharing a currency share its periods (TierGroup.clean)
+        done_currencies.add(group.qualifying_currency_id)
+        ended = MemberTier.objects.filter(group=group, period_end__lt=as_of).values_list(
+            "member_id", flat=True
+        )
+        late = (
+            Bucket.objects.filter(
+                currency_id=group.qualifying_currency_id,
+                remaining__gt=0,
+                released=True,
+                expired=False,
+            )
+            .annotate(earned_on=TruncDate("occurred_at", tzinfo=dates.zone(tz_name)))
+            .filter(
+                Exists(
+                    MemberTier.objects.filter(
+                        member=OuterRef("member"),
+                        group=group,
+                        period_start__gt=OuterRef("earned_on"),
+                    )
+                )
+            )
+            .values_list("member_id", flat=True)
+        )
+        for member_id in sorted(set(ended) | set(late)):
+            with db_transaction.atomic():
+                member = lock_member(Member(id=member_id))
+                state = _state(member, group, as_of)
+                if _roll_period(member, group, state, as_of):
+                    state.save(update_fields=["period_start", "period_end", "updated_at"])
+                writer = LedgerWriter(now=at)
+                settle(writer, member, at)
+                _reset_before(writer, member, group, state.period_start)
+                writer.flush()
+            members += 1
+    return members
+
+
+def _reset_before(writer, member: Member, group: TierGroup, period_start: dt.date) -> None:
+    tz_name = member.program.timezone
+    cutoff = dates.start_of_day(period_start, tz_name)
+    currency = group.qualifying_currency
+    today = dates.local_date(writer.now, tz_name)
+    open_buckets = writer.open_buckets(member, currency, today)
+    old = [b for b in open_buckets if b.occurred_at < cutoff]
+    if not old:
+        return
+    note = f"qualifying points earned before {period_start.isoformat()}"
+    if [b.pk for b in open_buckets[: len(old)]] == [b.pk for b in old]:
+        # The oldest buckets are consumed first: one entry takes exactly them.
+        writer.debit(
+            member=member,
+            currency=currency,
+            points=sum(b.remaining for b in old),
+            kind=Kind.QUALIFYING_RESET,
+            note=note,
+        )
+        return
+    for bucket in old:
+        writer.debit(
+            member=member,
+            currency=currency,
+            points=bucket.remaining,
+            kind=Kind.QUALIFYING_RESET,
+            first_bucket=bucket,
+            note=note,
+        )
