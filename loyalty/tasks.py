@@ -1,4 +1,4 @@
-"""Celery task wrappers around loyalty.jobs, nothing else."""
+"""Celery task wrappers around loyalty.jobs and the import service, nothing else."""
 
 from celery import shared_task
 
@@ -14,3 +14,49 @@ def run_jobs_task(
 
     day = dt.date.fromisoformat(as_of) if as_of else None
     return jobs.run_jobs(as_of=day, program_code=program, only=only)
+
+
+@shared_task(name="loyalty.tasks.import_job_task")
+def import_job_task(job_id: int, dry_run: bool) -> str:
+    """Run an import job's dry run or import (files over IMPORT_ASYNC_ROWS rows). Safe to
+    deliver twice: a job that is past that step is left as it is, and imports are idempotent."""
+    from reports.services import import_job_preview, import_job_run
+
+    job = import_job_preview(job_id=job_id) if dry_run else import_job_run(job_id=job_id)
+    return job.status
+
+
+def _run_one(name: str, as_of: str | None, program: str | None) -> list:
+    import datetime as dt
+
+    day = dt.date.fromisoformat(as_of) if as_of else None
+    return jobs.run_jobs(as_of=day, program_code=program, only=[name])
+
+
+@shared_task(name="loyalty.tasks.tier_assessment_task")
+def tier_assessment_task(as_of: str | None = None, program: str | None = None) -> list:
+    """Assess tiers whose validity ended (SPEC §5 rules 4 and 5)."""
+    return _run_one("tier_assessment", as_of, program)
+
+
+@shared_task(name="loyalty.tasks.qualifying_reset_task")
+def qualifying_reset_task(as_of: str | None = None, program: str | None = None) -> list:
+    """Reset qualifying points of ended qualifying periods (SPEC §5 rule 3)."""
+    return _run_one("qualifying_reset", as_of, program)
+
+
+@shared_task(name="loyalty.tasks.tier_rewards_task")
+def tier_rewards_task(as_of: str | None = None, program: str | None = None) -> list:
+    """Welcome gifts, birthdays and anniversary rewards (SPEC §5 benefits)."""
+    import datetime as dt
+
+    day = dt.date.fromisoformat(as_of) if as_of else None
+    return jobs.run_jobs(
+        as_of=day, program_code=program, only=["welcome_gifts", "birthdays", "anniversaries"]
+    )
+
+
+@shared_task(name="loyalty.tasks.points_expiring_task")
+def points_expiring_task(as_of: str | None = None, program: str | None = None) -> list:
+    """points_expiring member events, 30 days ahead (SPEC §10)."""
+    return _run_one("points_expiring", as_of, program)

@@ -1,0 +1,311 @@
+"""Members imports (SPEC §13): enrolment and updates through the members service, upsert by
+membership number else e-mail, every field validated with its row and column, idempotent
+re-imports, and bulk lookups of existing members (queries do not grow with the rows)."""
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+
+from loyalty.models import Member, Transaction
+from loyalty.services.imports import ImportFileError
+from tests.factories import MemberFactory
+from tests.loyalty.imports_helpers import csv_bytes, reasons_at, run_import, state
+
+HEADER = [
+    "membership_number",
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "birth_date",
+    "type",
+    "status",
+    "enrolled_at",
+    "enrollment_channel",
+    "country",
+    "consent_email",
+    "attr_favourite_drink",
+    "attr_wishlist",
+]
+
+
+def row(**values) -> list[str]:
+    return [str(values.get(column, "")) for column in HEADER]
+
+
+def members(program, content, **kwargs):
+    return run_import("members", program, content, **kwargs)
+
+
+def test_new_members_are_enrolled_with_their_profile_and_attributes(program, pts):
+    content = csv_bytes(
+        [
+            HEADER,
+            row(
+                membership_number="M-100",
+                email="anna@example.com",
+                first_name="Anna",
+                last_name="Kowalska",
+                birth_date="1990-02-28",
+                type="Individual",
+                enrolled_at="2024-01-15T09:00:00+01:00",
+                enrollment_channel="store",
+                country="pl",
+                consent_email="yes",
+                attr_favourite_drink="flat white",
+                attr_wishlist='["beans", "mug"]',
+            ),
+            row(email="jan@example.com", first_name="Jan", status="suspended"),
+        ]
+    )
+
+    report, rejects = members(program, content)
+
+    assert (report.created, rejects, report.exit_code) == (2, [], 0)
+    anna = Member.objects.get(membership_number="M-100")
+    assert (anna.first_name, anna.country, anna.consent_email) == ("Anna", "PL", True)
+    assert anna.birth_date == dt.date(1990, 2, 28)
+    assert anna.enrolled_at == dt.datetime(2024, 1, 15, 8, tzinfo=dt.UTC)
+    assert anna.attributes == {"favourite_drink": "flat white", "wishlist": ["beans", "mug"]}
+    # enrolled by the service: the enrollment accrual is posted for an active member
+    assert Transaction.objects.filter(member=anna, subtype="enrollment").exists()
+    jan = Member.objects.get(email="jan@example.com")
+    assert jan.membership_number  # generated
+    assert jan.status == "suspended"
+    assert not Transaction.objects.filter(member=jan).exists()  # only active members earn
+
+
+def test_rows_update_members_found_by_number_else_by_email(program):
+    by_number = MemberFactory(program=program, membership_number="N-1", first_name="Old")
+    by_email = MemberFactory(program=program, email="Eve@Example.com", phone="1")
+    content = csv_bytes(
+        [
+            HEADER,
+            row(membership_number="N-1", first_name="New", attr_favourite_drink="tea"),
+            row(email="eve@example.com", phone="+48 600 000 000"),
+        ]
+    )
+
+    report, rejects = members(program, content)
+
+    assert (report.updated, report.created, rejects) == (2, 0, [])
+    by_number.refresh_from_db()
+    by_email.refresh_from_db()
+    assert (by_number.first_name, by_number.attributes) == ("New", {"favourite_drink": "tea"})
+    assert by_email.phone == "+48 600 000 000"
+
+
+def test_an_empty_cell_never_clears_a_stored_value(program):
+    member = MemberFactory(program=program, membership_number="N-1", phone="123")
+
+    report, _ = members(program, csv_bytes([HEADER, row(membership_number="N-1", phone="")]))
+
+    member.refresh_from_db()
+    assert (report.duplicates, member.phone) == (1, "123")
+
+
+def test_importing_the_same_members_file_twice_changes_nothing(program, pts):
+    content = csv_bytes(
+        [
+            HEADER,
+            row(membership_number="M-1", email="a@example.com", attr_wishlist='["x"]'),
+            row(email="b@example.com", first_name="B"),
+        ]
+    )
+    members(program, content)
+    before = state()
+    stamps = dict(Member.objects.values_list("pk", "updated_at"))
+
+    report, rejects = members(program, content)
+
+    assert (report.duplicates, report.created, report.updated, rejects) == (2, 0, 0, [])
+    assert state() == before
+    assert dict(Member.objects.values_list("pk", "updated_at")) == stamps
+
+
+def test_rows_of_one_file_build_on_each_other(program):
+    content = csv_bytes(
+        [
+            HEADER,
+            row(email="new@example.com", first_name="First"),
+            row(email="new@example.com", last_name="Second"),
+        ]
+    )
+
+    report, _ = members(program, content)
+
+    assert (report.created, report.updated) == (1, 1)
+    member = Member.objects.get(email="new@example.com")
+    assert (member.first_name, member.last_name) == ("First", "Second")
+
+
+@pytest.mark.parametrize(
+    ("values", "column", "reason"),
+    [
+        ({"email": "not-an-email"}, "email", "not a valid e-mail"),
+        ({"birth_date": "1990-02-30"}, "birth_date", "YYYY-MM-DD"),
+        ({"birth_date": "1850-01-01"}, "birth_date", "between 1900"),
+        ({"type": "company"}, "type", "not one of corporate, individual"),
+        ({"status": "gone"}, "status", "not one of"),
+        ({"enrolled_at": "15.01.2024"}, "enrolled_at", "ISO 8601"),
+        ({"first_name": "x" * 101}, "first_name", "at most 100"),
+        ({"phone": "1" * 41}, "phone", "at most 40"),
+        ({"enrollment_channel": "x" * 21}, "enrollment_channel", "at most 20"),
+        ({"country": "Poland"}, "country", "ISO 3166"),
+        ({"consent_email": "maybe"}, "consent_email", "yes/no"),
+        ({"membership_number": "M 1/2"}, "membership_number", "only letters, digits"),
+        ({"membership_number": "M" * 41}, "membership_number", "at most 40"),
+        ({"membership_number": "", "email": "", "first_name": "X"}, "membership_number", "give a"),
+    ],
+)
+def test_each_invalid_field_is_rejected_with_its_row_and_column(program, values, column, reason):
+    cells = {"membership_number": "M-9", "email": "ok@example.com", **values}
+    content = csv_bytes([HEADER, row(membership_number="M-1"), row(**cells)])
+
+    report, rejects = members(program, content)
+
+    assert (report.created, report.rejected, report.exit_code) == (1, 1, 1)
+    found = reasons_at(rejects, 3)
+    assert any(c == column and reason in r for c, r in found), found
+    assert list(Member.objects.values_list("membership_number", flat=True)) == ["M-1"]
+
+
+def test_an_email_shared_by_several_members_is_refused_as_ambiguous(program):
+    MemberFactory(program=program, membership_number="D-1", email="twin@example.com")
+    MemberFactory(program=program, membership_number="D-2", email="twin@example.com")
+
+    report, rejects = members(program, csv_bytes([HEADER, row(email="twin@example.com")]))
+
+    assert report.rejected == 1
+    [(column, reason)] = reasons_at(rejects, 2)
+    assert column == "email"
+    assert "D-1, D-2" in reason
+
+
+def test_the_enrolment_time_of_an_existing_member_cannot_change(program):
+    MemberFactory(
+        program=program, membership_number="N-1", enrolled_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    )
+    content = csv_bytes(
+        [HEADER, row(membership_number="N-1", enrolled_at="2021-01-01T00:00:00Z", phone="9")]
+    )
+
+    report, rejects = members(program, content)
+
+    assert report.rejected == 1
+    assert reasons_at(rejects, 2)[0][0] == "enrolled_at"
+    assert Member.objects.get(membership_number="N-1").phone == ""
+
+
+def test_a_members_file_needs_a_number_or_email_column_and_known_columns(program):
+    with pytest.raises(ImportFileError, match="missing column"):
+        members(program, csv_bytes([["first_name", "last_name"], ["A", "B"]]))
+    with pytest.raises(ImportFileError, match="unknown column"):
+        members(program, csv_bytes([["email", "nickname"], ["a@example.com", "A"]]))
+    with pytest.raises(ImportFileError, match="attr_"):
+        members(program, csv_bytes([["email", "attr_"], ["a@example.com", "A"]]))
+
+
+def test_a_refusal_of_the_members_service_rejects_the_row(program):
+    program.status = "closed"
+    program.save()
+
+    report, rejects = members(program, csv_bytes([HEADER, row(email="a@example.com")]))
+
+    assert report.rejected == 1
+    assert "enrols no one" in reasons_at(rejects, 2)[0][1]
+
+
+@pytest.fixture
+def status_tiers(program, tqp):
+    from loyalty.models import Tier, TierGroup
+
+    group = TierGroup.objects.create(
+        program=program, code="status", name="Status", qualifying_currency=tqp
+    )
+    Tier.objects.create(group=group, code="blue", name="Blue", threshold=0)
+    Tier.objects.create(group=group, code="gold", name="Gold", threshold=1500)
+    return group
+
+
+def test_the_tier_column_is_applied_through_the_tiers_service(program, status_tiers):
+    from loyalty.models import MemberTier
+
+    existing = MemberFactory(program=program, membership_number="T-1")
+    content = csv_bytes(
+        [
+            ["membership_number", "email", "tier"],
+            ["T-1", "", "blue"],  # an existing member without tier: the import sets it
+            ["", "new@example.com", "Blue"],  # enrolled with the base tier: nothing to set
+            ["", "gold@example.com", "gold"],  # above the base: needs a validity
+            ["", "x@example.com", "platinum"],  # not a tier
+        ]
+    )
+
+    report, rejects = members(program, content)
+
+    assert (report.updated, report.created, report.rejected) == (1, 1, 2)
+    assert MemberTier.objects.get(member=existing).tier.code == "blue"
+    assert MemberTier.objects.get(member__email="new@example.com").tier.code == "blue"
+    assert reasons_at(rejects, 4)[0][0] == "tier"
+    assert "validity" in reasons_at(rejects, 4)[0][1]
+    assert reasons_at(rejects, 5) == [("tier", "'platinum' is not a tier of program coffee.")]
+    assert not Member.objects.filter(email__in=["gold@example.com", "x@example.com"]).exists()
+
+    # and a second import changes nothing
+    again, _ = members(program, content)
+    assert (again.duplicates, again.updated, again.created) == (2, 0, 0)
+
+
+def count_queries(func) -> int:
+    count = 0
+
+    def counting(execute, sql, params, many, context):
+        nonlocal count
+        count += 1
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(counting):
+        func()
+    return count
+
+
+def test_existing_members_are_looked_up_per_chunk_not_per_row(program):
+    # given 10,000 members, re-imported unchanged (1,000, then all of them)
+    Member.objects.bulk_create(
+        Member(
+            program=program,
+            membership_number=f"B-{i:05d}",
+            referral_code=f"BULK{i:05d}",
+            email=f"m{i}@example.com",
+            first_name="Same",
+            enrolled_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+        )
+        for i in range(10_000)
+    )
+
+    def file_of(count):
+        return csv_bytes(
+            [["membership_number", "email", "first_name"]]
+            + [[f"B-{i:05d}", f"m{i}@example.com", "Same"] for i in range(count)]
+        )
+
+    small = count_queries(lambda: members(program, file_of(1_000)))
+    large = count_queries(lambda: members(program, file_of(10_000)))
+
+    # then one query per chunk of 2,000 rows
+    assert small <= 3
+    assert large <= small + 10
+
+
+def test_without_a_tiers_service_the_tier_column_is_read_and_the_import_warns(program, monkeypatch):
+    from loyalty.services import tiers
+
+    monkeypatch.delattr(tiers, "member_tier_set")
+    content = csv_bytes([["email", "tier"], ["t@example.com", "gold"]])
+
+    report, rejects = members(program, content)
+
+    assert (report.created, rejects) == (1, [])
+    assert "tier column of 1 row(s) was read but not applied" in report.warnings[0]
