@@ -1,10 +1,13 @@
 """The demo program "Coffee Club": the points template plus 18 months of believable history.
 
 Everything is written through the real services (`program_load`, `member_enrol`,
-`transaction_post`, `run_jobs`), in chronological order with `now = occurred_at`, so every
-transaction sees the balances as they were when it happened (escrow, expiry, caps, referrals)
-and `verify_ledger` finds no drift. The history is reproducible: one `random.Random(seed)`
-drives every choice (membership numbers included; referral codes come from the service).
+`transactions_post_many` for accruals, `transaction_post` for redemptions and returns,
+`run_jobs`), in chronological order with `now = occurred_at`, so every transaction sees the
+balances as they were when it happened (escrow, expiry, caps, tiers, referrals) and
+`verify_ledger` finds no drift. Accruals are queued and posted in batches, which give what
+posting them one by one gives; a redemption or return first posts the queue. The history is
+reproducible: one `random.Random(seed)` drives every choice (membership numbers included;
+referral codes come from the service).
 
 Idempotent: if the program already has members, nothing is done. The history is written in
 one database transaction, so an interrupted load leaves no half demo behind.
@@ -32,6 +35,7 @@ from loyalty.exceptions import LoyaltyError
 from loyalty.models import Member, Program
 from loyalty.services.members import member_enrol
 from loyalty.services.posting import transaction_post
+from loyalty.services.posting_batch import PostOutcome, transactions_post_many
 from loyalty.services.requests import LineRequest, TransactionRequest
 
 DEMO_TEMPLATE = "points"
@@ -277,6 +281,7 @@ class _Replayer:
         self.stats = stats
         self.enrolled: list[DemoMember] = []
         self.sequence = 0
+        self.queued: list[tuple[TransactionRequest, str, Callable[[], None] | None]] = []
 
     def enrol(self, person: DemoMember) -> None:
         referral_code = ""
@@ -297,6 +302,7 @@ class _Replayer:
         self.stats.members += 1
 
     def _post(self, request: TransactionRequest, kind: str) -> bool:
+        self.flush()  # what this one decides on (balances) needs the accruals before it
         try:
             transaction_post(
                 program=self.program, request=request, actor="demo", now=request.occurred_at
@@ -306,6 +312,30 @@ class _Replayer:
             return False
         self.stats.add(kind)
         return True
+
+    def _queue(self, request: TransactionRequest, kind: str, on_posted=None) -> None:
+        """Accruals wait in a queue and are posted in batches (each as of its own time)."""
+        self.queued.append((request, kind, on_posted))
+        if len(self.queued) >= 500:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.queued:
+            return
+        queued, self.queued = self.queued, []
+        outcomes = transactions_post_many(
+            program=self.program,
+            requests=[request for request, _, _ in queued],
+            actor="demo",
+            as_of_occurrence=True,
+        )
+        for (_, kind, on_posted), outcome in zip(queued, outcomes, strict=True):
+            if outcome.status != PostOutcome.CREATED:
+                self.stats.refused += 1
+                continue
+            self.stats.add(kind)
+            if on_posted is not None:
+                on_posted()
 
     def _external_id(self, prefix: str) -> str:
         self.sequence += 1
@@ -362,11 +392,14 @@ class _Replayer:
             lines=lines,
             attributes=attributes,
         )
-        if self._post(request, "purchase"):
-            person.purchases.append([external_id, amount, at, False])
+        self._queue(
+            request,
+            "purchase",
+            lambda: person.purchases.append([external_id, amount, at, False]),
+        )
 
     def _engage(self, at: dt.datetime, event: str, person: DemoMember) -> None:
-        self._post(
+        self._queue(
             TransactionRequest(
                 external_id=self._external_id("app"),
                 member=person.number,
@@ -381,6 +414,7 @@ class _Replayer:
 
     def _redeem(self, at: dt.datetime, person: DemoMember) -> bool:
         """A reward the member can afford as of `at` (balances as they were then)."""
+        self.flush()
         balance = next(
             view
             for view in selectors.member_balances(person.member, at=at)
@@ -409,6 +443,7 @@ class _Replayer:
 
     def _return(self, at: dt.datetime, person: DemoMember) -> bool:
         """Return (part of) a purchase of the last 30 days."""
+        self.flush()
         recent = [p for p in person.purchases if not p[3] and at - p[2] <= dt.timedelta(days=30)]
         if not recent:
             return False
@@ -481,8 +516,10 @@ def demo_load(
             else:
                 replayer.act(at, kind, person)
             if done % step == 0:
+                replayer.flush()
                 elapsed = time.monotonic() - started
                 log(f"  {done} of {members + transactions} events ({elapsed:.0f} s)")
+        replayer.flush()
     results = jobs.run_jobs(as_of=jobs.today_for(program, now), program_code=program.code)
     kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(stats.by_kind.items()))
     log(f"Members: {stats.members} ({stats.referred} referred). Transactions: {kinds}.")

@@ -20,6 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from loyalty import dates
+from loyalty.bulk import bulk_update_values
 from loyalty.models import (
     Balance,
     Bucket,
@@ -101,8 +102,8 @@ class LedgerWriter:
         if self.new_events:
             MemberEvent.objects.bulk_create(self.new_events)
         if self.changed_buckets:
-            Bucket.objects.bulk_update(
-                self.changed_buckets.values(), ["remaining", "released", "expired"]
+            bulk_update_values(
+                Bucket, list(self.changed_buckets.values()), ["remaining", "released", "expired"]
             )
         created = [b for b in self.balances.values() if b.pk is None]
         changed = [b for b in self.balances.values() if b.pk is not None]
@@ -110,7 +111,7 @@ class LedgerWriter:
         for balance in changed:
             balance.updated_at = now
         Balance.objects.bulk_create(created)
-        Balance.objects.bulk_update(changed, BALANCE_FIELDS)
+        bulk_update_values(Balance, changed, BALANCE_FIELDS)
         self.new_entries, self.new_buckets, self.new_allocations = [], [], []
         self.changed_buckets = {}
         self.new_events = []

@@ -31,6 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from loyalty import dates
+from loyalty.bulk import bulk_update_values
 from loyalty.exceptions import IdempotencyConflict, LoyaltyError
 from loyalty.models import Bucket, Currency, Member, Program, Transaction, TransactionLine
 from loyalty.services.ledger import LedgerWriter, lock_members, settle_buckets
@@ -46,7 +47,7 @@ from loyalty.services.posting import (
     transaction_post,
 )
 from loyalty.services.requests import TransactionRequest
-from loyalty.services.tiers import program_tier_groups, tiers_after_posting
+from loyalty.services.tiers import program_tier_groups, tiers_after_posting_many
 
 RUN_SIZE = 1000  # transactions per database transaction
 
@@ -240,16 +241,16 @@ class _BatchPoster:
         writer.flush()
         self.context.unsaved_awards.clear()
         active = {a.txn.member_id: a.txn.member for a in prepared}
-        Member.objects.bulk_update(active.values(), ["last_activity_at"])
+        bulk_update_values(Member, list(active.values()), ["last_activity_at"])
         # Immediate tier upgrades, transaction by transaction as a single post makes them
         # (each dated on its transaction and reading QP up to it).
-        for accrual in prepared:
-            if any(c.currency.id in self.tier_currency_ids for c in accrual.credits):
-                tiers_after_posting(
-                    member=accrual.txn.member,
-                    transaction=accrual.txn,
-                    now=self.now_for(accrual.request),
-                )
+        tiers_after_posting_many(
+            postings=[
+                (accrual.txn, self.now_for(accrual.request))
+                for accrual in prepared
+                if any(c.currency.id in self.tier_currency_ids for c in accrual.credits)
+            ]
+        )
         return outcomes
 
     def _note_capped_awards(self, member: Member, accrual: PreparedAccrual) -> None:

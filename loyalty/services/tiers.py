@@ -175,9 +175,14 @@ def qualifying_entries(member: Member, group: TierGroup) -> QuerySet[LedgerEntry
     """The member's qualifying-currency entries with `attributed_at` (when the points were
     earned: a reversal's original transaction, a merged credit's bucket) and `effective_at`
     (when the entry's own transaction occurred)."""
+    return group_qualifying_entries(group).filter(member=member)
+
+
+def group_qualifying_entries(group: TierGroup) -> QuerySet[LedgerEntry]:
+    """`qualifying_entries` of every member of the group's program."""
     return (
         LedgerEntry.objects.filter(
-            member=member, currency_id=group.qualifying_currency_id, transaction__isnull=False
+            currency_id=group.qualifying_currency_id, transaction__isnull=False
         )
         .exclude(kind__in=NOT_QUALIFYING_KINDS)
         .annotate(
@@ -459,6 +464,82 @@ def tiers_after_posting(
         earned = moved[group.qualifying_currency_id] > 0
         changes.extend(_evaluate_posting(member, group, transaction, now, earned=earned))
     return changes
+
+
+def tiers_after_posting_many(*, postings: list[tuple[Transaction, dt.datetime]]) -> None:
+    """`tiers_after_posting` for each (transaction, now) of a batch of accruals, in order,
+    with the same result, skipping in a few queries the members for whom it would change
+    nothing: their state exists, is not due for assessment, stays in its qualifying period,
+    and even every positive qualifying entry of that period together stays below the next
+    tier. (Used by batched posting; each transaction's entries are in the database.)"""
+    if not postings:
+        return
+    program_id = postings[0][0].program_id
+    groups = [g for g in program_tier_groups(program_id) if ladder(g)]
+    if not groups:
+        return
+    by_member: dict[int, list[tuple[Transaction, dt.datetime]]] = {}
+    for txn, now in postings:
+        by_member.setdefault(txn.member_id, []).append((txn, now))
+    needed: set[int] = set()
+    for group in groups:
+        needed |= _members_who_may_change(group, by_member)
+    for txn, now in postings:
+        if txn.member_id in needed:
+            tiers_after_posting(member=txn.member, transaction=txn, now=now)
+
+
+def _members_who_may_change(
+    group: TierGroup, by_member: dict[int, list[tuple[Transaction, dt.datetime]]]
+) -> set[int]:
+    states = {
+        s.member_id: s
+        for s in MemberTier.objects.filter(
+            group=group, member_id__in=list(by_member)
+        ).select_related("tier")
+    }
+    top = len(ladder(group)) - 1
+    may_change: set[int] = set()
+    bounds: dict[tuple[dt.date, dt.date], list[int]] = {}
+    for member_id, postings in by_member.items():
+        state = states.get(member_id)
+        if state is None:
+            may_change.add(member_id)
+            continue
+        tz_name = postings[0][0].member.program.timezone
+        latest = max(txn.occurred_at for txn, _ in postings)
+        due = state.valid_until is not None and (
+            dates.start_of_day(state.valid_until + DAY, tz_name) <= latest
+        )
+        days = [
+            min(dates.local_date(txn.occurred_at, tz_name), dates.local_date(now, tz_name))
+            for txn, now in postings
+        ] + [dates.local_date(txn.occurred_at, tz_name) for txn, _ in postings]
+        outside = any(not (state.period_start <= day <= state.period_end) for day in days)
+        if due or outside:
+            may_change.add(member_id)
+        elif rank(group, state.tier) < top:
+            bounds.setdefault((state.period_start, state.period_end), []).append(member_id)
+    for (start, end), member_ids in bounds.items():
+        tz_name = by_member[member_ids[0]][0][0].member.program.timezone
+        ceiling = dict(
+            group_qualifying_entries(group)
+            .filter(
+                member_id__in=member_ids,
+                points__gt=0,
+                attributed_at__gte=dates.start_of_day(start, tz_name),
+                attributed_at__lt=dates.start_of_day(end + DAY, tz_name),
+            )
+            .values_list("member_id")
+            .annotate(total=Sum("points"))
+            .values_list("member_id", "total")
+        )
+        for member_id in member_ids:
+            state = states[member_id]
+            next_tier = ladder(group)[rank(group, state.tier) + 1]
+            if ceiling.get(member_id, 0) >= next_tier.threshold * group.qualifying_currency.scale:
+                may_change.add(member_id)
+    return may_change
 
 
 def _evaluate_posting(

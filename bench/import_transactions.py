@@ -1,0 +1,221 @@
+"""Import speed benchmark (issue #5): members and transactions CSV files, end to end.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/tessera_bench \\
+        .venv/bin/python bench/import_transactions.py [--members 100000] [--rows 1000000]
+
+Creates a fresh database (dropped and re-created: it must be a scratch one), loads the demo
+template (the Coffee Club: its earning rules, escrow-free PTS with rolling expiry, TQP and the
+three-tier status group), writes a members CSV and a transactions CSV (purchases of one to
+four lines, engagement events, a few returns) into a temporary directory, imports both
+through `import_file` (the path of `import_csv`), and prints rows/s and peak memory. In the
+same run it COPYs the same transaction rows into a bare table, the floor any import is
+measured against, and prints the ratio. Run by hand; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+TRANSACTION_HEADER = [
+    "external_id", "membership_number", "type", "subtype", "event", "occurred_at", "amount",
+    "currency", "channel", "sku", "category", "quantity", "unit_price", "original_external_id",
+    "reason",
+]  # fmt: skip
+PRODUCTS = [
+    ("ESP", "coffee", "2.80"), ("CAP", "coffee", "3.90"), ("LAT", "coffee", "4.20"),
+    ("CRO", "pastry", "3.10"), ("BEAN-ETH", "beans", "14.50"), ("BEAN-COL", "beans", "12.90"),
+    ("SAND", "food", "7.50"), ("TEA", "tea", "3.20"),
+]  # fmt: skip
+EVENTS = ["app_login", "review_posted", "survey_completed"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="transaction rows")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the CSV files")
+    return parser.parse_args()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fresh_database() -> None:
+    import environ
+    import psycopg
+
+    url = environ.Env.db_url_config(os.environ["DATABASE_URL"])
+    admin = psycopg.connect(
+        host=url["HOST"] or "127.0.0.1",
+        port=url["PORT"] or 5432,
+        user=url["USER"],
+        password=url["PASSWORD"],
+        dbname="postgres",
+        autocommit=True,
+    )
+    with admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{url["NAME"]}"')
+        admin.execute(f'CREATE DATABASE "{url["NAME"]}"')
+
+
+def write_members(path: Path, count: int) -> list[str]:
+    numbers = [f"B{n:07d}" for n in range(count)]
+    start = dt.date(2023, 1, 1)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow(["membership_number", "email", "first_name", "last_name", "birth_date",
+                      "enrolled_at", "enrollment_channel", "attr_home_store"])  # fmt: skip
+        for n, number in enumerate(numbers):
+            out.writerow([
+                number, f"member{n}@example.com", f"First{n % 997}", f"Last{n % 991}",
+                (dt.date(1960, 1, 1) + dt.timedelta(days=n % 15000)).isoformat(),
+                f"{start + dt.timedelta(days=n % 300)}T10:00:00+01:00", "store",
+                f"store-{n % 40}",
+            ])  # fmt: skip
+    return numbers
+
+
+def write_transactions(path: Path, numbers: list[str], rows: int, rng: random.Random) -> int:
+    """Purchases (1-4 lines), engagement events, and ~1% returns of earlier purchases, spread
+    over the two years before now in time order. Returns the number of transactions."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    begin = now - dt.timedelta(days=730)
+    estimated = rows // 2
+    step = dt.timedelta(days=728) / max(estimated, 1)
+    at = begin
+    written = transactions = 0
+    recent: list[tuple[str, str]] = []
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow(TRANSACTION_HEADER)
+        while written < rows:
+            at += step
+            transactions += 1
+            external_id = f"T{transactions:08d}"
+            member = numbers[rng.randrange(len(numbers))]
+            stamp = at.isoformat()
+            roll = rng.random()
+            if roll < 0.01 and recent:
+                original, owner = recent[rng.randrange(len(recent))]
+                out.writerow([external_id, owner, "reversal", "", "", stamp, "", "", "store",
+                              "", "", "", "", original, "return"])  # fmt: skip
+                written += 1
+            elif roll < 0.15:
+                out.writerow([external_id, member, "accrual", "engagement", rng.choice(EVENTS),
+                              stamp, "", "", "app", "", "", "", "", "", ""])  # fmt: skip
+                written += 1
+            else:
+                lines = rng.sample(PRODUCTS, k=min(rng.randint(1, 4), rows - written))
+                amount = sum((Decimal(price) for _, _, price in lines), Decimal("0"))
+                for sku, category, price in lines:
+                    out.writerow([external_id, member, "accrual", "purchase", "", stamp,
+                                  amount, "EUR", "store", sku, category, "1", price, "",
+                                  ""])  # fmt: skip
+                    written += 1
+                recent.append((external_id, member))
+                if len(recent) > 5000:
+                    recent.pop(0)
+    return transactions
+
+
+def copy_floor(path: Path) -> float:
+    """Seconds to COPY the same rows into a bare unlogged-free, index-free table."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_copy")
+        cursor.execute(
+            "CREATE TABLE bench_copy (" + ", ".join(f"{c} text" for c in TRANSACTION_HEADER) + ")"
+        )
+        started = time.perf_counter()
+        with (
+            path.open("rb") as handle,
+            cursor.copy("COPY bench_copy FROM STDIN WITH (FORMAT csv, HEADER true)") as copy,
+        ):
+            while chunk := handle.read(1 << 20):
+                copy.write(chunk)
+        elapsed = time.perf_counter() - started
+        cursor.execute("DROP TABLE bench_copy")
+    return elapsed
+
+
+def main() -> None:
+    args = parse_args()
+    if "DATABASE_URL" not in os.environ:
+        sys.exit("Set DATABASE_URL to a scratch database (it is dropped and re-created).")
+    fresh_database()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from loyalty.definitions import program_load, read_document, template_path
+    from loyalty.services.imports import import_file
+
+    call_command("migrate", verbosity=0)
+    program = program_load(document=read_document(template_path("points")), actor="bench")
+    rng = random.Random(args.seed)
+    workdir = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
+    members_csv, transactions_csv = workdir / "members.csv", workdir / "transactions.csv"
+    print(f"Writing {args.members:,} members and {args.rows:,} transaction rows to {workdir}")
+    numbers = write_members(members_csv, args.members)
+    count = write_transactions(transactions_csv, numbers, args.rows, rng)
+    print(f"  {count:,} transactions, {transactions_csv.stat().st_size / 1e6:.0f} MB")
+
+    started = time.perf_counter()
+    with open(os.devnull, "w") as rejects:
+        report = import_file(
+            kind="members", program=program, source=members_csv, actor="bench", rejects=rejects
+        )
+    members_s = time.perf_counter() - started
+    print(
+        f"Members: {report.created:,} created, {report.rejected:,} rejected in "
+        f"{members_s:.1f} s = {args.members / members_s:,.0f} rows/s"
+    )
+
+    started = time.perf_counter()
+    with open(os.devnull, "w") as rejects:
+        report = import_file(
+            kind="transactions",
+            program=program,
+            source=transactions_csv,
+            actor="bench",
+            rejects=rejects,
+        )
+    import_s = time.perf_counter() - started
+    copy_s = copy_floor(transactions_csv)
+    print(
+        f"Transactions: {report.created:,} rows created, {report.duplicates:,} duplicates, "
+        f"{report.rejected + report.conflicts:,} rejected in {import_s:.1f} s "
+        f"= {args.rows / import_s:,.0f} rows/s"
+    )
+    print(
+        f"COPY of the same rows into a bare table: {copy_s:.2f} s "
+        f"= {args.rows / copy_s:,.0f} rows/s"
+    )
+    print(f"Import / COPY time ratio: {import_s / copy_s:.1f}x")
+    print(f"Peak memory (RSS): {peak_rss_mb():.0f} MB")
+    if not args.keep:
+        members_csv.unlink()
+        transactions_csv.unlink()
+        workdir.rmdir()
+
+
+if __name__ == "__main__":
+    main()
