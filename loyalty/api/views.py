@@ -7,7 +7,13 @@ Every view is scoped to one program: the API key's (or, for a staff session, the
 from __future__ import annotations
 
 from django.db.models import Prefetch
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import generics, pagination, status
 from rest_framework.response import Response
 
@@ -384,11 +390,24 @@ class MemberDetailView(ApiView):
         return Response(member_detail(self.member_or_404(number)))
 
 
-class MemberBalancesView(ApiView):
-    required_scopes = {"GET": "members:read"}
-    serializer_class = s.MemberBalancesSerializer
+class MemberSectionView(ApiView):
+    """GET one section of a member (balances, tiers, benefits): `{"member": number,
+    <section>: section_data(member)}` rendered by `serializer_class`."""
 
-    @extend_schema(
+    required_scopes = {"GET": "members:read"}
+    section = ""
+
+    def section_data(self, member: Member):
+        raise NotImplementedError
+
+    def get(self, request, number: str):
+        member = self.member_or_404(number)
+        data = {"member": member.membership_number, self.section: self.section_data(member)}
+        return Response(self.serializer_class(data).data)
+
+
+@extend_schema_view(
+    get=extend_schema(
         operation_id="members_balances",
         summary="Balances per currency, with the next expiries",
         description="As of now: escrow releases and expiries that are due are included. "
@@ -397,17 +416,17 @@ class MemberBalancesView(ApiView):
         responses={200: s.MemberBalancesSerializer, **errors(403, 404)},
         tags=["members"],
     )
-    def get(self, request, number: str):
-        member = self.member_or_404(number)
-        data = {"member": member.membership_number, "balances": balances_data(member)}
-        return Response(s.MemberBalancesSerializer(data).data)
+)
+class MemberBalancesView(MemberSectionView):
+    serializer_class = s.MemberBalancesSerializer
+    section = "balances"
+
+    def section_data(self, member: Member):
+        return balances_data(member)
 
 
-class MemberTiersView(ApiView):
-    required_scopes = {"GET": "members:read"}
-    serializer_class = s.MemberTiersSerializer
-
-    @extend_schema(
+@extend_schema_view(
+    get=extend_schema(
         operation_id="members_tiers",
         summary="Tiers per tier group, with qualifying points and the next tier",
         description="Per tier group: the current tier and its validity, the qualifying points "
@@ -417,17 +436,17 @@ class MemberTiersView(ApiView):
         responses={200: s.MemberTiersSerializer, **errors(403, 404)},
         tags=["members"],
     )
-    def get(self, request, number: str):
-        member = self.member_or_404(number)
-        data = {"member": member.membership_number, "tiers": tiers_data(member)}
-        return Response(s.MemberTiersSerializer(data).data)
+)
+class MemberTiersView(MemberSectionView):
+    serializer_class = s.MemberTiersSerializer
+    section = "tiers"
+
+    def section_data(self, member: Member):
+        return tiers_data(member)
 
 
-class MemberBenefitsView(ApiView):
-    required_scopes = {"GET": "members:read"}
-    serializer_class = s.MemberBenefitsSerializer
-
-    @extend_schema(
+@extend_schema_view(
+    get=extend_schema(
         operation_id="members_benefits",
         summary="Current benefits (those of the member's current tiers)",
         description="Each benefit once, with the tiers that grant it. Scope: members:read.",
@@ -435,10 +454,13 @@ class MemberBenefitsView(ApiView):
         responses={200: s.MemberBenefitsSerializer, **errors(403, 404)},
         tags=["members"],
     )
-    def get(self, request, number: str):
-        member = self.member_or_404(number)
-        data = {"member": member.membership_number, "benefits": benefits_data(member)}
-        return Response(s.MemberBenefitsSerializer(data).data)
+)
+class MemberBenefitsView(MemberSectionView):
+    serializer_class = s.MemberBenefitsSerializer
+    section = "benefits"
+
+    def section_data(self, member: Member):
+        return benefits_data(member)
 
 
 class MemberLedgerView(ApiView):
