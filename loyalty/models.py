@@ -136,6 +136,10 @@ class Currency(models.Model):
     def scale(self) -> int:
         return 10**self.decimals
 
+    def display(self, units: int) -> Decimal:
+        """Smallest units as the member reads them (1250 -> 12.50 with two decimals)."""
+        return (Decimal(units) / self.scale).quantize(Decimal(1).scaleb(-self.decimals))
+
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
 

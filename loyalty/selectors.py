@@ -105,7 +105,9 @@ def member_expiring_points(
     at = at or timezone.now()
     today = dates.local_date(at, member.program.timezone)
     rows = (
-        Bucket.objects.filter(member=member, remaining__gt=0, expired=False, expires_on__gte=today)
+        Bucket.objects.filter(
+            member=member, remaining__gt=0, released=True, expired=False, expires_on__gte=today
+        )
         .values("currency", "expires_on")
         .annotate(points=Sum("remaining"))
         .order_by("expires_on", "currency")[:limit]

@@ -35,8 +35,9 @@ def points_adjust_locked(
     available = writer.balance(member, currency).available
     if available < points:
         raise InsufficientPoints(
-            f"Cannot debit {points} {currency.code}: only {available} available.",
-            fields={"points": f"{available} available"},
+            f"Cannot debit {currency.display(points)} {currency.code}: only "
+            f"{currency.display(available)} available.",
+            fields={"points": f"{currency.display(available)} available"},
         )
     entry, _, _ = writer.debit(
         member=member,

@@ -28,14 +28,15 @@ def check_can_spend(writer: LedgerWriter, member: Member, currency: Currency, po
     balance = writer.balance(member, currency)
     if balance.debt > 0:
         raise MemberHasDebt(
-            f"Member {member.membership_number} owes {balance.debt} {currency.code} points; "
-            "no redemption until the debt is paid.",
+            f"Member {member.membership_number} owes {currency.display(balance.debt)} "
+            f"{currency.code} points; no redemption until the debt is paid.",
         )
     if balance.available < points:
+        available = currency.display(balance.available)
         raise InsufficientPoints(
-            f"Insufficient points: {balance.available} {currency.code} available, "
-            f"{points} requested.",
-            fields={"points": f"{balance.available} available"},
+            f"Insufficient points: {available} {currency.code} available, "
+            f"{currency.display(points)} requested.",
+            fields={"points": f"{available} available"},
         )
 
 

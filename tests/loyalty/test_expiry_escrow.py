@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 
 from loyalty.exceptions import InsufficientPoints
 from loyalty.models import Balance, Bucket, Currency, LedgerEntry, Member
-from loyalty.selectors import ledger_drifts, member_balances
+from loyalty.selectors import ledger_drifts, member_balances, member_expiring_points
 from loyalty.services.escrow import available_at_for, points_release_due
 from loyalty.services.expiry import expiry_date_for, points_expire_due
 from tests.factories import CurrencyFactory, MemberFactory, ProgramFactory
@@ -598,3 +598,18 @@ def test_currency_model_validation_needs_policy_fields(pts):
     pts.expiry_policy = Currency.ExpiryPolicy.FIXED
     with pytest.raises(ValidationError):
         pts.full_clean()
+
+
+def test_points_in_escrow_are_not_listed_as_expiring(escrow_14, member, post):
+    # given rolling expiry, an escrowed purchase and an available adjustment
+    set_policy(escrow_14, expiry_policy="rolling", expiry_months=12)
+    post(member, amount=100, now=T0)
+    post(member, "adjustment", points=20, points_currency="PTS", reason="x", now=T0)
+
+    # then only the available 20 are listed as expiring, the pending 100 once released
+    listed = member_expiring_points(member, at=T0)
+    assert [(e.currency.code, e.points) for e in listed] == [("PTS", 20)]
+    later = member_expiring_points(member, at=T0 + dt.timedelta(days=20))
+    assert sum(e.points for e in later) == 20  # the release itself is written by the job
+    points_release_due(program=member.program, as_of=dt.date(2025, 5, 20))
+    assert sum(e.points for e in member_expiring_points(member, at=T0)) == 120

@@ -380,3 +380,20 @@ def test_every_refusal_leaves_the_database_as_it_was_even_with_settlement_due(
     assert error.value.message
     assert row_counts() == before
     assert list(Balance.objects.order_by("pk").values()) == stored_before
+
+
+def test_refusals_speak_in_the_currencys_display_units(program, member, post):
+    # given 12.50 of a two-decimal cashback currency
+    CurrencyFactory(program=program, code="CASH", decimals=2)
+    post(member, subtype="opening_balance", points="12.50", points_currency="CASH")
+
+    # when 20.00 are redeemed, or 30.00 debited by hand
+    with pytest.raises(InsufficientPoints) as redeemed:
+        post(member, "redemption", subtype="reward", points="20.00", points_currency="CASH")
+    with pytest.raises(InsufficientPoints) as debited:
+        post(member, "adjustment", points="-30.00", points_currency="CASH", reason="fix")
+
+    # then the messages say 12.50, 20.00 and 30.00 (not 1250, 2000, 3000)
+    assert "12.50 CASH available, 20.00 requested" in redeemed.value.message
+    assert "Cannot debit 30.00 CASH: only 12.50 available" in debited.value.message
+    assert redeemed.value.fields == {"points": "12.50 available"}
