@@ -9,11 +9,12 @@ What this module guarantees, whichever door calls it (admin, `import_csv`, Celer
   scanned once first.
 - Every data row ends in exactly one outcome: created, updated, duplicate, conflict or
   rejected. Conflicts and rejects go to the rejects file as (row, column, reason).
-- Writes go through the services only: members through `member_enrol` / `member_update`,
+- Writes go through the services only: members through `members_enrol_many` (what
+  `member_enrol` does row by row, in bulk) / `member_enrol` / `member_update`,
   transactions through `transactions_post_many` and so `transaction_post`, the API's posting
   path. Each member row and each transaction runs in its own database transaction
-  (savepoint), so a refusal or a crash never leaves half of one; a transaction whose rows
-  include an invalid one is rejected whole.
+  (savepoint), the new members of a chunk together in one, so a refusal or a crash never
+  leaves half of one; a transaction whose rows include an invalid one is rejected whole.
 - Idempotent and resumable: a transaction's `external_id` is its idempotency key, a member is
   matched by membership number, else e-mail. Importing a file again changes nothing and
   reports its rows as duplicates; after a crash, importing the same file again completes it.
@@ -53,7 +54,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from loyalty.exceptions import LoyaltyError, ValidationFailed
 from loyalty.models import Member, Program, Transaction
 from loyalty.services import posting_batch
-from loyalty.services.members import member_enrol, member_update
+from loyalty.services.members import member_enrol, member_update, members_enrol_many
 from loyalty.services.posting_batch import PostOutcome
 from loyalty.services.requests import LineRequest, TransactionRequest
 from loyalty.spreadsheets import escape_cell, unescape_cell
@@ -731,15 +732,50 @@ class _MemberImport:
         self.tiers_missing = 0
 
     def chunk(self, rows: list[Row]) -> None:
+        """Rows in file order; the rows that enrol a member (without a tier to set) are
+        enrolled together by `members_enrol_many`, in one batch until a later row needs
+        one of them (the same number or e-mail), which is then matched as usual."""
         parsed = [parse_member_row(row, self.program) for row in rows]
         by_number, by_email = self._existing(parsed)
+        results: dict[int, str | list[tuple[str, str]]] = {}
+        batch: list[MemberRow] = []
+        numbers, emails = set(), set()
         for row in parsed:
             if row.errors:
-                self._reject(row, row.errors)
+                results[row.number] = row.errors
                 continue
-            outcome = self._apply(row, by_number, by_email)
-            if outcome is not None:
-                self.report.count(outcome)
+            if (row.membership_number and row.membership_number in numbers) or (
+                not row.membership_number and row.email.lower() in emails
+            ):
+                self._enrol(batch, results, by_number, by_email)
+                batch, numbers, emails = [], set(), set()
+            if not row.tier and self._match(row, by_number, by_email) is None:
+                batch.append(row)
+                numbers.add(row.membership_number)
+                emails.add(row.email.lower())
+                continue
+            results[row.number] = self._apply(row, by_number, by_email)
+        self._enrol(batch, results, by_number, by_email)
+        for row in parsed:  # reported in file order
+            result = results[row.number]
+            if isinstance(result, str):
+                self.report.count(result)
+            else:
+                self._reject(row, result)
+
+    def _enrol(self, rows: list[MemberRow], results, by_number, by_email) -> None:
+        outcomes = members_enrol_many(
+            program=self.program, rows=[self._enrol_row(row) for row in rows], actor=self.actor
+        )
+        for row, outcome in zip(rows, outcomes, strict=True):
+            member = outcome.member
+            if member is not None:
+                results[row.number] = CREATED
+                self._remember(member, by_number, by_email)
+            elif isinstance(outcome.error, LoyaltyError):
+                results[row.number] = _service_errors(outcome.error, MEMBER_COLUMNS)
+            else:
+                results[row.number] = [("", self._refused_by_database(outcome.error))]
 
     def _existing(self, rows: list[MemberRow]):
         """The chunk's existing members: by number (one query), and by e-mail, compared
@@ -762,17 +798,31 @@ class _MemberImport:
                     matches.append(member)
         return by_number, by_email
 
-    def _apply(self, row: MemberRow, by_number, by_email) -> str | None:
+    def _match(self, row: MemberRow, by_number, by_email) -> Member | None | list[Member]:
+        """The member a row is about: by number, else by e-mail (a list when ambiguous)."""
         if row.membership_number:
-            member = by_number.get(row.membership_number)
-        else:
-            matches = by_email.get(row.email.lower(), [])
-            if len(matches) > 1:
-                numbers = ", ".join(sorted(m.membership_number for m in matches))
-                reason = f"several members have this e-mail ({numbers}); give the membership_number"
-                self._reject(row, [("email", reason)])
-                return None
-            member = matches[0] if matches else None
+            return by_number.get(row.membership_number)
+        matches = by_email.get(row.email.lower(), [])
+        return matches if len(matches) > 1 else (matches[0] if matches else None)
+
+    def _remember(self, member: Member, by_number, by_email) -> None:
+        """A member enrolled by this chunk: later rows find it."""
+        by_number[member.membership_number] = member
+        if member.email:
+            by_email.setdefault(member.email.lower(), []).append(member)
+
+    def _apply(self, row: MemberRow, by_number, by_email) -> str | list[tuple[str, str]]:
+        """One row on its own: an update, or an enrolment with a tier to set (both in one
+        database transaction). Returns the outcome, or the row's errors."""
+        member = self._match(row, by_number, by_email)
+        if isinstance(member, list):
+            numbers = ", ".join(sorted(m.membership_number for m in member))
+            return [
+                (
+                    "email",
+                    f"several members have this e-mail ({numbers}); give the membership_number",
+                )
+            ]
         try:
             changes = self._changes(member, row) if member is not None else {}
             if member is not None and not changes and not row.tier:
@@ -780,9 +830,7 @@ class _MemberImport:
             with db_transaction.atomic():
                 if member is None:
                     outcome, member = CREATED, self._create(row)
-                    by_number[member.membership_number] = member
-                    if member.email:
-                        by_email.setdefault(member.email.lower(), []).append(member)
+                    self._remember(member, by_number, by_email)
                 elif changes:
                     outcome = UPDATED
                     member_update(member=member, actor=self.actor, **changes)
@@ -791,27 +839,31 @@ class _MemberImport:
                 if row.tier:
                     outcome = self._tier(member, row, outcome)
         except _RowRefused as refused:
-            self._reject(row, refused.errors)
-            return None
+            return refused.errors
         except LoyaltyError as exc:
-            self._reject(row, _service_errors(exc, MEMBER_COLUMNS))
-            return None
+            return _service_errors(exc, MEMBER_COLUMNS)
         except (DataError, IntegrityError) as exc:
-            self._reject(row, [("", f"the database refused the row: {_first_line(exc)}")])
-            return None
+            return [("", self._refused_by_database(exc))]
         return outcome
 
+    @staticmethod
+    def _refused_by_database(exc: Exception) -> str:
+        return f"the database refused the row: {_first_line(exc)}"
+
     def _create(self, row: MemberRow) -> Member:
+        return member_enrol(program=self.program, actor=self.actor, **self._enrol_row(row))
+
+    @staticmethod
+    def _enrol_row(row: MemberRow) -> dict[str, Any]:
+        """The row as the keyword arguments of `member_enrol`."""
         profile = dict(row.profile)
         if row.attributes:
             profile["attributes"] = {k: attribute_value(v) for k, v in row.attributes.items()}
-        return member_enrol(
-            program=self.program,
-            membership_number=row.membership_number,
-            enrolled_at=row.enrolled_at,
-            actor=self.actor,
+        return {
+            "membership_number": row.membership_number,
+            "enrolled_at": row.enrolled_at,
             **profile,
-        )
+        }
 
     def _changes(self, member: Member, row: MemberRow) -> dict[str, Any]:
         """What the row changes on an existing member (given cells that differ)."""

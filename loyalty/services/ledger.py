@@ -99,8 +99,7 @@ class LedgerWriter:
         LedgerEntry.objects.bulk_create(self.new_entries)
         Bucket.objects.bulk_create(self.new_buckets)
         BucketAllocation.objects.bulk_create(self.new_allocations)
-        if self.new_events:
-            MemberEvent.objects.bulk_create(self.new_events)
+        MemberEvent.objects.bulk_create(self.new_events)
         if self.changed_buckets:
             bulk_update_values(
                 Bucket, list(self.changed_buckets.values()), ["remaining", "released", "expired"]

@@ -1,21 +1,39 @@
-"""Members: enrolment (with welcome and referral hooks), profile updates, merges, erasure."""
+"""Members: enrolment (with welcome and referral hooks), profile updates, merges, erasure.
+
+Enrolment has two doors with one result: `member_enrol` (one member: API, admin, demo) and
+`members_enrol_many` (CSV imports), which writes what `member_enrol` would write row by row
+in a few bulk inserts per chunk and refuses each row exactly as `member_enrol` refuses it.
+Each rule of enrolment (who may enrol, referral codes, numbers, the base tiers, the
+`enrolled` event, the enrollment accrual) is one helper below that both call.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from django.db import IntegrityError
+from django.db import DataError, IntegrityError
 from django.db import transaction as db_transaction
 from django.utils import timezone
 
 from loyalty import codes
 from loyalty.exceptions import LoyaltyError, ProgramNotActive, ValidationFailed
-from loyalty.models import Bucket, LedgerEntry, Member, Program, Transaction
-from loyalty.services.events import EventType, member_event_record
+from loyalty.models import (
+    Bucket,
+    LedgerEntry,
+    Member,
+    MemberEvent,
+    Program,
+    TierHistory,
+    Transaction,
+)
+from loyalty.services.events import EventType, member_event_build, member_event_record
 from loyalty.services.ledger import LedgerWriter, lock_members, settle
 from loyalty.services.posting import SYSTEM_PREFIX, transaction_post
+from loyalty.services.posting_batch import transactions_post_many
 from loyalty.services.requests import TransactionRequest
-from loyalty.services.tiers import tiers_after_merge, tiers_enrol
+from loyalty.services.tiers import tiers_after_merge, tiers_enrol, tiers_enrol_many
 
 PROFILE_FIELDS = (
     "type",
@@ -35,6 +53,9 @@ PROFILE_FIELDS = (
     "enrollment_channel",
     "attributes",
 )
+# The arguments of `member_enrol` besides the profile: the keys of a `members_enrol_many` row.
+ENROL_ARGUMENTS = ("membership_number", "referral_code", "enrolled_at")
+ENROL_CHUNK = 2000  # rows per database transaction of `members_enrol_many`
 
 
 class MemberExists(LoyaltyError):
@@ -60,82 +81,335 @@ def member_enrol(
 
     `referral_code` is the referrer's code: the referrer earns on this member's first purchase.
     """
-    if program.status != Program.Status.ACTIVE:
-        raise ProgramNotActive(f"Program {program.code} is {program.status}; it enrols no one.")
-    unknown = set(profile) - set(PROFILE_FIELDS)
-    if unknown:
-        raise ValidationFailed("Unknown member fields.", fields={k: "unknown" for k in unknown})
+    _check_enrolment(program, profile)
     now = now or timezone.now()
     referrer = None
     if referral_code:
         referrer = Member.objects.filter(program=program, referral_code=referral_code).first()
         if referrer is None:
-            raise ValidationFailed(
-                "Unknown referral code.",
-                fields={
-                    "referral_code": f"No member of {program.code} has code {referral_code!r}."
-                },
-            )
-    number = membership_number or _free_membership_number(program)
+            raise _unknown_referral(program, referral_code)
+    number = membership_number or _free_membership_numbers(program, 1)[0]
     try:
         with db_transaction.atomic():
-            member = Member.objects.create(
-                program=program,
-                membership_number=number,
-                referral_code=_free_referral_code(),
-                referred_by=referrer,
-                enrolled_at=enrolled_at or now,
-                **profile,
+            member = _member_build(
+                program, number, _free_referral_codes(1)[0], referrer, enrolled_at or now, profile
             )
-            # Every member holds each tier group's base tier from enrolment (SPEC §5).
+            member.save(force_insert=True)
             tiers = tiers_enrol(member=member)
             member_event_record(
                 member=member,
                 type=EventType.ENROLLED,
-                payload={
-                    "membership_number": member.membership_number,
-                    "enrollment_channel": member.enrollment_channel,
-                    "referred_by": referrer.membership_number if referrer else None,
-                    "tiers": {change.group.code: change.to_tier.code for change in tiers},
-                },
+                payload=_enrolled_payload(member, referrer, tiers),
                 occurred_at=member.enrolled_at,
             )
-            # Only active members earn (SPEC §1): an import may enrol an inactive, suspended
-            # or closed member, who gets no enrollment accrual.
-            if member.status == Member.Status.ACTIVE:
-                transaction_post(
-                    program=program,
-                    request=TransactionRequest(
-                        external_id=f"{SYSTEM_PREFIX}enrollment:{member.membership_number}",
-                        member=member.membership_number,
-                        type="accrual",
-                        subtype="enrollment",
-                        channel=profile.get("enrollment_channel", "") or "",
-                        occurred_at=member.enrolled_at,
-                    ),
-                    actor=actor or "system",
-                    now=now,
-                )
+            request = _enrollment_request(member)
+            if request is not None:
+                transaction_post(program=program, request=request, actor=actor or "system", now=now)
     except IntegrityError as exc:
-        raise MemberExists(
-            f"Membership number {number!r} is already taken in {program.code}.",
-            fields={"membership_number": "already exists"},
-        ) from exc
+        raise _number_taken(program, number) from exc
     return member
 
 
-def _free_membership_number(program: Program) -> str:
-    while True:
-        number = codes.membership_number()
-        if not Member.objects.filter(program=program, membership_number=number).exists():
-            return number
+@dataclass
+class EnrolOutcome:
+    """What became of one row of `members_enrol_many`: the member enrolled, or the error
+    `member_enrol` raises for that row (a LoyaltyError; a DataError for a value the database
+    refuses, such as a text longer than its column)."""
+
+    row: dict
+    member: Member | None = None
+    error: Exception | None = None
 
 
-def _free_referral_code() -> str:
+def members_enrol_many(
+    *,
+    program: Program,
+    rows: Sequence[dict],
+    actor: str = "",
+    now: dt.datetime | None = None,
+) -> list[EnrolOutcome]:
+    """`member_enrol` for each row (a dict of its keyword arguments besides program, actor
+    and now), in order, with the same result: one outcome per row, in the same order.
+
+    Why: an import enrols thousands of members, and `member_enrol` costs some thirty queries
+    each. Here a chunk of rows costs a handful: members, base tiers and `enrolled` events in
+    bulk inserts, the enrollment accruals through `transactions_post_many`. Each chunk is one
+    database transaction, so a crash leaves whole members (with their accrual) or none.
+
+    A refused row writes nothing and the others go on. A refused enrollment accrual refuses
+    its row (as in `member_enrol`): the chunk is rolled back and done again without it. When
+    the database refuses a bulk insert (a value too long, a number taken meanwhile), the
+    chunk is rolled back and done again in halves, down to the row, which `member_enrol`
+    itself then enrols or refuses.
+    """
+    now = now or timezone.now()
+    outcomes: list[EnrolOutcome] = []
+    for start in range(0, len(rows), ENROL_CHUNK):
+        outcomes.extend(_enrol_rows(program, rows[start : start + ENROL_CHUNK], actor, now))
+    return outcomes
+
+
+class _AccrualsRefused(Exception):
+    """Enrollment accruals of a chunk were refused (row index -> error): `member_enrol`
+    would refuse those rows with those errors."""
+
+    def __init__(self, refused: dict[int, Exception]):
+        super().__init__(refused)
+        self.refused = refused
+
+
+def _enrol_rows(
+    program: Program, rows: Sequence[dict], actor: str, now: dt.datetime
+) -> list[EnrolOutcome]:
+    refused: dict[int, Exception] = {}
     while True:
-        code = codes.referral_code()
-        if not Member.objects.filter(referral_code=code).exists():
-            return code
+        try:
+            with db_transaction.atomic():
+                return _enrol_chunk(program, rows, actor, now, refused)
+        except _AccrualsRefused as error:
+            refused.update(error.refused)  # each round refuses one row more at least
+        except (IntegrityError, DataError):
+            if len(rows) == 1:
+                return [_enrol_one(program, rows[0], actor, now)]
+            half = len(rows) // 2
+            return _enrol_rows(program, rows[:half], actor, now) + _enrol_rows(
+                program, rows[half:], actor, now
+            )
+
+
+def _enrol_one(program: Program, row: dict, actor: str, now: dt.datetime) -> EnrolOutcome:
+    try:
+        member = member_enrol(program=program, actor=actor, now=now, **row)
+    except (LoyaltyError, DataError) as error:
+        return EnrolOutcome(row, error=error)
+    return EnrolOutcome(row, member=member)
+
+
+def _enrol_chunk(
+    program: Program,
+    rows: Sequence[dict],
+    actor: str,
+    now: dt.datetime,
+    refused: dict[int, Exception],
+) -> list[EnrolOutcome]:
+    """The rows in bulk, but those whose accrual was `refused` in an earlier round."""
+    outcomes = [EnrolOutcome(row, error=refused.get(index)) for index, row in enumerate(rows)]
+    arguments = [_split_row(row) for row in rows]
+    wanted_codes = {code for _, code, _, _ in arguments if code}
+    referrers = (
+        {
+            m.referral_code: m
+            for m in Member.objects.filter(program=program, referral_code__in=wanted_codes)
+        }
+        if wanted_codes
+        else {}
+    )
+    given = {number for number, _, _, _ in arguments if number}
+    taken = (
+        set(
+            Member.objects.filter(program=program, membership_number__in=given).values_list(
+                "membership_number", flat=True
+            )
+        )
+        if given
+        else set()
+    )
+    accepted: list[tuple[EnrolOutcome, str, Member | None, dt.datetime, dict]] = []
+    for outcome, (number, code, enrolled_at, profile) in zip(outcomes, arguments, strict=True):
+        if outcome.error is not None:
+            continue
+        # The checks of `member_enrol`, in its order.
+        try:
+            _check_enrolment(program, profile)
+            referrer = None
+            if code:
+                referrer = referrers.get(code)
+                if referrer is None:
+                    raise _unknown_referral(program, code)
+            if number:
+                if number in taken:  # stored, or enrolled by an earlier row
+                    raise _number_taken(program, number)
+                taken.add(number)
+        except LoyaltyError as error:
+            outcome.error = error
+            continue
+        accepted.append((outcome, number, referrer, enrolled_at or now, profile))
+    if not accepted:
+        return outcomes
+    generated = iter(
+        _free_membership_numbers(program, sum(1 for a in accepted if not a[1]), avoid=given)
+    )
+    referral_codes = iter(_free_referral_codes(len(accepted)))
+    members = []
+    for outcome, number, referrer, enrolled_at, profile in accepted:
+        outcome.member = _member_build(
+            program,
+            number or next(generated),
+            next(referral_codes),
+            referrer,
+            enrolled_at,
+            profile,
+        )
+        members.append(outcome.member)
+    Member.objects.bulk_create(members)
+    tiers: dict[int, list[TierHistory]] = {}
+    for change in tiers_enrol_many(members=members):
+        tiers.setdefault(change.member_id, []).append(change)
+    MemberEvent.objects.bulk_create(
+        member_event_build(
+            member=member,
+            type=EventType.ENROLLED,
+            payload=_enrolled_payload(member, member.referred_by, tiers.get(member.pk, [])),
+            occurred_at=member.enrolled_at,
+        )
+        for member in members
+    )
+    requesting = [
+        (index, request)
+        for index, outcome in enumerate(outcomes)
+        if outcome.member is not None
+        and (request := _enrollment_request(outcome.member)) is not None
+    ]
+    posted = transactions_post_many(
+        program=program,
+        requests=[request for _, request in requesting],
+        actor=actor or "system",
+        now=now,
+    )
+    refusals = {
+        index: result.error or LoyaltyError(f"The enrollment accrual was {result.status}.")
+        for (index, _), result in zip(requesting, posted, strict=True)
+        if result.transaction is None
+    }
+    if refusals:
+        raise _AccrualsRefused(refusals)
+    return outcomes
+
+
+# --- the rules of enrolment, shared by both doors ------------------------------------------
+
+
+def _check_enrolment(program: Program, profile: dict) -> None:
+    """Only an active program enrols, and only the profile fields are set at enrolment."""
+    if program.status != Program.Status.ACTIVE:
+        raise ProgramNotActive(f"Program {program.code} is {program.status}; it enrols no one.")
+    unknown = set(profile) - set(PROFILE_FIELDS)
+    if unknown:
+        raise ValidationFailed("Unknown member fields.", fields={k: "unknown" for k in unknown})
+
+
+def _split_row(row: dict) -> tuple[str, str, dt.datetime | None, dict]:
+    """A `members_enrol_many` row as `member_enrol` reads its keyword arguments."""
+    profile = {k: v for k, v in row.items() if k not in ENROL_ARGUMENTS}
+    return (
+        row.get("membership_number", ""),
+        row.get("referral_code", ""),
+        row.get("enrolled_at"),
+        profile,
+    )
+
+
+def _unknown_referral(program: Program, code: str) -> ValidationFailed:
+    return ValidationFailed(
+        "Unknown referral code.",
+        fields={"referral_code": f"No member of {program.code} has code {code!r}."},
+    )
+
+
+def _number_taken(program: Program, number: str) -> MemberExists:
+    return MemberExists(
+        f"Membership number {number!r} is already taken in {program.code}.",
+        fields={"membership_number": "already exists"},
+    )
+
+
+def _member_build(
+    program: Program,
+    number: str,
+    referral_code: str,
+    referrer: Member | None,
+    enrolled_at: dt.datetime,
+    profile: dict,
+) -> Member:
+    return Member(
+        program=program,
+        membership_number=number,
+        referral_code=referral_code,
+        referred_by=referrer,
+        enrolled_at=enrolled_at,
+        **profile,
+    )
+
+
+def _enrolled_payload(
+    member: Member, referrer: Member | None, tiers: Sequence[TierHistory]
+) -> dict:
+    """The `enrolled` event: every member holds each tier group's base tier from enrolment
+    (SPEC §5), written before it."""
+    return {
+        "membership_number": member.membership_number,
+        "enrollment_channel": member.enrollment_channel,
+        "referred_by": referrer.membership_number if referrer else None,
+        "tiers": {change.group.code: change.to_tier.code for change in tiers},
+    }
+
+
+def _enrollment_request(member: Member) -> TransactionRequest | None:
+    """The enrollment accrual of a new member. Only active members earn (SPEC §1): an import
+    may enrol an inactive, suspended or closed member, who gets none."""
+    if member.status != Member.Status.ACTIVE:
+        return None
+    return TransactionRequest(
+        external_id=f"{SYSTEM_PREFIX}enrollment:{member.membership_number}",
+        member=member.membership_number,
+        type="accrual",
+        subtype="enrollment",
+        channel=member.enrollment_channel or "",
+        occurred_at=member.enrolled_at,
+    )
+
+
+def _free_membership_numbers(
+    program: Program, count: int, *, avoid: set[str] = frozenset()
+) -> list[str]:
+    """`count` distinct generated membership numbers that no member of `program` holds (nor
+    any of `avoid`): one query per round, and a second round is rare."""
+    return _free(
+        codes.membership_number,
+        count,
+        avoid,
+        lambda batch: Member.objects.filter(
+            program=program, membership_number__in=batch
+        ).values_list("membership_number", flat=True),
+    )
+
+
+def _free_referral_codes(count: int) -> list[str]:
+    """`count` distinct referral codes that no member holds (they are unique across
+    programs): one query per round."""
+    return _free(
+        codes.referral_code,
+        count,
+        set(),
+        lambda batch: Member.objects.filter(referral_code__in=batch).values_list(
+            "referral_code", flat=True
+        ),
+    )
+
+
+def _free(generate, count: int, avoid, stored) -> list[str]:
+    found: list[str] = []
+    seen = set(avoid)
+    while len(found) < count:
+        batch = []
+        while len(batch) < count - len(found):
+            code = generate()
+            if code not in seen:
+                seen.add(code)
+                batch.append(code)
+        taken = set(stored(batch))
+        found.extend(code for code in batch if code not in taken)
+    return found
 
 
 def member_update(*, member: Member, actor: str = "", **changes) -> Member:

@@ -100,8 +100,16 @@ class PostingContext:
     _rules: list[EarningRule] | None = None
     _partners: dict[str, Partner] = field(default_factory=dict)
     _line_partners: dict[tuple[str, str], int | None] = field(default_factory=dict)
-    # Awards of capped rules decided but not yet written (batched posting).
-    unsaved_awards: dict[tuple[int, int], list[dt.date]] = field(default_factory=dict)
+    # Batched posting: every award of the capped rules to the run's members (read once,
+    # plus those decided but not yet written), so caps need no query per transaction.
+    award_days: dict[tuple[int, int], list[dt.date]] | None = None
+
+    def capped_rules(self) -> list[EarningRule]:
+        return [
+            r
+            for r in self.rules()
+            if r.award.get("max_per_member_per_day") or r.award.get("max_per_member_per_month")
+        ]
 
     def currencies(self) -> dict[str, Currency]:
         if self._currencies is None:
@@ -375,13 +383,15 @@ def rule_snapshots(
     occurred_at: dt.datetime,
     earning_rules: list[EarningRule],
     snapshot: rules.TransactionSnapshot | None = None,
-    unsaved_awards: dict[tuple[int, int], list[dt.date]] | None = None,
+    award_days: dict[tuple[int, int], list[dt.date]] | None = None,
 ) -> list[rules.RuleSnapshot]:
     """Rules as the engine sees them, with the member's prior awards for capped rules.
 
     Given the transaction `snapshot`, prior awards are counted only for capped rules whose
-    conditions hold (the count cannot matter for the others). `unsaved_awards` adds awards
-    a deferred writer holds but has not written yet: (rule id, member id) -> local dates.
+    conditions hold (the count cannot matter for the others). `award_days`, when given, is
+    every prior award of the capped rules instead of a query: (rule id, member id) -> local
+    dates of their transactions (batched posting reads them once per run, and adds the
+    awards it has decided but not written yet).
     """
     local_day = dates.local_date(occurred_at, program.timezone)
     day_start = dates.start_of_day(local_day, program.timezone)
@@ -408,26 +418,28 @@ def rule_snapshots(
         if capped and (
             snapshot is None or rules.first_failed_condition(rule_snapshot, snapshot) is None
         ):
-            counts = LedgerEntry.objects.filter(
-                rule=rule,
-                member=member,
-                kind=LedgerEntry.Kind.ACCRUAL,
-                transaction__occurred_at__gte=month_start,
-                transaction__occurred_at__lt=month_end,
-            ).aggregate(
-                month=Count("id"),
-                day=Count(
-                    "id",
-                    filter=Q(
-                        transaction__occurred_at__gte=day_start,
-                        transaction__occurred_at__lt=day_end,
+            if award_days is not None:
+                days = award_days.get((rule.id, member.id), ())
+                today = sum(day == local_day for day in days)
+                this_month = sum(month_first <= day < next_month for day in days)
+            else:
+                counts = LedgerEntry.objects.filter(
+                    rule=rule,
+                    member=member,
+                    kind=LedgerEntry.Kind.ACCRUAL,
+                    transaction__occurred_at__gte=month_start,
+                    transaction__occurred_at__lt=month_end,
+                ).aggregate(
+                    month=Count("id"),
+                    day=Count(
+                        "id",
+                        filter=Q(
+                            transaction__occurred_at__gte=day_start,
+                            transaction__occurred_at__lt=day_end,
+                        ),
                     ),
-                ),
-            )
-            today, this_month = counts["day"], counts["month"]
-            for day in (unsaved_awards or {}).get((rule.id, member.id), ()):
-                today += day == local_day
-                this_month += month_first <= day < next_month
+                )
+                today, this_month = counts["day"], counts["month"]
             rule_snapshot = replace(rule_snapshot, awards_today=today, awards_this_month=this_month)
         snapshots.append(rule_snapshot)
     return snapshots
@@ -526,7 +538,7 @@ def accrual_prepare(
             request.occurred_at,
             context.rules(),
             snapshot,
-            context.unsaved_awards,
+            context.award_days,
         ),
         {code: c.scale for code, c in currencies.items()},
     )

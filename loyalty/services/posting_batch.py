@@ -33,7 +33,15 @@ from django.utils import timezone
 from loyalty import dates
 from loyalty.bulk import bulk_update_values
 from loyalty.exceptions import IdempotencyConflict, LoyaltyError
-from loyalty.models import Bucket, Currency, Member, Program, Transaction, TransactionLine
+from loyalty.models import (
+    Bucket,
+    Currency,
+    LedgerEntry,
+    Member,
+    Program,
+    Transaction,
+    TransactionLine,
+)
 from loyalty.services.ledger import LedgerWriter, lock_members, settle_buckets
 from loyalty.services.posting import (
     PostingContext,
@@ -176,7 +184,7 @@ class _BatchPoster:
             with db_transaction.atomic():
                 created = self._post_run([requests[i] for i in run])
         except (IntegrityError, DataError):
-            self.context.unsaved_awards.clear()
+            self.context.award_days = None
             # Someone else posted one of these external ids meanwhile: post them one by one,
             # which replays what exists and creates the rest.
             for index in run:
@@ -206,6 +214,7 @@ class _BatchPoster:
                 ).values_list("id", flat=True)
             ).values()
         }
+        self.context.award_days = self._award_days(members_by_number.values(), requests)
         writer = LedgerWriter(now=self.now, deferred=True)
         writer.preload_balances(m.id for m in members_by_number.values())
         due = _DueBuckets(self.program, list(members_by_number.values()), self._latest(requests))
@@ -239,19 +248,47 @@ class _BatchPoster:
         Transaction.objects.bulk_create([a.txn for a in prepared])
         TransactionLine.objects.bulk_create([line for a in prepared for line in a.lines])
         writer.flush()
-        self.context.unsaved_awards.clear()
+        self.context.award_days = None
         active = {a.txn.member_id: a.txn.member for a in prepared}
         bulk_update_values(Member, list(active.values()), ["last_activity_at"])
         # Immediate tier upgrades, transaction by transaction as a single post makes them
         # (each dated on its transaction and reading QP up to it).
+        qualifying = [
+            accrual
+            for accrual in prepared
+            if any(c.currency.id in self.tier_currency_ids for c in accrual.credits)
+        ]
+        moved: dict[int, dict[int, int]] = {}
+        for accrual in qualifying:
+            points = moved.setdefault(accrual.txn.pk, {})
+            for credit in accrual.credits:
+                points[credit.currency.id] = points.get(credit.currency.id, 0) + credit.points
         tiers_after_posting_many(
-            postings=[
-                (accrual.txn, self.now_for(accrual.request))
-                for accrual in prepared
-                if any(c.currency.id in self.tier_currency_ids for c in accrual.credits)
-            ]
+            postings=[(a.txn, self.now_for(a.request)) for a in qualifying], moved=moved
         )
         return outcomes
+
+    def _award_days(self, members, requests) -> dict[tuple[int, int], list[dt.date]]:
+        """Every award of the capped rules to these members in the months of `requests`."""
+        capped = self.context.capped_rules()
+        if not capped:
+            return {}
+        tz_name = self.program.timezone
+        months = [dates.month_bounds(dates.local_date(r.occurred_at, tz_name)) for r in requests]
+        start = dates.start_of_day(min(first for first, _ in months), tz_name)
+        end = dates.start_of_day(max(after for _, after in months), tz_name)
+        award_days: dict[tuple[int, int], list[dt.date]] = {}
+        rows = LedgerEntry.objects.filter(
+            rule__in=capped,
+            member_id__in=[m.id for m in members],
+            kind=LedgerEntry.Kind.ACCRUAL,
+            transaction__occurred_at__gte=start,
+            transaction__occurred_at__lt=end,
+        ).values_list("rule_id", "member_id", "transaction__occurred_at")
+        for rule_id, member_id, occurred_at in rows:
+            day = dates.local_date(occurred_at, tz_name)
+            award_days.setdefault((rule_id, member_id), []).append(day)
+        return award_days
 
     def _note_capped_awards(self, member: Member, accrual: PreparedAccrual) -> None:
         day = dates.local_date(accrual.txn.occurred_at, self.program.timezone)
@@ -261,7 +298,7 @@ class _BatchPoster:
                 rule.award.get("max_per_member_per_day")
                 or rule.award.get("max_per_member_per_month")
             ):
-                self.context.unsaved_awards.setdefault((rule.id, member.id), []).append(day)
+                self.context.award_days.setdefault((rule.id, member.id), []).append(day)
 
     def _latest(self, requests: list[TransactionRequest]) -> dt.datetime:
         return max(self.now_for(r) for r in requests)

@@ -23,6 +23,7 @@ What this module guarantees (all dates in the program's timezone):
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction as db_transaction
@@ -31,6 +32,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from loyalty import dates
+from loyalty.bulk import bulk_update_values
 from loyalty.exceptions import LoyaltyError, ValidationFailed
 from loyalty.models import (
     Bucket,
@@ -261,26 +263,24 @@ def _change(
     actor: str = "",
     note: str = "",
 ) -> TierHistory:
-    old = state.tier if state.pk else None
-    state.tier = tier
-    state.valid_from = valid_from
-    state.valid_until = valid_until
-    state.save()
-    history = TierHistory.objects.create(
-        member=member,
-        group=group,
-        from_tier=old,
-        to_tier=tier,
+    history = _move(
+        member,
+        group,
+        state,
+        tier=tier,
         reason=reason,
         occurred_at=occurred_at,
         valid_from=valid_from,
         valid_until=valid_until,
-        qualifying_points=qp,
-        period_start=period.start if period else None,
+        qp=qp,
+        period=period,
         transaction=transaction,
         actor=actor,
         note=note,
     )
+    state.save()
+    history.save(force_insert=True)
+    old = history.from_tier
     if old is not None and old.pk != tier.pk:
         up = tier.threshold > old.threshold
         member_event_record(
@@ -298,6 +298,45 @@ def _change(
             occurred_at=occurred_at,
         )
     return history
+
+
+def _move(
+    member: Member,
+    group: TierGroup,
+    state: MemberTier,
+    *,
+    tier: Tier,
+    reason: str,
+    occurred_at: dt.datetime,
+    valid_from: dt.date,
+    valid_until: dt.date | None,
+    qp: int | None = None,
+    period: Period | None = None,
+    transaction: Transaction | None = None,
+    actor: str = "",
+    note: str = "",
+) -> TierHistory:
+    """The state moved to `tier` (unsaved) and its history row (unsaved): what `_change`
+    writes one at a time and `tiers_enrol_many` in bulk."""
+    old = state.tier if state.pk else None
+    state.tier = tier
+    state.valid_from = valid_from
+    state.valid_until = valid_until
+    return TierHistory(
+        member=member,
+        group=group,
+        from_tier=old,
+        to_tier=tier,
+        reason=reason,
+        occurred_at=occurred_at,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        qualifying_points=qp,
+        period_start=period.start if period else None,
+        transaction=transaction,
+        actor=actor,
+        note=note,
+    )
 
 
 def _upgrade(
@@ -436,8 +475,23 @@ def _advance(
 # --- the posting hook -----------------------------------------------------------------------------
 
 
+@dataclass
+class _BatchReads:
+    """What `tiers_after_posting_many` already read, handed to each hook call: the groups,
+    the member states (the same objects the calls update), and each transaction's points
+    by currency (the batch wrote them)."""
+
+    groups: list[TierGroup]
+    states: dict[tuple[int, int], MemberTier]
+    moved: dict[int, dict[int, int]]  # transaction id -> currency id -> points
+
+
 def tiers_after_posting(
-    *, member: Member, transaction: Transaction, now: dt.datetime
+    *,
+    member: Member,
+    transaction: Transaction,
+    now: dt.datetime,
+    _reads: _BatchReads | None = None,
 ) -> list[TierHistory]:
     """Immediate upgrade (rule 2) after a transaction's entries are written: in every tier
     group whose qualifying currency the transaction touched, catch up what is due before it,
@@ -447,31 +501,48 @@ def tiers_after_posting(
     member's lock); writes tier state, history and events, never ledger entries. `now` is the
     posting clock; the upgrade is dated on the transaction's `occurred_at`.
     """
-    groups = program_tier_groups(member.program_id)
+    groups = _reads.groups if _reads else program_tier_groups(member.program_id)
     if not groups:
         return []
-    moved = dict(
-        LedgerEntry.objects.filter(transaction=transaction, member=member)
-        .exclude(kind__in=NOT_QUALIFYING_KINDS)
-        .values_list("currency_id")
-        .annotate(points=Sum("points"))
-        .values_list("currency_id", "points")
-    )
+    if _reads is not None:
+        moved = _reads.moved[transaction.pk]
+    else:
+        moved = dict(
+            LedgerEntry.objects.filter(transaction=transaction, member=member)
+            .exclude(kind__in=NOT_QUALIFYING_KINDS)
+            .values_list("currency_id")
+            .annotate(points=Sum("points"))
+            .values_list("currency_id", "points")
+        )
     changes = []
     for group in groups:
         if group.qualifying_currency_id not in moved:
             continue
         earned = moved[group.qualifying_currency_id] > 0
-        changes.extend(_evaluate_posting(member, group, transaction, now, earned=earned))
+        changes.extend(
+            _evaluate_posting(
+                member,
+                group,
+                transaction,
+                now,
+                earned=earned,
+                states=_reads.states if _reads else None,
+            )
+        )
     return changes
 
 
-def tiers_after_posting_many(*, postings: list[tuple[Transaction, dt.datetime]]) -> None:
+def tiers_after_posting_many(
+    *,
+    postings: list[tuple[Transaction, dt.datetime]],
+    moved: dict[int, dict[int, int]],
+) -> None:
     """`tiers_after_posting` for each (transaction, now) of a batch of accruals, in order,
     with the same result, skipping in a few queries the members for whom it would change
     nothing: their state exists, is not due for assessment, stays in its qualifying period,
     and even every positive qualifying entry of that period together stays below the next
-    tier. (Used by batched posting; each transaction's entries are in the database.)"""
+    tier. (Used by batched posting; each transaction's entries are in the database, and
+    `moved` gives its points by currency: transaction id -> currency id -> points.)"""
     if not postings:
         return
     program_id = postings[0][0].program_id
@@ -482,46 +553,59 @@ def tiers_after_posting_many(*, postings: list[tuple[Transaction, dt.datetime]])
     for txn, now in postings:
         by_member.setdefault(txn.member_id, []).append((txn, now))
     needed: set[int] = set()
+    states: dict[tuple[int, int], MemberTier] = {}
     for group in groups:
-        needed |= _members_who_may_change(group, by_member)
+        needed |= _members_who_may_change(group, by_member, states)
+    reads = _BatchReads(groups=groups, states=states, moved=moved)
     for txn, now in postings:
         if txn.member_id in needed:
-            tiers_after_posting(member=txn.member, transaction=txn, now=now)
+            tiers_after_posting(member=txn.member, transaction=txn, now=now, _reads=reads)
 
 
 def _members_who_may_change(
-    group: TierGroup, by_member: dict[int, list[tuple[Transaction, dt.datetime]]]
+    group: TierGroup,
+    by_member: dict[int, list[tuple[Transaction, dt.datetime]]],
+    loaded: dict[tuple[int, int], MemberTier],
 ) -> set[int]:
+    """The members whose postings need the full hook in this group. For the others, the
+    hook would at most move their stored qualifying period forward: that is done here."""
     states = {
         s.member_id: s
         for s in MemberTier.objects.filter(
             group=group, member_id__in=list(by_member)
         ).select_related("tier")
     }
+    loaded.update(((member_id, group.pk), state) for member_id, state in states.items())
     top = len(ladder(group)) - 1
     may_change: set[int] = set()
-    bounds: dict[tuple[dt.date, dt.date], list[int]] = {}
+    # (period start, end) -> members whose upgrade test reads that period's QP
+    reads: dict[tuple[dt.date, dt.date], set[int]] = {}
+    rolls: dict[int, dt.date] = {}  # member -> the latest day a hook would roll to
     for member_id, postings in by_member.items():
         state = states.get(member_id)
         if state is None:
             may_change.add(member_id)
             continue
-        tz_name = postings[0][0].member.program.timezone
+        member = postings[0][0].member
+        tz_name = member.program.timezone
         latest = max(txn.occurred_at for txn, _ in postings)
-        due = state.valid_until is not None and (
+        if state.valid_until is not None and (
             dates.start_of_day(state.valid_until + DAY, tz_name) <= latest
-        )
-        days = [
-            min(dates.local_date(txn.occurred_at, tz_name), dates.local_date(now, tz_name))
-            for txn, now in postings
-        ] + [dates.local_date(txn.occurred_at, tz_name) for txn, _ in postings]
-        outside = any(not (state.period_start <= day <= state.period_end) for day in days)
-        if due or outside:
-            may_change.add(member_id)
-        elif rank(group, state.tier) < top:
-            bounds.setdefault((state.period_start, state.period_end), []).append(member_id)
-    for (start, end), member_ids in bounds.items():
-        tz_name = by_member[member_ids[0]][0][0].member.program.timezone
+        ):
+            may_change.add(member_id)  # an assessment is due first
+            continue
+        start = enrolled_on(member)
+        for txn, now in postings:
+            day = dates.local_date(txn.occurred_at, tz_name)
+            current_day = min(day, dates.local_date(now, tz_name))
+            rolls[member_id] = max(rolls.get(member_id, current_day), current_day)
+            if rank(group, state.tier) < top:
+                period = period_containing(group, start, day)
+                reads.setdefault((period.start, period.end), set()).add(member_id)
+    for (start, end), member_ids in reads.items():
+        tz_name = by_member[next(iter(member_ids))][0][0].member.program.timezone
+        # No more than every positive qualifying entry of the period: the QP before any
+        # instant cannot exceed it.
         ceiling = dict(
             group_qualifying_entries(group)
             .filter(
@@ -539,6 +623,15 @@ def _members_who_may_change(
             next_tier = ladder(group)[rank(group, state.tier) + 1]
             if ceiling.get(member_id, 0) >= next_tier.threshold * group.qualifying_currency.scale:
                 may_change.add(member_id)
+    rolled = []
+    for member_id, day in rolls.items():
+        state = states[member_id]
+        if member_id not in may_change and _roll_period(
+            by_member[member_id][0][0].member, group, state, day
+        ):
+            state.updated_at = timezone.now()
+            rolled.append(state)
+    bulk_update_values(MemberTier, rolled, ["period_start", "period_end", "updated_at"])
     return may_change
 
 
@@ -549,6 +642,7 @@ def _evaluate_posting(
     now: dt.datetime,
     *,
     earned: bool,
+    states: dict[tuple[int, int], MemberTier] | None = None,
 ) -> list[TierHistory]:
     if not ladder(group):
         return []
@@ -557,7 +651,9 @@ def _evaluate_posting(
     day = dates.local_date(at, tz_name)
     # The stored period never runs ahead of the clock (a future-dated transaction).
     current_day = min(day, dates.local_date(now, tz_name))
-    state = _state(member, group, current_day)
+    state = (states or {}).get((member.pk, group.pk)) or _state(member, group, current_day)
+    if states is not None:
+        states[(member.pk, group.pk)] = state
     changes = []
     if state.valid_until is not None and dates.start_of_day(state.valid_until + DAY, tz_name) <= at:
         changes.extend(_advance(member, group, state, at + TICK))
@@ -591,37 +687,65 @@ def _evaluate_posting(
 
 def tiers_enrol(*, member: Member) -> list[TierHistory]:
     """Every member holds each group's base tier from enrolment (inside `member_enrol`)."""
-    start = enrolled_on(member)
-    changes = []
-    groups = TierGroup.objects.filter(program_id=member.program_id).select_related(
-        "qualifying_currency"
+    return tiers_enrol_many(members=[member])
+
+
+def tiers_enrol_many(*, members: Sequence[Member]) -> list[TierHistory]:
+    """`tiers_enrol` for members of one program (inside `members_enrol_many`): each one's base
+    tier in every group with tiers that it holds no state in yet, in a few queries whatever
+    the number of members. Returns the history rows, member by member, groups in id order.
+    Writes no event: nobody changes tier at enrolment."""
+    if not members:
+        return []
+    program_id = members[0].program_id
+    if any(m.program_id != program_id for m in members):
+        raise ValueError("tiers_enrol_many takes members of one program.")
+    groups = program_tier_groups(program_id)
+    if not groups:
+        return []
+    held = set(
+        MemberTier.objects.filter(
+            member_id__in=[m.pk for m in members], group__in=groups
+        ).values_list("member_id", "group_id")
     )
-    for group in groups.order_by("id"):
-        if not ladder(group) or MemberTier.objects.filter(member=member, group=group).exists():
-            continue
-        period = period_containing(group, start, start)
-        state = MemberTier(
-            member=member,
-            group=group,
-            valid_from=start,
-            period_start=period.start,
-            period_end=period.end,
-        )
-        changes.append(
-            _change(
-                member,
-                group,
-                state,
-                tier=base_tier(group),
-                reason=Reason.ENROLMENT,
-                occurred_at=member.enrolled_at,
-                valid_from=start,
-                valid_until=None,
-                period=period,
-                note="base tier from enrolment",
-            )
-        )
+    states, changes = [], []
+    for member in members:
+        for group in groups:
+            if (member.pk, group.pk) in held:
+                continue
+            state, history = _enrolment(member, group)
+            states.append(state)
+            changes.append(history)
+    MemberTier.objects.bulk_create(states)
+    TierHistory.objects.bulk_create(changes)
     return changes
+
+
+def _enrolment(member: Member, group: TierGroup) -> tuple[MemberTier, TierHistory]:
+    """A new member's state in `group` and its history row (both unsaved): the base tier
+    from the enrolment date, without end, in the qualifying period containing that date."""
+    start = enrolled_on(member)
+    period = period_containing(group, start, start)
+    state = MemberTier(
+        member=member,
+        group=group,
+        valid_from=start,
+        period_start=period.start,
+        period_end=period.end,
+    )
+    history = _move(
+        member,
+        group,
+        state,
+        tier=base_tier(group),
+        reason=Reason.ENROLMENT,
+        occurred_at=member.enrolled_at,
+        valid_from=start,
+        valid_until=None,
+        period=period,
+        note="base tier from enrolment",
+    )
+    return state, history
 
 
 def member_tier_set(

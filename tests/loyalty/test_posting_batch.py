@@ -25,6 +25,7 @@ from loyalty.models import (
     LedgerEntry,
     Member,
     MemberEvent,
+    MemberTier,
     TierHistory,
     Transaction,
 )
@@ -199,7 +200,12 @@ def _snapshot(program) -> dict:
                 for e in MemberEvent.objects.filter(member=member)
             ),
         )
+        tier_states = [
+            (t.group.code, t.tier.code, t.valid_from, t.valid_until, t.period_start, t.period_end)
+            for t in MemberTier.objects.filter(member=member).select_related("group", "tier")
+        ]
         state[member.membership_number] = {
+            "tier_states": tier_states,
             "tiers": tiers,
             "events": events,
             "entries": entries,
