@@ -18,7 +18,7 @@ from django.db import transaction as db_transaction
 from django.utils import timezone
 
 from loyalty import codes
-from loyalty.exceptions import LoyaltyError, ProgramNotActive, ValidationFailed
+from loyalty.exceptions import LoyaltyError, MemberNotActive, ProgramNotActive, ValidationFailed
 from loyalty.models import (
     Bucket,
     LedgerEntry,
@@ -419,9 +419,18 @@ def member_update(*, member: Member, actor: str = "", **changes) -> Member:
         raise ValidationFailed(
             "These member fields cannot be changed.", fields={k: "read-only" for k in unknown}
         )
-    for name, value in changes.items():
-        setattr(member, name, value)
-    member.save(update_fields=[*changes, "updated_at"])
+    with db_transaction.atomic():
+        current = lock_members([member.id])[member.id]
+        if current.merged_into_id or current.erased_at:
+            # A merged member's points and history live on in the survivor, an erased
+            # member's data is gone: neither can be reopened or written to again.
+            state = "merged into another member" if current.merged_into_id else "erased"
+            raise MemberNotActive(
+                f"Member {member.membership_number} was {state}; it cannot change."
+            )
+        for name, value in changes.items():
+            setattr(member, name, value)
+        member.save(update_fields=[*changes, "updated_at"])
     return member
 
 

@@ -17,7 +17,7 @@ from loyalty.exceptions import (
 from loyalty.models import Balance, Bucket, BucketAllocation, LedgerEntry, Member, Transaction
 from loyalty.selectors import ledger_drifts
 from loyalty.services.escrow import points_release_due
-from loyalty.services.members import InvalidMerge, member_erase, member_merge
+from loyalty.services.members import InvalidMerge, member_erase, member_merge, member_update
 from loyalty.services.posting import UnknownMember
 from loyalty.services.transfer import points_transfer
 from tests.factories import MemberFactory, ProgramFactory
@@ -388,3 +388,19 @@ def test_erased_member_cannot_earn_or_redeem(base_rules, member, pts, post):
         post(member, amount=10, now=T0)
     with pytest.raises(MemberNotActive):
         post(member, "redemption", points=10, points_currency="PTS", now=T0)
+
+
+def test_a_merged_or_erased_member_cannot_be_reopened(program, member, duplicate):
+    # given a merged duplicate and an erased member
+    member_merge(survivor=member, duplicate=duplicate, now=T0)
+    erased = MemberFactory(program=program)
+    member_erase(member=erased, now=T0)
+
+    # then neither can be set active again, nor changed
+    for closed in (duplicate, erased):
+        with pytest.raises(MemberNotActive):
+            member_update(member=closed, status="active")
+        closed.refresh_from_db()
+        assert closed.status == "closed"
+    with pytest.raises(MemberNotActive, match="erased"):
+        member_update(member=erased, email="back@example.com")
