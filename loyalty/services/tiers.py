@@ -247,40 +247,13 @@ def _roll_period(member: Member, group: TierGroup, state: MemberTier, day: dt.da
     return True
 
 
-def _change(
-    member: Member,
-    group: TierGroup,
-    state: MemberTier,
-    *,
-    tier: Tier,
-    reason: str,
-    occurred_at: dt.datetime,
-    valid_from: dt.date,
-    valid_until: dt.date | None,
-    qp: int | None = None,
-    period: Period | None = None,
-    transaction: Transaction | None = None,
-    actor: str = "",
-    note: str = "",
-) -> TierHistory:
-    history = _move(
-        member,
-        group,
-        state,
-        tier=tier,
-        reason=reason,
-        occurred_at=occurred_at,
-        valid_from=valid_from,
-        valid_until=valid_until,
-        qp=qp,
-        period=period,
-        transaction=transaction,
-        actor=actor,
-        note=note,
-    )
+def _change(member: Member, group: TierGroup, state: MemberTier, **move) -> TierHistory:
+    """`_move` (same keyword arguments) written at once, with the member event of a change
+    of tier."""
+    history = _move(member, group, state, **move)
     state.save()
     history.save(force_insert=True)
-    old = history.from_tier
+    old, tier = history.from_tier, history.to_tier
     if old is not None and old.pk != tier.pk:
         up = tier.threshold > old.threshold
         member_event_record(
@@ -291,11 +264,11 @@ def _change(
                 "from_tier": old.code,
                 "to_tier": tier.code,
                 "tier_name": tier.name,
-                "reason": reason,
-                "valid_from": valid_from,
-                "valid_until": valid_until,
+                "reason": history.reason,
+                "valid_from": history.valid_from,
+                "valid_until": history.valid_until,
             },
-            occurred_at=occurred_at,
+            occurred_at=history.occurred_at,
         )
     return history
 
