@@ -138,6 +138,29 @@ class CurrencyCodeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class MemberColumnsMixin:
+    """List columns of rows that belong to a member (and a currency): the member as a link
+    to its page, the currency code; sortable."""
+
+    @admin.display(description="member", ordering="member__membership_number")
+    def member_number(self, obj):
+        return link(obj.member, obj.member.membership_number)
+
+    @admin.display(description="currency", ordering="currency__code")
+    def currency_code(self, obj) -> str:
+        return obj.currency.code
+
+
+def units_column(field: str, description: str = ""):
+    """A sortable list column showing an integer points field in its currency's units."""
+
+    @admin.display(description=description or field.replace("_", " "), ordering=field)
+    def column(self, obj) -> str:
+        return units(getattr(obj, field), obj.currency)
+
+    return column
+
+
 class ReadOnlyAdminMixin:
     """History: viewable by whoever may view it, never added, changed or deleted here."""
 
@@ -961,7 +984,7 @@ class TransactionLineInline(ReadOnlyAdminMixin, admin.TabularInline):
         return super().get_queryset(request).select_related("partner")
 
 
-class LedgerEntryInline(ReadOnlyAdminMixin, admin.TabularInline):
+class LedgerEntryInline(MemberColumnsMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = LedgerEntry
     fk_name = "transaction"
     extra = 0
@@ -989,14 +1012,6 @@ class LedgerEntryInline(ReadOnlyAdminMixin, admin.TabularInline):
             .order_by("id")
         )
 
-    @admin.display(description="member")
-    def member_number(self, obj: LedgerEntry):
-        return link(obj.member, obj.member.membership_number)
-
-    @admin.display(description="currency")
-    def currency_code(self, obj: LedgerEntry) -> str:
-        return obj.currency.code
-
     @admin.display(description="points")
     def signed_points(self, obj: LedgerEntry) -> str:
         return signed_units(obj.points, obj.currency)
@@ -1007,7 +1022,7 @@ class LedgerEntryInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(Transaction)
-class TransactionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class TransactionAdmin(MemberColumnsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     actions = [export_transactions_csv]
     list_display = (
         "external_id",
@@ -1055,10 +1070,6 @@ class TransactionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             .select_related("member", "program", "partner", "points_currency", "original")
         )
 
-    @admin.display(description="member", ordering="member__membership_number")
-    def member_number(self, obj: Transaction):
-        return link(obj.member, obj.member.membership_number)
-
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj: Transaction) -> str:
         return f"{obj.amount} {obj.money_currency}".strip() if obj.amount is not None else "-"
@@ -1089,7 +1100,7 @@ class TransactionLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class LedgerEntryAdmin(MemberColumnsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     actions = [export_ledger_csv]
     list_display = (
         "id",
@@ -1125,14 +1136,6 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             .select_related("member", "currency", "transaction", "rule", "partner", "program")
         )
 
-    @admin.display(description="member", ordering="member__membership_number")
-    def member_number(self, obj: LedgerEntry):
-        return link(obj.member, obj.member.membership_number)
-
-    @admin.display(description="currency", ordering="currency__code")
-    def currency_code(self, obj: LedgerEntry) -> str:
-        return obj.currency.code
-
     @admin.display(description="points", ordering="points")
     def signed_points(self, obj: LedgerEntry) -> str:
         return signed_units(obj.points, obj.currency)
@@ -1167,7 +1170,7 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Bucket)
-class BucketAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class BucketAdmin(MemberColumnsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "member_number",
@@ -1190,21 +1193,9 @@ class BucketAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("member", "currency", "entry")
 
-    @admin.display(description="member", ordering="member__membership_number")
-    def member_number(self, obj: Bucket):
-        return link(obj.member, obj.member.membership_number)
+    points_display = units_column("points")
 
-    @admin.display(description="currency", ordering="currency__code")
-    def currency_code(self, obj: Bucket) -> str:
-        return obj.currency.code
-
-    @admin.display(description="points", ordering="points")
-    def points_display(self, obj: Bucket) -> str:
-        return units(obj.points, obj.currency)
-
-    @admin.display(description="remaining", ordering="remaining")
-    def remaining_display(self, obj: Bucket) -> str:
-        return units(obj.remaining, obj.currency)
+    remaining_display = units_column("remaining")
 
     @admin.display(description="allocations")
     def allocations_table(self, obj: Bucket) -> str:
@@ -1231,7 +1222,7 @@ class BucketAllocationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Balance)
-class BalanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class BalanceAdmin(MemberColumnsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The stored cache (smallest units shown in currency units). The member page shows the
     balance "as of now", which also counts releases and expiries not yet written."""
 
@@ -1254,37 +1245,17 @@ class BalanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("member", "currency")
 
-    @admin.display(description="member", ordering="member__membership_number")
-    def member_number(self, obj: Balance):
-        return link(obj.member, obj.member.membership_number)
+    available_display = units_column("available")
 
-    @admin.display(description="currency", ordering="currency__code")
-    def currency_code(self, obj: Balance) -> str:
-        return obj.currency.code
+    pending_display = units_column("pending")
 
-    @admin.display(description="available", ordering="available")
-    def available_display(self, obj: Balance) -> str:
-        return units(obj.available, obj.currency)
+    debt_display = units_column("debt")
 
-    @admin.display(description="pending", ordering="pending")
-    def pending_display(self, obj: Balance) -> str:
-        return units(obj.pending, obj.currency)
+    lifetime_earned_display = units_column("lifetime_earned")
 
-    @admin.display(description="debt", ordering="debt")
-    def debt_display(self, obj: Balance) -> str:
-        return units(obj.debt, obj.currency)
+    redeemed_display = units_column("redeemed")
 
-    @admin.display(description="lifetime earned", ordering="lifetime_earned")
-    def lifetime_earned_display(self, obj: Balance) -> str:
-        return units(obj.lifetime_earned, obj.currency)
-
-    @admin.display(description="redeemed", ordering="redeemed")
-    def redeemed_display(self, obj: Balance) -> str:
-        return units(obj.redeemed, obj.currency)
-
-    @admin.display(description="expired", ordering="expired")
-    def expired_display(self, obj: Balance) -> str:
-        return units(obj.expired, obj.currency)
+    expired_display = units_column("expired")
 
 
 # --- tiers, benefits and member events -----------------------------------------------------
@@ -1450,7 +1421,7 @@ class BenefitAdmin(admin.ModelAdmin):
 
 
 @admin.register(MemberTier)
-class MemberTierAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class MemberTierAdmin(MemberColumnsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Current tiers, read-only: they change through upgrades, assessment and "Set tier" on
     the member page."""
 
@@ -1470,13 +1441,9 @@ class MemberTierAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "valid_until"
     show_full_result_count = False
 
-    @admin.display(description="member", ordering="member__membership_number")
-    def member_number(self, obj: MemberTier):
-        return link(obj.member, obj.member.membership_number)
-
 
 @admin.register(TierHistory)
-class TierHistoryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class TierHistoryAdmin(MemberColumnsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "occurred_at",
         "member_number",
@@ -1495,10 +1462,6 @@ class TierHistoryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "occurred_at"
     show_full_result_count = False
 
-    @admin.display(description="member", ordering="member__membership_number")
-    def member_number(self, obj: TierHistory):
-        return link(obj.member, obj.member.membership_number)
-
 
 class DeliveredFilter(admin.SimpleListFilter):
     title = "delivered"
@@ -1516,7 +1479,7 @@ class DeliveredFilter(admin.SimpleListFilter):
 
 
 @admin.register(MemberEvent)
-class MemberEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class MemberEventAdmin(MemberColumnsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The outbox of member events (SPEC §10); delivery is a later subsystem."""
 
     list_display = ("id", "occurred_at", "member_number", "type", "payload", "delivered_at")
@@ -1525,7 +1488,3 @@ class MemberEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("member",)
     date_hierarchy = "occurred_at"
     show_full_result_count = False
-
-    @admin.display(description="member", ordering="member__membership_number")
-    def member_number(self, obj: MemberEvent):
-        return link(obj.member, obj.member.membership_number)
