@@ -111,10 +111,12 @@ class _BatchPoster:
     def post(self, requests: Sequence[TransactionRequest]) -> list[PostOutcome]:
         outcomes: list[PostOutcome | None] = [None] * len(requests)
         known = self._known_transactions(requests)
-        member_ids = dict(
-            Member.objects.filter(
-                program=self.program, membership_number__in={r.member for r in requests}
-            ).values_list("membership_number", "id")
+        members = Member.objects.filter(
+            program=self.program, membership_number__in={r.member for r in requests}
+        ).values_list("membership_number", "id", "referred_by_id")
+        member_ids = {number: member_id for number, member_id, _ in members}
+        awaiting_referral = self._awaiting_referral(
+            [member_id for _, member_id, referrer in members if referrer]
         )
         first_of: dict[str, int] = {}  # external_id -> index of its first request here
         run: list[int] = []
@@ -154,8 +156,28 @@ class _BatchPoster:
                 run, run_members = [], {}
             run.append(index)
             run_members[member_id] = request.occurred_at
+            if request.subtype == "purchase" and member_id in awaiting_referral:
+                # The referrer's credit is posted right after this purchase, before anything
+                # later in the batch, as one-by-one posting does.
+                self._flush(requests, run, outcomes)
+                run, run_members = [], {}
+                if outcomes[index].status == PostOutcome.CREATED:
+                    awaiting_referral.discard(member_id)
         self._flush(requests, run, outcomes)
         return outcomes
+
+    def _awaiting_referral(self, referred: list[int]) -> set[int]:
+        """Referred members whose first processed purchase (which earns their referrer a
+        referral accrual) is still to come."""
+        if not referred:
+            return set()
+        purchased = Transaction.objects.filter(
+            member_id__in=referred,
+            type=Transaction.Type.ACCRUAL,
+            subtype="purchase",
+            status__in=(Transaction.Status.PROCESSED, Transaction.Status.REVERSED),
+        ).values_list("member_id", flat=True)
+        return set(referred) - set(purchased)
 
     def _known_transactions(self, requests: Sequence[TransactionRequest]) -> dict:
         ids = {r.external_id for r in requests if r.external_id}

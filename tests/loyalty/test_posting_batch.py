@@ -111,6 +111,13 @@ DEFINITION = {
             "award": {"type": "multiplier", "currency": "PTS", "factor": "2"},
         },
         {
+            "code": "referral",
+            "name": "Referral",
+            "priority": 20,
+            "conditions": {"subtypes": ["referral"]},
+            "award": {"type": "fixed", "currency": "PTS", "points": "100"},
+        },
+        {
             "code": "review",
             "name": "Review",
             "priority": 20,
@@ -144,13 +151,16 @@ def _load(code: str, *, tiers: bool = True):
     if not tiers:
         document.pop("tier_groups")
     program = program_load(document=document, actor="test")
-    for number in MEMBERS:
-        member_enrol(
+    referral_code = ""
+    for number in MEMBERS:  # M3 was referred by M1
+        member = member_enrol(
             program=program,
             membership_number=number,
             enrolled_at=START - dt.timedelta(days=30),
             now=START - dt.timedelta(days=30),
+            referral_code=referral_code if number == "M3" else "",
         )
+        referral_code = referral_code or member.referral_code
     return program
 
 
