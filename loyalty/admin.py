@@ -494,6 +494,25 @@ class MemberTiersAdminMixin:
         return TemplateResponse(request, "admin/loyalty/member/set_tier.html", context)
 
 
+# The profile sections the member's add and change pages share.
+PROFILE_FIELDSETS = (
+    ("Company (corporate members)", {"fields": ("company_name", "tax_id")}),
+    (
+        "Contact",
+        {
+            "fields": (
+                ("first_name", "last_name"),
+                "email",
+                "phone",
+                "birth_date",
+                ("locale", "country"),
+            )
+        },
+    ),
+    ("Consents", {"fields": (("consent_email", "consent_sms", "consent_push"),)}),
+)
+
+
 @admin.register(Member)
 class MemberAdmin(MemberTiersAdminMixin, admin.ModelAdmin):
     list_display = (
@@ -525,40 +544,14 @@ class MemberAdmin(MemberTiersAdminMixin, admin.ModelAdmin):
 
     add_fieldsets = (
         (None, {"fields": ("program", "membership_number", "type", "enrolled_at")}),
-        ("Company (corporate members)", {"fields": ("company_name", "tax_id")}),
-        (
-            "Contact",
-            {
-                "fields": (
-                    ("first_name", "last_name"),
-                    "email",
-                    "phone",
-                    "birth_date",
-                    ("locale", "country"),
-                )
-            },
-        ),
-        ("Consents", {"fields": (("consent_email", "consent_sms", "consent_push"),)}),
+        *PROFILE_FIELDSETS,
         ("Enrolment", {"fields": ("enrollment_channel", "referrer_code", "attributes")}),
     )
     fieldsets = (
         (None, {"fields": ("program", "membership_number", "type", "status")}),
         ("Points", {"fields": ("balances_table", "expiring_table")}),
         ("Tiers", {"fields": ("tiers_table", "benefits_table")}),
-        ("Company (corporate members)", {"fields": ("company_name", "tax_id")}),
-        (
-            "Contact",
-            {
-                "fields": (
-                    ("first_name", "last_name"),
-                    "email",
-                    "phone",
-                    "birth_date",
-                    ("locale", "country"),
-                )
-            },
-        ),
-        ("Consents", {"fields": (("consent_email", "consent_sms", "consent_push"),)}),
+        *PROFILE_FIELDSETS,
         (
             "Enrolment",
             {
