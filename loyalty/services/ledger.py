@@ -20,7 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from loyalty import dates
-from loyalty.bulk import bulk_update_values
+from loyalty.bulk import bulk_insert_copy, bulk_update_values
 from loyalty.models import (
     Balance,
     Bucket,
@@ -96,10 +96,10 @@ class LedgerWriter:
             for balance in self.balances.values():
                 balance.save()
             return
-        LedgerEntry.objects.bulk_create(self.new_entries)
-        Bucket.objects.bulk_create(self.new_buckets)
-        BucketAllocation.objects.bulk_create(self.new_allocations)
-        MemberEvent.objects.bulk_create(self.new_events)
+        bulk_insert_copy(LedgerEntry, self.new_entries)
+        bulk_insert_copy(Bucket, self.new_buckets)
+        bulk_insert_copy(BucketAllocation, self.new_allocations)
+        bulk_insert_copy(MemberEvent, self.new_events)
         if self.changed_buckets:
             bulk_update_values(
                 Bucket, list(self.changed_buckets.values()), ["remaining", "released", "expired"]
@@ -109,7 +109,7 @@ class LedgerWriter:
         now = timezone.now()
         for balance in changed:
             balance.updated_at = now
-        Balance.objects.bulk_create(created)
+        bulk_insert_copy(Balance, created)
         bulk_update_values(Balance, changed, BALANCE_FIELDS)
         self.new_entries, self.new_buckets, self.new_allocations = [], [], []
         self.changed_buckets = {}

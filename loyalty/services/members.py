@@ -18,6 +18,7 @@ from django.db import transaction as db_transaction
 from django.utils import timezone
 
 from loyalty import codes
+from loyalty.bulk import bulk_insert_copy
 from loyalty.exceptions import LoyaltyError, MemberNotActive, ProgramNotActive, ValidationFailed
 from loyalty.models import (
     Bucket,
@@ -251,18 +252,21 @@ def _enrol_chunk(
             profile,
         )
         members.append(outcome.member)
-    Member.objects.bulk_create(members)
+    bulk_insert_copy(Member, members)
     tiers: dict[int, list[TierHistory]] = {}
     for change in tiers_enrol_many(members=members):
         tiers.setdefault(change.member_id, []).append(change)
-    MemberEvent.objects.bulk_create(
-        member_event_build(
-            member=member,
-            type=EventType.ENROLLED,
-            payload=_enrolled_payload(member, member.referred_by, tiers.get(member.pk, [])),
-            occurred_at=member.enrolled_at,
-        )
-        for member in members
+    bulk_insert_copy(
+        MemberEvent,
+        [
+            member_event_build(
+                member=member,
+                type=EventType.ENROLLED,
+                payload=_enrolled_payload(member, member.referred_by, tiers.get(member.pk, [])),
+                occurred_at=member.enrolled_at,
+            )
+            for member in members
+        ],
     )
     requesting = [
         (index, request)

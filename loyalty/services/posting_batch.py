@@ -31,7 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from loyalty import dates
-from loyalty.bulk import bulk_update_values
+from loyalty.bulk import bulk_insert_copy, bulk_update_values
 from loyalty.exceptions import IdempotencyConflict, LoyaltyError
 from loyalty.models import (
     Bucket,
@@ -121,6 +121,7 @@ class _BatchPoster:
         first_of: dict[str, int] = {}  # external_id -> index of its first request here
         run: list[int] = []
         run_members: dict[int, dt.datetime] = {}  # member -> occurred_at of its last request
+        run_ids: set[str] = set()  # external ids in the run
         one_per_member = self.context.rules_read_member_groups()
         for index, request in enumerate(requests):
             try:
@@ -135,7 +136,7 @@ class _BatchPoster:
                 # The same id again in one batch: once the first is posted, this one is its
                 # replay (or a conflict); if the first was refused, this one is tried afresh.
                 self._flush(requests, run, outcomes)
-                run, run_members = [], {}
+                run, run_members, run_ids = [], {}, set()
                 first = outcomes[first_of[request.external_id]]
                 if first.transaction is not None:
                     outcomes[index] = _replay(request, first.transaction)
@@ -143,9 +144,13 @@ class _BatchPoster:
             first_of[request.external_id] = index
             member_id = member_ids.get(request.member)
             if request.type != Transaction.Type.ACCRUAL or member_id is None:
-                # Not batched: transaction_post decides (and refuses an unknown member).
-                self._flush(requests, run, outcomes)
-                run, run_members = [], {}
+                # Not batched: transaction_post decides (and refuses an unknown member). The
+                # run waits only if this request reads what it would write: its member's
+                # ledger, or (for a reversal) one of its transactions. Other members' state
+                # is independent, so the run may be written after this one.
+                if member_id in run_members or request.original_external_id in run_ids:
+                    self._flush(requests, run, outcomes)
+                    run, run_members, run_ids = [], {}, set()
                 outcomes[index] = self._post_one(request)
                 continue
             previous = run_members.get(member_id)
@@ -153,14 +158,15 @@ class _BatchPoster:
                 previous is not None and (one_per_member or request.occurred_at < previous)
             ):
                 self._flush(requests, run, outcomes)
-                run, run_members = [], {}
+                run, run_members, run_ids = [], {}, set()
             run.append(index)
             run_members[member_id] = request.occurred_at
+            run_ids.add(request.external_id)
             if request.subtype == "purchase" and member_id in awaiting_referral:
                 # The referrer's credit is posted right after this purchase, before anything
                 # later in the batch, as one-by-one posting does.
                 self._flush(requests, run, outcomes)
-                run, run_members = [], {}
+                run, run_members, run_ids = [], {}, set()
                 if outcomes[index].status == PostOutcome.CREATED:
                     awaiting_referral.discard(member_id)
         self._flush(requests, run, outcomes)
@@ -267,8 +273,8 @@ class _BatchPoster:
                 due.settle(writer, member, now)
             prepared.append(accrual)
             outcomes.append(PostOutcome(request, PostOutcome.CREATED, transaction=accrual.txn))
-        Transaction.objects.bulk_create([a.txn for a in prepared])
-        TransactionLine.objects.bulk_create([line for a in prepared for line in a.lines])
+        bulk_insert_copy(Transaction, [a.txn for a in prepared])
+        bulk_insert_copy(TransactionLine, [line for a in prepared for line in a.lines])
         writer.flush()
         self.context.award_days = None
         active = {a.txn.member_id: a.txn.member for a in prepared}

@@ -32,7 +32,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from loyalty import dates
-from loyalty.bulk import bulk_update_values
+from loyalty.bulk import bulk_insert_copy, bulk_update_values
 from loyalty.exceptions import LoyaltyError, ValidationFailed
 from loyalty.models import (
     Bucket,
@@ -689,8 +689,8 @@ def tiers_enrol_many(*, members: Sequence[Member]) -> list[TierHistory]:
             state, history = _enrolment(member, group)
             states.append(state)
             changes.append(history)
-    MemberTier.objects.bulk_create(states)
-    TierHistory.objects.bulk_create(changes)
+    bulk_insert_copy(MemberTier, states)
+    bulk_insert_copy(TierHistory, changes)
     return changes
 
 
