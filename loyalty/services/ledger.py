@@ -13,7 +13,7 @@ balance without writing (`loyalty.selectors.member_balances`).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from django.db.models import F, Q
@@ -48,6 +48,23 @@ def lock_members(member_ids: Iterable[int]) -> dict[int, Member]:
     return by_id
 
 
+def spendable(bucket: Bucket, member: Member, currency: Currency, today: dt.date) -> bool:
+    """Whether `open_buckets(member, currency, today)` would list the bucket."""
+    return (
+        bucket.member_id == member.id
+        and bucket.currency_id == currency.id
+        and bucket.remaining > 0
+        and bucket.released
+        and not bucket.expired
+        and (bucket.expires_on is None or bucket.expires_on >= today)
+    )
+
+
+def _same_bucket(one: Bucket, other: Bucket) -> bool:
+    """One bucket row: the same object, or two copies of one saved row."""
+    return one is other or (one.pk is not None and one.pk == other.pk)
+
+
 def lock_member(member: Member) -> Member:
     return lock_members([member.id])[member.id]
 
@@ -60,9 +77,9 @@ class LedgerWriter:
 
     `deferred=True` (batched posting) keeps every new row in memory and writes them with a
     few bulk inserts at `flush`; the decisions (which pool, debt first, what expires) are the
-    same code either way. A deferred writer only supports what needs no read-back of its own
-    unsaved rows: credits, releases and expiries (not debits), and its balances must be
-    preloaded (`preload_balances`) or are new.
+    same code either way. A deferred writer cannot read back its own unsaved rows: its
+    balances must be preloaded (`preload_balances`) or are new, and it debits only with a
+    `bucket_source` (or from a first bucket that covers the debit).
     """
 
     now: dt.datetime
@@ -75,6 +92,9 @@ class LedgerWriter:
     new_events: list = field(default_factory=list)
     # Events of one service call that are one notice (points expiring together), by key.
     event_groups: dict = field(default_factory=dict)
+    # Where a deferred writer finds a member's open buckets (its own unsaved ones included),
+    # instead of the database: `open_buckets`' contract, answered from memory.
+    bucket_source: Callable[[Member, Currency, dt.date], list[Bucket]] | None = None
 
     # --- balances -------------------------------------------------------------------------
     def balance(self, member: Member, currency: Currency) -> Balance:
@@ -229,6 +249,8 @@ class LedgerWriter:
     def open_buckets(self, member: Member, currency: Currency, today: dt.date) -> list[Bucket]:
         """Spendable buckets in consumption order: earliest expiry first, no expiry last,
         then oldest."""
+        if self.bucket_source is not None:
+            return self.bucket_source(member, currency, today)
         return list(
             Bucket.objects.filter(
                 member=member, currency=currency, remaining__gt=0, released=True, expired=False
@@ -258,11 +280,19 @@ class LedgerWriter:
         """
         assert points > 0
         today = dates.local_date(self.now, member.program.timezone)
-        buckets = self.open_buckets(member, currency, today)
-        if first_bucket is not None:
-            buckets = [b for b in buckets if b.id == first_bucket.id] + [
-                b for b in buckets if b.id != first_bucket.id
-            ]
+        if (
+            first_bucket is not None
+            and first_bucket.remaining >= points
+            and spendable(first_bucket, member, currency, today)
+        ):
+            # The first bucket covers it all: the others would not be touched (and a
+            # deferred writer, which cannot read its own unsaved rows, can take it too).
+            buckets = [first_bucket]
+        else:
+            buckets = self.open_buckets(member, currency, today)
+        if first_bucket is not None and len(buckets) > 1:
+            first = [b for b in buckets if _same_bucket(b, first_bucket)]
+            buckets = first + [b for b in buckets if not _same_bucket(b, first_bucket)]
         taken: list[tuple[Bucket, int]] = []
         needed = points
         for bucket in buckets:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.db import DataError, IntegrityError
 from django.db import transaction as db_transaction
@@ -42,7 +43,7 @@ from loyalty.models import (
     Transaction,
     TransactionLine,
 )
-from loyalty.services.ledger import LedgerWriter, lock_members, settle_buckets
+from loyalty.services.ledger import LedgerWriter, lock_members, settle_buckets, spendable
 from loyalty.services.posting import (
     PostingContext,
     PreparedAccrual,
@@ -50,14 +51,22 @@ from loyalty.services.posting import (
     _referral_on_first_purchase,
     accrual_apply,
     accrual_prepare,
+    journal_build,
     replay_or_conflict,
     settlement_due_after,
     transaction_post,
 )
 from loyalty.services.requests import TransactionRequest
-from loyalty.services.tiers import program_tier_groups, tiers_after_posting_many
+from loyalty.services.reversal import returned_shares, reversal_check, share, take_back
+from loyalty.services.tiers import (
+    NOT_QUALIFYING_KINDS,
+    program_tier_groups,
+    tiers_after_posting_many,
+)
 
 RUN_SIZE = 1000  # transactions per database transaction
+# What a run holds; other types go through `transaction_post` one by one.
+RUN_TYPES = (Transaction.Type.ACCRUAL, Transaction.Type.REVERSAL)
 
 
 @dataclass
@@ -143,7 +152,7 @@ class _BatchPoster:
                     continue
             first_of[request.external_id] = index
             member_id = member_ids.get(request.member)
-            if request.type != Transaction.Type.ACCRUAL or member_id is None:
+            if request.type not in RUN_TYPES or member_id is None:
                 # Not batched: transaction_post decides (and refuses an unknown member). The
                 # run waits only if this request reads what it would write: its member's
                 # ledger, or (for a reversal) one of its transactions. Other members' state
@@ -206,21 +215,28 @@ class _BatchPoster:
 
     # --- a run of accruals ----------------------------------------------------------------
     def _flush(self, requests, run: list[int], outcomes: list) -> None:
-        if not run:
-            return
-        try:
-            with db_transaction.atomic():
-                created = self._post_run([requests[i] for i in run])
-        except (IntegrityError, DataError):
-            self.context.award_days = None
-            # Someone else posted one of these external ids meanwhile: post them one by one,
-            # which replays what exists and creates the rest.
-            for index in run:
-                outcomes[index] = self._post_one(requests[index])
-            return
-        for index, outcome in zip(run, created, strict=True):
-            outcomes[index] = outcome
-        for outcome in created:
+        while run:
+            try:
+                with db_transaction.atomic():
+                    written, stopped = self._post_run([requests[i] for i in run])
+            except (IntegrityError, DataError):
+                self.context.award_days = None
+                # Someone else posted one of these external ids meanwhile: post them one by
+                # one, which replays what exists and creates the rest.
+                for index in run:
+                    outcomes[index] = self._post_one(requests[index])
+                return
+            for index, outcome in zip(run, written, strict=False):
+                outcomes[index] = outcome
+            self._referrals(written)
+            if stopped is None:
+                return
+            # A reversal the run could not write in memory: alone, then the rest of the run.
+            outcomes[run[stopped]] = self._post_one(requests[run[stopped]])
+            run = run[stopped + 1 :]
+
+    def _referrals(self, written: list[PostOutcome]) -> None:
+        for outcome in written:
             if outcome.status == PostOutcome.CREATED and outcome.request.subtype == "purchase":
                 txn = outcome.transaction
                 if txn.member.referred_by_id:
@@ -233,7 +249,10 @@ class _BatchPoster:
                             self.now_for(outcome.request),
                         )
 
-    def _post_run(self, requests: list[TransactionRequest]) -> list[PostOutcome]:
+    def _post_run(self, requests: list[TransactionRequest]) -> tuple[list[PostOutcome], int | None]:
+        """Write a run; returns the outcomes of the requests written and, when the run stopped
+        at a reversal it cannot write in memory, that request's index (nothing of it, nor of
+        the requests after it, is written)."""
         members_by_number = {
             m.membership_number: m
             for m in lock_members(
@@ -246,9 +265,11 @@ class _BatchPoster:
         writer = LedgerWriter(now=self.now, deferred=True)
         writer.preload_balances(m.id for m in members_by_number.values())
         due = _DueBuckets(self.program, list(members_by_number.values()), self._latest(requests))
+        reversals = _RunReversals(self.context, due, writer, requests)
         outcomes: list[PostOutcome] = []
-        prepared: list[PreparedAccrual] = []
-        for request in requests:
+        written: list[tuple[TransactionRequest, Transaction, list[TransactionLine]]] = []
+        stopped = None
+        for index, request in enumerate(requests):
             member = members_by_number.get(request.member)
             now = self.now_for(request)
             writer.now = now
@@ -259,42 +280,55 @@ class _BatchPoster:
                         fields={"member": request.member},
                     )
                 # Decided before settling: a refused request writes nothing at all.
-                accrual = accrual_prepare(self.context, member, request, self.actor)
+                if request.type == Transaction.Type.REVERSAL:
+                    reversal = reversals.prepare(member, request, self.actor)
+                    if reversal is None:
+                        stopped = index
+                        break
+                else:
+                    accrual = accrual_prepare(self.context, member, request, self.actor)
             except LoyaltyError as error:
                 outcomes.append(PostOutcome(request, PostOutcome.REJECTED, error=error))
                 continue
             writer.event_groups = {}  # one request is one service call, as when posted alone
             due.settle(writer, member, now)
             due.add_new(member, writer)
-            accrual_apply(writer, self.context, member, accrual)
-            self._note_capped_awards(member, accrual)
-            due.add_new(member, writer)
-            if settlement_due_after(self.context, accrual, now):
+            if request.type == Transaction.Type.REVERSAL:
+                txn = reversals.apply(member, reversal)
+                due.add_new(member, writer)
                 due.settle(writer, member, now)
-            prepared.append(accrual)
-            outcomes.append(PostOutcome(request, PostOutcome.CREATED, transaction=accrual.txn))
-        bulk_insert_copy(Transaction, [a.txn for a in prepared])
-        bulk_insert_copy(TransactionLine, [line for a in prepared for line in a.lines])
+                written.append((request, txn, reversal.lines))
+            else:
+                accrual_apply(writer, self.context, member, accrual)
+                reversals.note_accrual(accrual)
+                self._note_capped_awards(member, accrual)
+                due.add_new(member, writer)
+                if settlement_due_after(self.context, accrual, now):
+                    due.settle(writer, member, now)
+                txn = accrual.txn
+                written.append((request, txn, accrual.lines))
+            outcomes.append(PostOutcome(request, PostOutcome.CREATED, transaction=txn))
+        bulk_insert_copy(Transaction, [txn for _, txn, _ in written])
+        bulk_insert_copy(TransactionLine, [line for _, _, lines in written for line in lines])
+        bulk_update_values(Transaction, reversals.reversed_in_database(), ["status"])
+        moved = _moved_points(writer)  # by transaction id, once the transactions have ids
         writer.flush()
         self.context.award_days = None
-        active = {a.txn.member_id: a.txn.member for a in prepared}
+        active = {
+            txn.member_id: txn.member
+            for request, txn, _ in written
+            if request.type == Transaction.Type.ACCRUAL
+        }
         bulk_update_values(Member, list(active.values()), ["last_activity_at"])
         # Immediate tier upgrades, transaction by transaction as a single post makes them
         # (each dated on its transaction and reading QP up to it).
         qualifying = [
-            accrual
-            for accrual in prepared
-            if any(c.currency.id in self.tier_currency_ids for c in accrual.credits)
+            (txn, self.now_for(request))
+            for request, txn, _ in written
+            if self.tier_currency_ids.intersection(moved.get(txn.pk, ()))
         ]
-        moved: dict[int, dict[int, int]] = {}
-        for accrual in qualifying:
-            points = moved.setdefault(accrual.txn.pk, {})
-            for credit in accrual.credits:
-                points[credit.currency.id] = points.get(credit.currency.id, 0) + credit.points
-        tiers_after_posting_many(
-            postings=[(a.txn, self.now_for(a.request)) for a in qualifying], moved=moved
-        )
-        return outcomes
+        tiers_after_posting_many(postings=qualifying, moved=moved)
+        return outcomes, stopped
 
     def _award_days(self, members, requests) -> dict[tuple[int, int], list[dt.date]]:
         """Every award of the capped rules to these members in the months of `requests`."""
@@ -332,6 +366,166 @@ class _BatchPoster:
         return max(self.now_for(r) for r in requests)
 
 
+def _moved_points(writer: LedgerWriter) -> dict[int, dict[int, int]]:
+    """What each transaction of the run moved, by currency, as `tiers_after_posting` reads it
+    from the database: its entries less the settlement kinds (transaction id -> currency id
+    -> points; the transactions must have their ids)."""
+    moved: dict[int, dict[int, int]] = {}
+    for entry in writer.new_entries:
+        if entry.kind in NOT_QUALIFYING_KINDS:
+            continue
+        txn = entry.transaction if LedgerEntry.transaction.is_cached(entry) else None
+        txn_id = txn.pk if txn is not None else entry.transaction_id
+        if txn_id is not None:
+            points = moved.setdefault(txn_id, {})
+            points[entry.currency_id] = points.get(entry.currency_id, 0) + entry.points
+    return moved
+
+
+@dataclass
+class _PreparedReversal:
+    txn: Transaction
+    lines: list[TransactionLine]
+    original: Transaction
+    before: Decimal | None  # money returned before this reversal, and including it
+    cumulative: Decimal | None
+
+
+class _RunReversals:
+    """The reversals of accruals in a run, written by `take_back` as one by one.
+
+    The originals, their credits and the reversing members' unexpired buckets are read once
+    per run, under lock; accruals posted earlier in the run come from memory. Every bucket is
+    one object shared with the run's settlement (`_DueBuckets`), and the writer asks
+    `open_buckets` for the FIFO order of a debit, answered from those objects and the run's
+    new buckets. A reversed redemption, a credit whose points a merge moved, and programs
+    with inactivity expiry stop the run: that reversal is posted alone.
+    """
+
+    def __init__(self, context: PostingContext, due: _DueBuckets, writer: LedgerWriter, requests):
+        self.context, self.due, self.writer = context, due, writer
+        self.currencies = {c.id: c for c in context.currencies().values()}
+        self.originals: dict[str, Transaction] = {}  # external id -> original
+        self.credits: dict[str, list[tuple[LedgerEntry, Bucket | None]]] = {}
+        self.prior: dict[str, list] = {}  # original external id -> amounts of its reversals
+        self.reversed_stored: dict[int, Transaction] = {}
+        self.stored_buckets: dict[tuple[int, int], list[Bucket]] = {}  # (member, currency)
+        self.seen_buckets = 0
+        reversals = [r for r in requests if r.type == Transaction.Type.REVERSAL]
+        if reversals:
+            writer.bucket_source = self.open_buckets
+            self._load({r.original_external_id for r in reversals}, {r.member for r in reversals})
+
+    def _load(self, external_ids: set[str], member_numbers: set[str]) -> None:
+        registry = self.due.buckets_by_id()
+        for bucket in Bucket.objects.filter(
+            member__program=self.context.program,
+            member__membership_number__in=member_numbers,
+            remaining__gt=0,
+            expired=False,
+        ):
+            bucket = registry.setdefault(bucket.pk, bucket)
+            bucket.currency = self.currencies[bucket.currency_id]
+            key = (bucket.member_id, bucket.currency_id)
+            self.stored_buckets.setdefault(key, []).append(bucket)
+        stored = Transaction.objects.select_for_update().filter(
+            program=self.context.program, external_id__in=external_ids
+        )
+        by_id = {}
+        for original in stored:
+            self.originals[original.external_id] = original
+            self.credits[original.external_id] = []
+            self.prior[original.external_id] = []
+            by_id[original.pk] = original
+        if not by_id:
+            return
+        for original_id, amount in Transaction.objects.filter(
+            original_id__in=list(by_id)
+        ).values_list("original_id", "amount"):
+            self.prior[by_id[original_id].external_id].append(amount)
+        credits = (
+            LedgerEntry.objects.filter(
+                transaction_id__in=list(by_id), kind=LedgerEntry.Kind.ACCRUAL, points__gt=0
+            )
+            .select_related("bucket")
+            .order_by("-id")
+        )
+        for credit in credits:
+            credit.currency = self.currencies[credit.currency_id]
+            bucket = getattr(credit, "bucket", None)
+            if bucket is not None:
+                bucket = registry.setdefault(bucket.pk, bucket)
+                bucket.currency = credit.currency
+            self.credits[by_id[credit.transaction_id].external_id].append((credit, bucket))
+
+    def note_accrual(self, accrual: PreparedAccrual) -> None:
+        """An accrual just written in the run: a later reversal may name it."""
+        fresh = self.writer.new_buckets[self.seen_buckets :]
+        self.seen_buckets = len(self.writer.new_buckets)
+        key = accrual.txn.external_id
+        self.originals[key] = accrual.txn
+        self.prior[key] = []
+        # Its credits, newest first as `reversible_credits` lists them.
+        self.credits[key] = [(bucket.entry, bucket) for bucket in reversed(fresh)]
+
+    def prepare(
+        self, member: Member, request: TransactionRequest, actor: str
+    ) -> _PreparedReversal | None:
+        """The reversal decided (raises its refusal), or None when the run cannot take it."""
+        txn, lines = journal_build(self.context, member, request, actor)
+        key = request.original_external_id
+        original = self.originals.get(key)
+        reversal_check(original, member, request)
+        before, cumulative = returned_shares(original, txn, request.amount, self.prior[key])
+        if (
+            original.type != Transaction.Type.ACCRUAL
+            or self.due.inactivity
+            or any(b is None or b.member_id != member.id for _, b in self.credits[key])
+        ):
+            return None
+        return _PreparedReversal(txn, lines, original, before, cumulative)
+
+    def apply(self, member: Member, reversal: _PreparedReversal) -> Transaction:
+        """Write a prepared reversal (the member settled as of the writer's clock first)."""
+        txn, original = reversal.txn, reversal.original
+        for credit, bucket in self.credits[original.external_id]:
+            points = share(credit.points, reversal.before, reversal.cumulative, original.amount)
+            if points > 0:
+                bucket.member = member
+                take_back(self.writer, member, txn, credit, points, bucket=bucket)
+        txn.original = original
+        original.status = Transaction.Status.REVERSED
+        if original.pk is not None:
+            self.reversed_stored[original.pk] = original
+        self.prior[original.external_id].append(txn.amount)
+        return txn
+
+    def open_buckets(self, member: Member, currency: Currency, today: dt.date) -> list[Bucket]:
+        """`LedgerWriter.open_buckets` from memory: the same buckets in the same order
+        (earliest expiry, no expiry last, then oldest, then by id; new rows get the
+        highest ids, in creation order)."""
+        stored = self.stored_buckets.get((member.id, currency.id), [])
+        new = [
+            b
+            for b in self.writer.new_buckets
+            if b.member_id == member.id and b.currency_id == currency.id
+        ]
+        order = {id(b): n for n, b in enumerate(new)}
+        return sorted(
+            (b for b in [*stored, *new] if spendable(b, member, currency, today)),
+            key=lambda b: (
+                b.expires_on is None,
+                b.expires_on or dt.date.min,
+                b.occurred_at,
+                b.pk is None,
+                b.pk or order[id(b)],
+            ),
+        )
+
+    def reversed_in_database(self) -> list[Transaction]:
+        return list(self.reversed_stored.values())
+
+
 def _replay(request: TransactionRequest, existing: Transaction) -> PostOutcome:
     try:
         txn = replay_or_conflict(existing, request.canonical(), request.external_id)
@@ -366,6 +560,10 @@ class _DueBuckets:
             bucket.currency = currencies[bucket.currency_id]
             self.by_member.setdefault(bucket.member_id, []).append(bucket)
         self.seen_new = 0
+
+    def buckets_by_id(self) -> dict[int, Bucket]:
+        """The stored buckets this run holds, so that no other copy of them is written."""
+        return {b.pk: b for found in self.by_member.values() for b in found if b.pk is not None}
 
     def add_new(self, member: Member, writer: LedgerWriter) -> None:
         """Take the credits the writer just made into account (they may expire at once)."""

@@ -18,7 +18,7 @@ from decimal import Decimal
 from django.db.models import Sum
 
 from loyalty.exceptions import InvalidReversal
-from loyalty.models import BucketAllocation, LedgerEntry, Member, Program, Transaction
+from loyalty.models import Bucket, BucketAllocation, LedgerEntry, Member, Program, Transaction
 from loyalty.services.ledger import LedgerWriter
 from loyalty.services.requests import TransactionRequest
 
@@ -41,29 +41,20 @@ def transaction_reverse_locked(
         .filter(program=program, external_id=request.original_external_id)
         .first()
     )
-    if original is None:
-        _refuse(f"No transaction {request.original_external_id!r} to reverse.")
-    if original.member_id != member.id:
-        _refuse("A reversal must name a transaction of the same member.")
-    if original.type not in REVERSIBLE_TYPES:
-        _refuse(f"A {original.type} cannot be reversed (post an adjustment instead).")
-    if original.status == Transaction.Status.REJECTED:
-        _refuse("The original transaction was rejected; there is nothing to reverse.")
-    before, cumulative = _returned_shares(original, txn, request.amount)
+    reversal_check(original, member, request)
+    prior = list(original.reversals.exclude(pk=txn.pk).values_list("amount", flat=True))
+    before, cumulative = returned_shares(original, txn, request.amount, prior)
     if original.type == Transaction.Type.ACCRUAL:
-        credits = original.entries.filter(
-            kind=LedgerEntry.Kind.ACCRUAL, points__gt=0
-        ).select_related("currency", "bucket")
-        for entry in credits:
-            take = _share(entry.points, before, cumulative, original.amount)
+        for entry in reversible_credits(original):
+            take = share(entry.points, before, cumulative, original.amount)
             if take > 0:
-                _take_back(writer, member, txn, entry, take)
+                take_back(writer, member, txn, entry, take)
     else:
         debits = original.entries.filter(kind=LedgerEntry.Kind.REDEMPTION).select_related(
             "currency"
         )
         for entry in debits:
-            give = _share(-entry.points, before, cumulative, original.amount)
+            give = share(-entry.points, before, cumulative, original.amount)
             if give > 0:
                 _give_back(writer, txn, entry, give)
     txn.original = original
@@ -72,19 +63,40 @@ def transaction_reverse_locked(
     original.save(update_fields=["status"])
 
 
-def _returned_shares(
-    original: Transaction, txn: Transaction, amount: Decimal | None
+def reversal_check(original: Transaction | None, member: Member, request) -> None:
+    """Refuse a reversal of a missing, foreign, irreversible or rejected transaction."""
+    if original is None:
+        _refuse(f"No transaction {request.original_external_id!r} to reverse.")
+    if original.member_id != member.id:
+        _refuse("A reversal must name a transaction of the same member.")
+    if original.type not in REVERSIBLE_TYPES:
+        _refuse(f"A {original.type} cannot be reversed (post an adjustment instead).")
+    if original.status == Transaction.Status.REJECTED:
+        _refuse("The original transaction was rejected; there is nothing to reverse.")
+
+
+def reversible_credits(original: Transaction):
+    """The credits a reversal of an accrual takes back, in the order it takes them."""
+    return (
+        original.entries.filter(kind=LedgerEntry.Kind.ACCRUAL, points__gt=0)
+        .select_related("currency", "bucket")
+        .order_by("-id")
+    )
+
+
+def returned_shares(
+    original: Transaction, txn: Transaction, amount: Decimal | None, prior: list
 ) -> tuple[Decimal | None, Decimal | None]:
-    """(returned before, returned including this one) in money; (None, None) for originals
-    without an amount, which can only be reversed once and whole."""
-    prior = original.reversals.exclude(pk=txn.pk)
+    """(returned before, returned including this one) in money, given the amounts of the
+    original's earlier reversals; (None, None) for originals without an amount, which can
+    only be reversed once and whole."""
     if original.amount is None or original.amount == 0:
         if amount is not None:
             _refuse("The original has no money amount, so it can only be reversed whole.")
-        if prior.exists():
+        if prior:
             _refuse("The original transaction is already reversed.")
         return None, None
-    before = prior.aggregate(total=Sum("amount"))["total"] or Decimal("0")
+    before = sum((a for a in prior if a is not None), Decimal("0"))
     if before >= original.amount:
         _refuse("The original transaction is already fully reversed.")
     cumulative = original.amount if amount is None else before + amount
@@ -97,17 +109,25 @@ def _returned_shares(
     return before, cumulative
 
 
-def _share(points: int, before, cumulative, total) -> int:
+def share(points: int, before, cumulative, total) -> int:
     if total is None or cumulative is None or not total:
         return points
     return int(points * cumulative // total) - int(points * before // total)
 
 
-def _take_back(
-    writer: LedgerWriter, member: Member, txn: Transaction, credit: LedgerEntry, points: int
+def take_back(
+    writer: LedgerWriter,
+    member: Member,
+    txn: Transaction,
+    credit: LedgerEntry,
+    points: int,
+    bucket: Bucket | None = None,
 ) -> None:
+    """Take `points` of one credit back: from escrow, its bucket, other buckets, then debt.
+    `bucket` is where the credit's points are, when the caller already holds it."""
     currency = credit.currency
-    bucket = _current_bucket(getattr(credit, "bucket", None), member)
+    if bucket is None:
+        bucket = _current_bucket(getattr(credit, "bucket", None), member)
     own_bucket = bucket is not None and bucket.member_id == member.id
     if own_bucket and not bucket.released and bucket.remaining:
         from_pending = min(points, bucket.remaining)
