@@ -16,9 +16,11 @@ import datetime as dt
 from decimal import Decimal
 
 from loyalty import dates
+from loyalty.bulk import build
 from loyalty.models import Bucket, Currency, Member, MemberEvent
 
 EventType = MemberEvent.Type
+EVENT_TYPES = frozenset(EventType.values)
 
 
 def member_event_record(
@@ -54,9 +56,10 @@ def member_event_build(
     dedupe_key: str = "",
 ) -> MemberEvent:
     """An event, unsaved (batched posting inserts its events with the ledger rows)."""
-    if type not in EventType.values:
+    if type not in EVENT_TYPES:
         raise ValueError(f"Unknown member event type {type!r}.")
-    return MemberEvent(
+    return build(
+        MemberEvent,
         program_id=member.program_id,
         member=member,
         type=type,

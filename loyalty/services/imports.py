@@ -486,10 +486,9 @@ def text(value: str, *, max_length: int) -> str:
 
 
 def choice(value: str, options: Iterable[str]) -> str:
-    options = sorted(options)
     normalised = value.lower()
     if normalised not in options:
-        raise CellError(f"{value!r} is not one of {', '.join(options)}")
+        raise CellError(f"{value!r} is not one of {', '.join(sorted(options))}")
     return normalised
 
 
@@ -587,6 +586,8 @@ def decimal(
 
 # --- members -------------------------------------------------------------------------------
 
+MEMBER_TYPES = frozenset(Member.Type.values)
+MEMBER_STATUSES = frozenset(Member.Status.values)
 MEMBERSHIP_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 COUNTRY = re.compile(r"^[A-Z]{2}$")
 MEMBER_TEXT_LENGTHS = {
@@ -638,9 +639,9 @@ def parse_member_row(row: Row, program: Program) -> MemberRow:
             elif column == "birth_date":
                 result.profile[column] = date(value)
             elif column == "type":
-                result.profile[column] = choice(value, Member.Type.values)
+                result.profile[column] = choice(value, MEMBER_TYPES)
             elif column == "status":
-                result.profile[column] = choice(value, Member.Status.values)
+                result.profile[column] = choice(value, MEMBER_STATUSES)
             elif column == "country":
                 if not COUNTRY.match(value.upper()):
                     raise CellError(f"{value!r} is not an ISO 3166 country code such as PL")
@@ -943,6 +944,8 @@ TRANSACTION_TEXT_LENGTHS = {
     "category": 100,
 }
 MONEY_CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Enum values, read once: `Choices.values` builds its list anew on every call.
+CHANNELS = frozenset(Transaction.Channel.values)
 
 
 @dataclass
@@ -969,7 +972,7 @@ def parse_transaction_row(row: Row, program: Program) -> TransactionRow:
             elif column == "subtype":
                 parsed = text(value, max_length=20).lower()
             elif column == "channel":
-                parsed = choice(value, Transaction.Channel.values)
+                parsed = choice(value, CHANNELS)
             elif column == "occurred_at":
                 parsed = timestamp(value, program.timezone)
             elif column == "expires_at":

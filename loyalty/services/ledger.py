@@ -20,7 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from loyalty import dates
-from loyalty.bulk import bulk_insert_copy, bulk_update_values
+from loyalty.bulk import build, bulk_insert_copy, bulk_update_values
 from loyalty.models import (
     Balance,
     Bucket,
@@ -101,7 +101,7 @@ class LedgerWriter:
         key = (member.id, currency.id)
         if key not in self.balances:
             if self.deferred:
-                self.balances[key] = Balance(member=member, currency=currency)
+                self.balances[key] = build(Balance, member=member, currency=currency)
             else:
                 balance, _ = Balance.objects.get_or_create(member=member, currency=currency)
                 self.balances[key] = balance
@@ -138,7 +138,8 @@ class LedgerWriter:
 
     # --- persistence: immediate, or kept for flush when deferred ---------------------------
     def _entry(self, member: Member, currency: Currency, points: int, kind: str, **extra):
-        entry = LedgerEntry(
+        entry = build(
+            LedgerEntry,
             program_id=member.program_id,
             member=member,
             currency=currency,
@@ -153,7 +154,7 @@ class LedgerWriter:
         return entry
 
     def _new_bucket(self, **fields) -> Bucket:
-        bucket = Bucket(**fields)
+        bucket = build(Bucket, **fields)
         if self.deferred:
             self.new_buckets.append(bucket)
         else:
@@ -176,7 +177,7 @@ class LedgerWriter:
         return event
 
     def _allocate(self, entry: LedgerEntry, bucket: Bucket, points: int) -> None:
-        allocation = BucketAllocation(entry=entry, bucket=bucket, points=points)
+        allocation = build(BucketAllocation, entry=entry, bucket=bucket, points=points)
         if self.deferred:
             self.new_allocations.append(allocation)
         else:

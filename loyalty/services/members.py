@@ -18,7 +18,7 @@ from django.db import transaction as db_transaction
 from django.utils import timezone
 
 from loyalty import codes
-from loyalty.bulk import bulk_insert_copy
+from loyalty.bulk import build, bulk_insert_copy
 from loyalty.exceptions import LoyaltyError, MemberNotActive, ProgramNotActive, ValidationFailed
 from loyalty.models import (
     Bucket,
@@ -335,7 +335,8 @@ def _member_build(
     enrolled_at: dt.datetime,
     profile: dict,
 ) -> Member:
-    return Member(
+    return build(
+        Member,
         program=program,
         membership_number=number,
         referral_code=referral_code,

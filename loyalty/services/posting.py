@@ -19,6 +19,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from loyalty import dates, rules
+from loyalty.bulk import build
 from loyalty.exceptions import (
     IdempotencyConflict,
     LoyaltyError,
@@ -281,7 +282,8 @@ def journal_build(
         points_currency = context.currency(request.points_currency)
     if request.points is not None and points_currency is not None:
         points = to_units(request.points, points_currency)
-    txn = Transaction(
+    txn = build(
+        Transaction,
         program=program,
         external_id=request.external_id,
         member=member,
@@ -305,7 +307,8 @@ def journal_build(
         [partner.id] * len(request.lines) if partner else context.line_partner_ids(request.lines)
     )
     lines = [
-        TransactionLine(
+        build(
+            TransactionLine,
             transaction=txn,
             line_number=index + 1,
             sku=line.sku,

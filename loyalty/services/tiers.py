@@ -32,7 +32,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from loyalty import dates
-from loyalty.bulk import bulk_insert_copy, bulk_update_values
+from loyalty.bulk import build, bulk_insert_copy, bulk_update_values
 from loyalty.exceptions import LoyaltyError, ValidationFailed
 from loyalty.models import (
     Bucket,
@@ -295,7 +295,8 @@ def _move(
     state.tier = tier
     state.valid_from = valid_from
     state.valid_until = valid_until
-    return TierHistory(
+    return build(
+        TierHistory,
         member=member,
         group=group,
         from_tier=old,
@@ -699,7 +700,8 @@ def _enrolment(member: Member, group: TierGroup) -> tuple[MemberTier, TierHistor
     from the enrolment date, without end, in the qualifying period containing that date."""
     start = enrolled_on(member)
     period = period_containing(group, start, start)
-    state = MemberTier(
+    state = build(
+        MemberTier,
         member=member,
         group=group,
         valid_from=start,
