@@ -43,7 +43,9 @@ BALANCE_FIELDS = [
 def lock_members(member_ids: Iterable[int]) -> dict[int, Member]:
     """Lock member rows in primary-key order (no deadlocks) and return them by id."""
     ids = sorted(set(member_ids))
-    members = Member.objects.select_for_update().select_related("program").filter(id__in=ids)
+    members = (
+        Member.objects.select_for_update(of=("self",)).select_related("program").filter(id__in=ids)
+    )
     by_id = {m.id: m for m in members.order_by("id")}
     return by_id
 

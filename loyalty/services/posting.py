@@ -222,7 +222,7 @@ def _post_locked(
     program: Program, request: TransactionRequest, actor: str, now: dt.datetime
 ) -> PostResult:
     member = (
-        Member.objects.select_for_update()
+        Member.objects.select_for_update(of=("self",))
         .select_related("program")
         .filter(program=program, membership_number=request.member)
         .first()

@@ -191,3 +191,47 @@ def test_redemptions_racing_the_expiry_job_never_overspend(program, pts, member,
     stored = Balance.objects.get(member=member, currency=pts)
     assert (stored.available, stored.expired, stored.redeemed) == (0, 600, 400)
     assert ledger_drifts() == []
+
+
+def test_a_member_lock_does_not_block_another_members_post_in_the_program(
+    program, pts, base_rules, post
+):
+    """The member lock takes the member's row only: holding one member's lock (a long
+    redemption, say) must not stop another member of the same program from posting, as a
+    lock on the shared program row would."""
+    # given: one thread holds the first member's lock until told to let go
+    first, second = MemberFactory(program=program), MemberFactory(program=program)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_first_member_lock() -> None:
+        from django.db import transaction as db_transaction
+
+        from loyalty.services.ledger import lock_members
+
+        try:
+            with db_transaction.atomic():
+                lock_members([first.id])
+                locked.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_first_member_lock)
+    holder.start()
+    try:
+        assert locked.wait(timeout=30)
+
+        # when: the second member posts, refusing to wait for any lock
+        def post_for_second(_: int):
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '2s'")
+            return post(second, amount=Decimal("10.00"))
+
+        (result,) = run_in_threads(1, post_for_second)
+    finally:
+        release.set()
+        holder.join(timeout=30)
+
+    # then: it went through without waiting for the first member's transaction
+    assert not isinstance(result, Exception), result
+    assert result.created
