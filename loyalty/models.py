@@ -17,6 +17,10 @@ Invariants of the ledger (SPEC §2), enforced by PostgreSQL and checked by `veri
    The released, unexpired buckets' `remaining` add up to `available`.
 5. (program, external_id) is unique: the idempotency key of every write.
 Points are integers of the currency's smallest unit (`Currency.decimals`); money is Decimal.
+
+Indexes: a foreign key marked `db_index=False` is served by a composite index or unique
+constraint that starts with it (see its model's Meta); imports write millions of these rows,
+and each index is one more write per row.
 """
 
 from decimal import Decimal
@@ -168,7 +172,9 @@ class Member(models.Model):
         SUSPENDED = "suspended"
         CLOSED = "closed"
 
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="members")
+    program = models.ForeignKey(
+        Program, on_delete=models.PROTECT, related_name="members", db_index=False
+    )
     membership_number = models.CharField(max_length=40)
     type = models.CharField(max_length=12, choices=Type.choices, default=Type.INDIVIDUAL)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
@@ -304,9 +310,13 @@ class Transaction(models.Model):
         REJECTED = "rejected"
         REVERSED = "reversed"
 
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="transactions")
+    program = models.ForeignKey(
+        Program, on_delete=models.PROTECT, related_name="transactions", db_index=False
+    )
     external_id = models.CharField(max_length=100)
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="transactions")
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="transactions", db_index=False
+    )
     counterparty = models.ForeignKey(
         Member,
         null=True,
@@ -328,6 +338,7 @@ class Transaction(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="transactions",
+        db_index=False,  # (partner, occurred_at) serves it
     )
     attributes = models.JSONField(default=dict, blank=True)
     points = models.BigIntegerField(null=True, blank=True, help_text="Smallest units.")
@@ -369,7 +380,9 @@ class Transaction(models.Model):
 
 
 class TransactionLine(models.Model):
-    transaction = models.ForeignKey(Transaction, on_delete=models.CASCADE, related_name="lines")
+    transaction = models.ForeignKey(
+        Transaction, on_delete=models.CASCADE, related_name="lines", db_index=False
+    )
     line_number = models.PositiveIntegerField()
     sku = models.CharField(max_length=100, blank=True)
     category = models.CharField(max_length=100, blank=True)
@@ -414,8 +427,10 @@ class LedgerEntry(models.Model):
         AVAILABLE = "available"
         PENDING = "pending"
 
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+")
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="ledger_entries")
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+", db_index=False)
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
+    )
     currency = models.ForeignKey(Currency, on_delete=models.PROTECT, related_name="+")
     points = models.BigIntegerField()
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -424,7 +439,12 @@ class LedgerEntry(models.Model):
         Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="entries"
     )
     rule = models.ForeignKey(
-        EarningRule, null=True, blank=True, on_delete=models.PROTECT, related_name="entries"
+        EarningRule,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="entries",
+        db_index=False,
     )
     partner = models.ForeignKey(
         "partners.Partner", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -534,7 +554,9 @@ class BucketAllocation(models.Model):
 class Balance(models.Model):
     """Cached per member and currency; equal to the sums of the ledger (see module docstring)."""
 
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="balances")
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="balances", db_index=False
+    )
     currency = models.ForeignKey(Currency, on_delete=models.PROTECT, related_name="balances")
     available = models.BigIntegerField(default=0)
     pending = models.BigIntegerField(default=0)
@@ -814,8 +836,12 @@ class MemberTier(models.Model):
     """A member's current tier in one group. `valid_until` None: it does not expire (the base
     tier). `period_start`/`period_end` is the qualifying period the state was last moved to."""
 
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="tiers")
-    group = models.ForeignKey(TierGroup, on_delete=models.CASCADE, related_name="member_tiers")
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="tiers", db_index=False
+    )
+    group = models.ForeignKey(
+        TierGroup, on_delete=models.CASCADE, related_name="member_tiers", db_index=False
+    )
     tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="member_tiers")
     valid_from = models.DateField()
     valid_until = models.DateField(null=True, blank=True)
@@ -843,7 +869,6 @@ class MemberTier(models.Model):
                 condition=Q(valid_until__isnull=False),
             ),
             models.Index(fields=["group", "period_end"], name="member_tier_period_due"),
-            models.Index(fields=["tier"], name="member_tier_by_tier"),
         ]
 
     def __str__(self) -> str:
@@ -862,8 +887,12 @@ class TierHistory(models.Model):
         IMPORT = "import"
         MERGE = "merge"
 
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="tier_history")
-    group = models.ForeignKey(TierGroup, on_delete=models.CASCADE, related_name="history")
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="tier_history", db_index=False
+    )
+    group = models.ForeignKey(
+        TierGroup, on_delete=models.CASCADE, related_name="history", db_index=False
+    )
     from_tier = models.ForeignKey(
         Tier, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -914,7 +943,9 @@ class MemberEvent(models.Model):
         PROMOTION_REWARD = "promotion_reward"
 
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+")
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="events")
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     type = models.CharField(max_length=24, choices=Type.choices)
     payload = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField()
