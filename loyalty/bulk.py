@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 from django.db import connection, models
 from django.db.models.base import ModelState
+from django.utils import timezone
 
 
 def bulk_update_values(model: type[models.Model], objs: Sequence[models.Model], fields: list[str]):
@@ -30,8 +33,9 @@ def bulk_update_values(model: type[models.Model], objs: Sequence[models.Model], 
     arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in [pk, *columns])
     names = ", ".join(quote(f.column) for f in [pk, *columns])
     assignments = ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for f in columns)
-    getters = [operator.attrgetter(pk.attname)] + [_getter(field) for field in columns]
-    values = [[getter(obj) for obj in objs] for getter in getters]
+    read = _row_reader([pk, *columns])
+    rows = [read(obj) for obj in objs]
+    values = [list(column) for column in zip(*rows, strict=True)]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET {assignments} FROM unnest({arrays}) AS v({names}) "
@@ -46,92 +50,108 @@ def bulk_insert_copy(model: type[models.Model], objs: Sequence[models.Model]) ->
     What `bulk_create` does for the hot paths of imports and batched posting, without its
     per-field preparation and array parameters, which cost more Python time than the rows
     cost the database. Primary keys come from the table's sequence in one query; fields that
-    fill themselves on insert (`auto_now`, `auto_now_add`) are filled as `bulk_create` would;
+    fill themselves on insert (`auto_now`, `auto_now_add`) get one timestamp for the call;
     everything else is written as it stands on the object (defaults are set at construction).
     """
     if not objs:
         return
     plan = _copy_plan(model)
-    table, pk, columns, prepared, raw = plan
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [model._meta.db_table, pk.column, len(objs)],
+            [model._meta.db_table, plan.pk.column, len(objs)],
         )
-        ids = [row[0] for row in cursor.fetchall()]
-        for obj, pk_value in zip(objs, ids, strict=True):
-            setattr(obj, pk.attname, pk_value)
-        for obj in objs:
-            for field in prepared:
-                field.pre_save(obj, True)
-        _copy(cursor, f"COPY {table} ({columns}) FROM STDIN", objs, raw)
+        pk_attname = plan.pk.attname
+        for obj, (pk_value,) in zip(objs, cursor.fetchall(), strict=True):
+            setattr(obj, pk_attname, pk_value)
+        if plan.stamped:
+            now = timezone.now()
+            for obj in objs:
+                for attname in plan.stamped:
+                    setattr(obj, attname, now)
+        with connection.wrap_database_errors, cursor.cursor.copy(plan.statement) as copy:
+            write, row = copy.write_row, plan.row
+            for obj in objs:
+                write(row(obj))
+    alias = connection.alias
     for obj in objs:
-        obj._state.adding = False
-        obj._state.db = connection.alias
+        state = obj._state
+        state.adding = False
+        state.db = alias
 
 
-def _copy(cursor, statement: str, objs: Sequence[models.Model], getters: list) -> None:
-    """Stream one row per object through the raw psycopg cursor; errors still surface as
-    Django's (DataError, IntegrityError, ...)."""
-    with connection.wrap_database_errors, cursor.cursor.copy(statement) as copy:
-        write = copy.write_row
-        for obj in objs:
-            write([getter(obj) for getter in getters])
+@dataclass(frozen=True)
+class _CopyPlan:
+    statement: str
+    pk: models.Field
+    stamped: tuple[str, ...]  # auto_now / auto_now_add (date-time fields)
+    row: Callable[[models.Model], list]
 
 
-_COPY_PLANS: dict[type[models.Model], tuple] = {}
+_COPY_PLANS: dict[type[models.Model], _CopyPlan] = {}
 
 
-def _copy_plan(model: type[models.Model]) -> tuple:
+def _copy_plan(model: type[models.Model]) -> _CopyPlan:
     plan = _COPY_PLANS.get(model)
     if plan is None:
         meta = model._meta
         fields = list(meta.concrete_fields)
         quote = connection.ops.quote_name
-        prepared = [
-            f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
-        ]
-        raw = [_getter(field) for field in fields]
-        plan = (
-            quote(meta.db_table),
-            meta.pk,
-            ", ".join(quote(f.column) for f in fields),
-            prepared,
-            raw,
+        columns = ", ".join(quote(f.column) for f in fields)
+        for f in fields:
+            automatic = getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+            if automatic and not isinstance(f, models.DateTimeField):
+                raise TypeError(f"bulk_insert_copy fills date-time auto fields only: {f}")
+        plan = _CopyPlan(
+            statement=f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN",
+            pk=meta.pk,
+            stamped=tuple(
+                f.attname
+                for f in fields
+                if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+            ),
+            row=_row_reader(fields),
         )
         _COPY_PLANS[model] = plan
     return plan
 
 
-def _getter(field: models.Field):
-    """How to read `field` off an object as the value COPY writes."""
-    attname = field.attname
-    if isinstance(field, models.JSONField):
-        from psycopg.types.json import Jsonb
+def _row_reader(fields: list[models.Field]) -> Callable[[models.Model], list]:
+    """How to read an object as the row COPY writes: every attribute in one `attrgetter`
+    call, then the two kinds of column that need more than the attribute:
+    - a foreign key set to an object saved earlier in the same flush (a bucket's entry, say)
+      carries no id yet: it is taken from the cached object, as `bulk_create` does;
+    - a JSON value is wrapped for psycopg, dumped with the field's encoder."""
+    from psycopg.types.json import Jsonb
 
-        encoder = field.encoder
+    attnames = [f.attname for f in fields]
+    read = operator.attrgetter(*attnames) if len(attnames) > 1 else _one(attnames[0])
+    relations = [(i, f) for i, f in enumerate(fields) if f.is_relation]
+    documents = [
+        (i, partial(json.dumps, cls=f.encoder))
+        for i, f in enumerate(fields)
+        if isinstance(f, models.JSONField)
+    ]
 
-        def json_value(obj):
-            value = getattr(obj, attname)
-            if value is None:
-                return None
-            return Jsonb(value, dumps=lambda v: json.dumps(v, cls=encoder))
-
-        return json_value
-    if field.is_relation:
-        # A foreign key set to an object saved earlier in the same flush (a bucket's entry,
-        # say) carries no id yet: take it from the cached object, as `bulk_create` does.
-        def related_id(obj):
-            value = getattr(obj, attname)
-            if value is None and field.is_cached(obj):
+    def row(obj: models.Model) -> list:
+        values = list(read(obj))
+        for index, field in relations:
+            if values[index] is None and field.is_cached(obj):
                 related = field.get_cached_value(obj)
                 if related is not None:
-                    value = related.pk
-                    setattr(obj, attname, value)
-            return value
+                    values[index] = related.pk
+                    setattr(obj, field.attname, related.pk)
+        for index, dumps in documents:
+            if values[index] is not None:
+                values[index] = Jsonb(values[index], dumps=dumps)
+        return values
 
-        return related_id
-    return operator.attrgetter(attname)
+    return row
+
+
+def _one(attname: str) -> Callable[[models.Model], tuple]:
+    get = operator.attrgetter(attname)
+    return lambda obj: (get(obj),)
 
 
 def build(model: type[models.Model], **values) -> models.Model:

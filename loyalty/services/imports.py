@@ -454,11 +454,14 @@ def _named_rows(rows: Iterator[RawRow], columns: list[str | None], width: int) -
         if _blank(raw.cells):
             continue
         row = Row(raw.number, {})
+        values = row.values
         for index, cell in enumerate(raw.cells):
-            text = unescape_cell(cell.strip())
+            text = cell.strip()
+            if text[:1] == "'":
+                text = unescape_cell(text)
             name = columns[index] if index < width else None
             if name is not None:
-                row.values[name] = text
+                values[name] = text
             elif text:
                 where = f"column {index + 1}"
                 reason = (

@@ -29,6 +29,7 @@ from loyalty.models import (
     LedgerEntry,
     Member,
     MemberEvent,
+    Program,
     Transaction,
 )
 
@@ -40,13 +41,18 @@ BALANCE_FIELDS = [
 ]  # fmt: skip
 
 
-def lock_members(member_ids: Iterable[int]) -> dict[int, Member]:
-    """Lock member rows in primary-key order (no deadlocks) and return them by id."""
+def lock_members(member_ids: Iterable[int], *, program: Program | None = None) -> dict[int, Member]:
+    """Lock member rows in primary-key order (no deadlocks) and return them by id.
+
+    Given their `program`, the members share that object instead of a joined copy each (a
+    batch locks thousands of members of one program)."""
     ids = sorted(set(member_ids))
-    members = (
-        Member.objects.select_for_update(of=("self",)).select_related("program").filter(id__in=ids)
-    )
-    by_id = {m.id: m for m in members.order_by("id")}
+    members = Member.objects.select_for_update(of=("self",)).filter(id__in=ids).order_by("id")
+    if program is None:
+        return {m.id: m for m in members.select_related("program")}
+    by_id = {m.id: m for m in members.filter(program=program)}
+    for member in by_id.values():
+        member.program = program
     return by_id
 
 

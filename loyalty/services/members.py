@@ -279,6 +279,7 @@ def _enrol_chunk(
         requests=[request for _, request in requesting],
         actor=actor or "system",
         now=now,
+        fresh_members=members,
     )
     refusals = {
         index: result.error or LoyaltyError(f"The enrollment accrual was {result.status}.")

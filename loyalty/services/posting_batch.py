@@ -91,25 +91,39 @@ def transactions_post_many(
     actor: str = "",
     now: dt.datetime | None = None,
     as_of_occurrence: bool = False,
+    fresh_members: Sequence[Member] = (),
 ) -> list[PostOutcome]:
     """Post `requests` in order; one outcome per request, in the same order.
 
     `as_of_occurrence=True` posts each request as of its own `occurred_at` (replaying
     history in order, as the demo does) instead of as of `now`.
+
+    `fresh_members` are members that the caller's database transaction, still open, has
+    just inserted (`members_enrol_many` posting their enrollment accruals): no other
+    transaction can see them, and they hold no entries, buckets, balances or awards yet, so
+    their runs take no lock and read nothing for them.
     """
     if not requests:
         return []
     now = now or timezone.now()
-    poster = _BatchPoster(program, actor, now, as_of_occurrence)
+    poster = _BatchPoster(program, actor, now, as_of_occurrence, fresh_members)
     return poster.post(requests)
 
 
 class _BatchPoster:
-    def __init__(self, program: Program, actor: str, now: dt.datetime, as_of_occurrence: bool):
+    def __init__(
+        self,
+        program: Program,
+        actor: str,
+        now: dt.datetime,
+        as_of_occurrence: bool,
+        fresh_members: Sequence[Member] = (),
+    ):
         self.program = program
         self.actor = actor
         self.now = now
         self.as_of_occurrence = as_of_occurrence
+        self.fresh = {m.membership_number: m for m in fresh_members}
         self.context = PostingContext(program)
         self.tier_currency_ids = {g.qualifying_currency_id for g in program_tier_groups(program.id)}
 
@@ -253,18 +267,24 @@ class _BatchPoster:
         """Write a run; returns the outcomes of the requests written and, when the run stopped
         at a reversal it cannot write in memory, that request's index (nothing of it, nor of
         the requests after it, is written)."""
+        numbers = {r.member for r in requests}
+        stored = numbers - self.fresh.keys()
         members_by_number = {
             m.membership_number: m
             for m in lock_members(
                 Member.objects.filter(
-                    program=self.program, membership_number__in=[r.member for r in requests]
-                ).values_list("id", flat=True)
+                    program=self.program, membership_number__in=stored
+                ).values_list("id", flat=True),
+                program=self.program,
             ).values()
         }
-        self.context.award_days = self._award_days(members_by_number.values(), requests)
+        stored_members = list(members_by_number.values())
+        members_by_number.update({n: self.fresh[n] for n in numbers & self.fresh.keys()})
+        self.context.award_days = self._award_days(stored_members, requests)
         writer = LedgerWriter(now=self.now, deferred=True)
-        writer.preload_balances(m.id for m in members_by_number.values())
-        due = _DueBuckets(self.program, list(members_by_number.values()), self._latest(requests))
+        writer.preload_balances(m.id for m in stored_members)
+        currencies = {c.id: c for c in self.context.currencies().values()}
+        due = _DueBuckets(self.program, currencies, stored_members, self._latest(requests))
         reversals = _RunReversals(self.context, due, writer, requests)
         outcomes: list[PostOutcome] = []
         written: list[tuple[TransactionRequest, Transaction, list[TransactionLine]]] = []
@@ -539,12 +559,16 @@ class _DueBuckets:
     latest instant, read in one query; `settle` picks those due at an instant exactly as
     `ledger.due_buckets` would read them from the database."""
 
-    def __init__(self, program: Program, members: list[Member], latest: dt.datetime):
+    def __init__(
+        self,
+        program: Program,
+        currencies: dict[int, Currency],
+        members: list[Member],
+        latest: dt.datetime,
+    ):
         self.program = program
         self.inactivity = [
-            c
-            for c in program.currencies.all()
-            if c.expiry_policy == Currency.ExpiryPolicy.INACTIVITY
+            c for c in currencies.values() if c.expiry_policy == Currency.ExpiryPolicy.INACTIVITY
         ]
         latest_day = dates.local_date(latest, program.timezone)
         candidates = Bucket.objects.filter(
@@ -554,7 +578,6 @@ class _DueBuckets:
             | Q(expires_on__lt=latest_day)
             | Q(currency_id__in=[c.id for c in self.inactivity])
         )
-        currencies = {c.id: c for c in program.currencies.all()}
         self.by_member: dict[int, list[Bucket]] = {}
         for bucket in candidates.select_related("entry"):
             bucket.currency = currencies[bucket.currency_id]
