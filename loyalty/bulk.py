@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import operator
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -78,10 +79,12 @@ def bulk_insert_copy(model: type[models.Model], objs: Sequence[models.Model]) ->
         state = obj._state
         state.adding = False
         state.db = alias
+    ROWS_COPIED[plan.table] += len(objs)
 
 
 @dataclass(frozen=True)
 class _CopyPlan:
+    table: str
     statement: str
     pk: models.Field
     stamped: tuple[str, ...]  # auto_now / auto_now_add (date-time fields)
@@ -103,6 +106,7 @@ def _copy_plan(model: type[models.Model]) -> _CopyPlan:
             if automatic and not isinstance(f, models.DateTimeField):
                 raise TypeError(f"bulk_insert_copy fills date-time auto fields only: {f}")
         plan = _CopyPlan(
+            table=meta.db_table,
             statement=f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN",
             pk=meta.pk,
             stamped=tuple(
@@ -114,6 +118,56 @@ def _copy_plan(model: type[models.Model]) -> _CopyPlan:
         )
         _COPY_PLANS[model] = plan
     return plan
+
+
+# Rows each table has received through `bulk_insert_copy` in this process (for
+# `PlannerStatistics`; a row rolled back afterwards still counts, which only makes an
+# ANALYZE come a little early).
+ROWS_COPIED: Counter[str] = Counter()
+
+
+class PlannerStatistics:
+    """Keeps PostgreSQL's planner statistics up to date for the tables a bulk load fills.
+
+    Why: the planner chooses plans from the statistics ANALYZE gathers. A table that an
+    import of a million rows fills outgrows them long before autovacuum (where it runs at
+    all) analyzes it again, and the reads of batched posting then get plans made for a
+    nearly empty table: to find 2,000 external ids, a scan of every transaction of the
+    program. Measured at a million imported rows, refreshing the statistics cut the database
+    time of the next 20,000 rows from 13.9 to 5.3 s (docs/performance.md).
+
+    `refresh()`, called between chunks, analyzes each table that has received, since it was
+    last analyzed here, at least as many rows as it then held (and at least `min_rows`): a
+    dozen ANALYZEs in an import of a million rows, each reading a sample of fixed size.
+    """
+
+    def __init__(self, *, min_rows: int = 10_000):
+        self.min_rows = min_rows
+        self.copied_at_analysis = dict(ROWS_COPIED)  # per table, when last analyzed here
+        self.rows_at_analysis: dict[str, float] = {}  # per table: pg_class.reltuples then
+
+    def refresh(self) -> list[str]:
+        """ANALYZE the tables that are due; returns their names."""
+        due = []
+        for table, copied in list(ROWS_COPIED.items()):
+            grown = copied - self.copied_at_analysis.get(table, 0)
+            if grown >= self.min_rows and grown >= self._rows_at_analysis(table):
+                due.append(table)
+        with connection.cursor() as cursor:
+            for table in due:
+                cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+                self.copied_at_analysis[table] = ROWS_COPIED[table]
+                self.rows_at_analysis.pop(table, None)
+        return due
+
+    def _rows_at_analysis(self, table: str) -> float:
+        if table not in self.rows_at_analysis:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
+                row = cursor.fetchone()
+            # -1: never analyzed (then the first `min_rows` rows make it due).
+            self.rows_at_analysis[table] = max(row[0], 0) if row else 0
+        return self.rows_at_analysis[table]
 
 
 def _row_reader(fields: list[models.Field]) -> Callable[[models.Model], list]:

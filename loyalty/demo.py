@@ -30,6 +30,7 @@ from django.db import transaction as db_transaction
 from django.utils import timezone
 
 from loyalty import codes, dates, jobs, selectors
+from loyalty.bulk import PlannerStatistics
 from loyalty.definitions import program_load, read_document, template_path
 from loyalty.exceptions import LoyaltyError
 from loyalty.models import Member, Program
@@ -282,6 +283,7 @@ class _Replayer:
         self.enrolled: list[DemoMember] = []
         self.sequence = 0
         self.queued: list[tuple[TransactionRequest, str, Callable[[], None] | None]] = []
+        self.statistics = PlannerStatistics(min_rows=2_000)  # the demo fills empty tables
 
     def enrol(self, person: DemoMember) -> None:
         referral_code = ""
@@ -336,6 +338,7 @@ class _Replayer:
             self.stats.add(kind)
             if on_posted is not None:
                 on_posted()
+        self.statistics.refresh()
 
     def _external_id(self, prefix: str) -> str:
         self.sequence += 1

@@ -51,6 +51,7 @@ from django.db import transaction as db_transaction
 from django.db.models.functions import Lower
 from django.utils.dateparse import parse_date, parse_datetime
 
+from loyalty.bulk import PlannerStatistics
 from loyalty.exceptions import LoyaltyError, ValidationFailed
 from loyalty.models import Member, Program, Transaction
 from loyalty.services import posting_batch
@@ -66,6 +67,9 @@ KINDS = (MEMBERS, TRANSACTIONS)
 # Rows per chunk for members, transactions (groups of rows) per chunk for transactions.
 CHUNK_MEMBERS = 2000
 CHUNK_TRANSACTIONS = 2000
+# A table an import has added this many rows to (and as many as it held) is analyzed again
+# between chunks (loyalty.bulk.PlannerStatistics).
+ANALYZE_MIN_ROWS = 10_000
 
 MIN_YEAR, MAX_YEAR = 1900, 2999
 ATTRIBUTE_PREFIX = "attr_"
@@ -1246,12 +1250,14 @@ def inspect_file(*, kind: str, source: IO[bytes], filename: str = "") -> Layout:
 
 def _run(table, layout, program, report, writer, actor, progress) -> None:
     rows = data_rows(table, layout)
+    statistics = PlannerStatistics(min_rows=ANALYZE_MIN_ROWS)  # large files outgrow them
     if progress is not None:
         progress(report)  # the start: rows_total is known
     if layout.kind == MEMBERS:
         members = _MemberImport(program, report, writer, actor)
         for chunk in _batches(rows, CHUNK_MEMBERS):
             members.chunk(chunk)
+            statistics.refresh()
             if progress is not None:
                 progress(report)
         members.finish()
@@ -1260,6 +1266,7 @@ def _run(table, layout, program, report, writer, actor, progress) -> None:
     parsed = (parse_transaction_row(row, program) for row in rows)
     for chunk in _batches(group_rows(parsed), CHUNK_TRANSACTIONS):
         transactions.chunk(chunk)
+        statistics.refresh()
         if progress is not None:
             progress(report)
 

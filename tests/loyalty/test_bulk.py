@@ -3,9 +3,10 @@
 import datetime as dt
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
-from loyalty.bulk import build
+from loyalty.bulk import PlannerStatistics, build, bulk_insert_copy
 from loyalty.models import (
     Balance,
     Bucket,
@@ -130,3 +131,43 @@ def test_a_built_object_saves_and_reads_back():
 
     stored = Member.objects.get(pk=member.pk)
     assert (stored.membership_number, stored.attributes, stored.status) == ("B-1", {}, "active")
+
+
+def _reltuples(table: str) -> float:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
+        return cursor.fetchone()[0]
+
+
+def _copy_programs(count: int, prefix: str) -> None:
+    bulk_insert_copy(
+        Program,
+        [
+            build(Program, code=f"{prefix}{n}", name="P", timezone="UTC", currency="EUR")
+            for n in range(count)
+        ],
+    )
+
+
+@pytest.mark.django_db
+def test_a_table_is_analyzed_once_it_has_grown_by_what_it_held():
+    # given the planner's statistics of the table are fresh (it holds no program)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE loyalty_program")
+    keeper = PlannerStatistics(min_rows=3)
+
+    # when fewer rows than the minimum are copied, nothing is due
+    _copy_programs(2, "a")
+    assert keeper.refresh() == []
+
+    # then at the minimum the table is analyzed: the planner now counts its rows
+    _copy_programs(1, "b")
+    assert keeper.refresh() == ["loyalty_program"]
+    assert _reltuples("loyalty_program") == 3
+
+    # and it is due again only once it has grown by as many rows as it held then
+    _copy_programs(2, "c")
+    assert keeper.refresh() == []
+    _copy_programs(1, "d")
+    assert keeper.refresh() == ["loyalty_program"]
+    assert _reltuples("loyalty_program") == 6

@@ -576,7 +576,7 @@ def test_a_dry_run_reports_what_the_import_does_and_writes_nothing(program, pts,
 
 
 def test_an_interrupted_import_leaves_whole_transactions_and_a_rerun_completes_it(
-    base_rules, alice, monkeypatch
+    base_rules, program, alice, monkeypatch
 ):
     # given runs of 3 transactions per database transaction, and a crash (a killed worker)
     # in the middle of writing the second run's ledger rows
@@ -688,3 +688,32 @@ def test_importing_10000_rows_costs_sublinear_queries(base_rules, program):
     # then ten times the rows cost less than three times the queries
     assert Transaction.objects.count() == 2_750
     assert large < 3 * small, (small, large)
+
+
+def _estimated_rows(table: str) -> float:
+    """What the planner believes the table holds (pg_class.reltuples, set by ANALYZE)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
+        return cursor.fetchone()[0]
+
+
+def test_an_import_refreshes_the_planner_statistics_of_the_tables_it_fills(
+    base_rules, program, alice, monkeypatch
+):
+    # given the planner believes the journal is empty, and a threshold of 5 rows
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE loyalty_transaction")
+    assert _estimated_rows("loyalty_transaction") == Transaction.objects.count() == 0
+    monkeypatch.setattr(imports, "ANALYZE_MIN_ROWS", 5)
+
+    # when 12 purchases are imported
+    report, _ = transactions(
+        program,
+        csv_bytes(
+            [HEADER] + [row(f"p-{n}", "A-1", amount="10", currency="EUR") for n in range(12)]
+        ),
+    )
+
+    # then the journal was analyzed again once it had grown: the planner knows its rows
+    assert report.created == 12
+    assert _estimated_rows("loyalty_transaction") == 12
