@@ -10,13 +10,26 @@ from __future__ import annotations
 import json
 import operator
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from django.db import connection, models
 from django.db.models.base import ModelState
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
+
+
+def among(values: Iterable, db_type: str = "bigint") -> RawSQL:
+    """The right-hand side of an `__in` lookup over many values (`member_id__in=among(ids)`):
+    `IN (SELECT unnest(%s::bigint[]))`, one array parameter.
+
+    Why: given a list, Django writes one placeholder per value, and PostgreSQL filters with
+    `= ANY(...)`, which the planner may apply after scanning another index: for the due
+    buckets of a run's thousand members, the expiry index's whole backlog (120 ms at a
+    million imported rows). As a set, the values are joined, one index probe each (20 ms).
+    An empty list matches nothing (callers skip the query where that matters)."""
+    return RawSQL(f"SELECT unnest(%s::{db_type}[])", [list(values)])
 
 
 def bulk_update_values(model: type[models.Model], objs: Sequence[models.Model], fields: list[str]):

@@ -47,7 +47,10 @@ def lock_members(member_ids: Iterable[int], *, program: Program | None = None) -
     Given their `program`, the members share that object instead of a joined copy each (a
     batch locks thousands of members of one program)."""
     ids = sorted(set(member_ids))
-    members = Member.objects.select_for_update(of=("self",)).filter(id__in=ids).order_by("id")
+    if not ids:
+        return {}
+    members = Member.objects.select_for_update(of=("self",)).filter(id__in=ids)
+    members = members.order_by("id")
     if program is None:
         return {m.id: m for m in members.select_related("program")}
     by_id = {m.id: m for m in members.filter(program=program)}
@@ -116,7 +119,10 @@ class LedgerWriter:
         return self.balances[key]
 
     def preload_balances(self, member_ids: Iterable[int]) -> None:
-        for balance in Balance.objects.filter(member_id__in=list(member_ids)):
+        ids = list(member_ids)
+        if not ids:
+            return
+        for balance in Balance.objects.order_by().filter(member_id__in=ids):
             self.balances[(balance.member_id, balance.currency_id)] = balance
 
     def flush(self) -> None:

@@ -9,7 +9,10 @@ bulk inserts. What a run may hold keeps the two paths equal:
   capped awards of the ones before it in memory; when the rules read tiers or segments
   (which the tier hook after each write may change), or a member's next transaction is
   dated before the previous one, it starts the next run;
-- only accruals; any other type flushes the run and goes through `transaction_post`;
+- accruals and returns of accruals (`_RunReversals`: a return that needs what the run
+  cannot hold in memory, such as a reversed redemption or a credit a merge moved, is posted
+  alone); redemptions and adjustments go through `transaction_post`, and the run is written
+  first only when they read what it writes;
 - a purchase that can earn a referral ends its run, so the referrer's credit is written
   before anything later, as a single post would.
 
@@ -32,7 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from loyalty import dates
-from loyalty.bulk import bulk_insert_copy, bulk_update_values
+from loyalty.bulk import among, bulk_insert_copy, bulk_update_values
 from loyalty.exceptions import IdempotencyConflict, LoyaltyError
 from loyalty.models import (
     Bucket,
@@ -45,6 +48,7 @@ from loyalty.models import (
 )
 from loyalty.services.ledger import LedgerWriter, lock_members, settle_buckets, spendable
 from loyalty.services.posting import (
+    ACTIVITY_SUBTYPES,
     PostingContext,
     PreparedAccrual,
     UnknownMember,
@@ -334,10 +338,12 @@ class _BatchPoster:
         moved = _moved_points(writer)  # by transaction id, once the transactions have ids
         writer.flush()
         self.context.award_days = None
+        # Only activities move `last_activity_at` (`accrual_apply`): enrolments, referrals and
+        # opening balances leave the member row alone.
         active = {
             txn.member_id: txn.member
             for request, txn, _ in written
-            if request.type == Transaction.Type.ACCRUAL
+            if request.type == Transaction.Type.ACCRUAL and request.subtype in ACTIVITY_SUBTYPES
         }
         bulk_update_values(Member, list(active.values()), ["last_activity_at"])
         # Immediate tier upgrades, transaction by transaction as a single post makes them
@@ -353,7 +359,7 @@ class _BatchPoster:
     def _award_days(self, members, requests) -> dict[tuple[int, int], list[dt.date]]:
         """Every award of the capped rules to these members in the months of `requests`."""
         capped = self.context.capped_rules()
-        if not capped:
+        if not capped or not members:
             return {}
         tz_name = self.program.timezone
         months = [dates.month_bounds(dates.local_date(r.occurred_at, tz_name)) for r in requests]
@@ -571,15 +577,17 @@ class _DueBuckets:
             c for c in currencies.values() if c.expiry_policy == Currency.ExpiryPolicy.INACTIVITY
         ]
         latest_day = dates.local_date(latest, program.timezone)
-        candidates = Bucket.objects.filter(
-            member_id__in=[m.id for m in members], remaining__gt=0, expired=False
-        ).filter(
-            Q(released=False, available_at__lte=latest)
-            | Q(expires_on__lt=latest_day)
-            | Q(currency_id__in=[c.id for c in self.inactivity])
+        candidates = (
+            Bucket.objects.order_by("id")
+            .filter(member_id__in=among(m.id for m in members), remaining__gt=0, expired=False)
+            .filter(
+                Q(released=False, available_at__lte=latest)
+                | Q(expires_on__lt=latest_day)
+                | Q(currency_id__in=[c.id for c in self.inactivity])
+            )
         )
         self.by_member: dict[int, list[Bucket]] = {}
-        for bucket in candidates.select_related("entry"):
+        for bucket in candidates.select_related("entry") if members else ():
             bucket.currency = currencies[bucket.currency_id]
             self.by_member.setdefault(bucket.member_id, []).append(bucket)
         self.seen_new = 0

@@ -545,9 +545,9 @@ def _members_who_may_change(
     hook would at most move their stored qualifying period forward: that is done here."""
     states = {
         s.member_id: s
-        for s in MemberTier.objects.filter(
-            group=group, member_id__in=list(by_member)
-        ).select_related("tier")
+        for s in MemberTier.objects.order_by()
+        .filter(group=group, member_id__in=list(by_member))
+        .select_related("tier")
     }
     loaded.update(((member_id, group.pk), state) for member_id, state in states.items())
     top = len(ladder(group)) - 1

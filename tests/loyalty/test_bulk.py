@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from loyalty.bulk import PlannerStatistics, build, bulk_insert_copy
+from loyalty.bulk import PlannerStatistics, among, build, bulk_insert_copy
 from loyalty.models import (
     Balance,
     Bucket,
@@ -171,3 +171,18 @@ def test_a_table_is_analyzed_once_it_has_grown_by_what_it_held():
     _copy_programs(1, "d")
     assert keeper.refresh() == ["loyalty_program"]
     assert _reltuples("loyalty_program") == 6
+
+
+@pytest.mark.django_db
+def test_among_selects_what_a_list_selects_and_nothing_when_empty():
+    _copy_programs(4, "m")
+    ids = list(Program.objects.order_by("id").values_list("id", flat=True))
+    codes = ["m1", "m3", "zz"]
+
+    assert list(Program.objects.filter(id__in=among(ids[1:3])).order_by("id")) == list(
+        Program.objects.filter(id__in=ids[1:3]).order_by("id")
+    )
+    assert sorted(
+        Program.objects.filter(code__in=among(codes, "text")).values_list("code", flat=True)
+    ) == ["m1", "m3"]
+    assert not Program.objects.filter(id__in=among([])).exists()
