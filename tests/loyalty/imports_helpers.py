@@ -62,3 +62,12 @@ def state() -> dict[str, int]:
 
 def reasons_at(rejects: list[list[str]], row: int) -> list[tuple[str, str]]:
     return [(column, reason) for r, column, reason in rejects if int(r) == row]
+
+
+def estimated_rows(table: str) -> float:
+    """What the planner believes the table holds (pg_class.reltuples, set by ANALYZE)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
+        return cursor.fetchone()[0]

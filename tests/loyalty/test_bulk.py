@@ -21,6 +21,7 @@ from loyalty.models import (
     Transaction,
     TransactionLine,
 )
+from tests.loyalty.imports_helpers import estimated_rows
 
 
 def _fields(obj) -> dict:
@@ -133,12 +134,6 @@ def test_a_built_object_saves_and_reads_back():
     assert (stored.membership_number, stored.attributes, stored.status) == ("B-1", {}, "active")
 
 
-def _reltuples(table: str) -> float:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
-        return cursor.fetchone()[0]
-
-
 def _copy_programs(count: int, prefix: str) -> None:
     bulk_insert_copy(
         Program,
@@ -163,14 +158,14 @@ def test_a_table_is_analyzed_once_it_has_grown_by_what_it_held():
     # then at the minimum the table is analyzed: the planner now counts its rows
     _copy_programs(1, "b")
     assert keeper.refresh() == ["loyalty_program"]
-    assert _reltuples("loyalty_program") == 3
+    assert estimated_rows("loyalty_program") == 3
 
     # and it is due again only once it has grown by as many rows as it held then
     _copy_programs(2, "c")
     assert keeper.refresh() == []
     _copy_programs(1, "d")
     assert keeper.refresh() == ["loyalty_program"]
-    assert _reltuples("loyalty_program") == 6
+    assert estimated_rows("loyalty_program") == 6
 
 
 @pytest.mark.django_db

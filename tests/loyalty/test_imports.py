@@ -14,7 +14,14 @@ from loyalty.services import imports, posting_batch
 from loyalty.services.imports import ImportFileError
 from loyalty.services.ledger import LedgerWriter
 from tests.factories import MemberFactory
-from tests.loyalty.imports_helpers import csv_bytes, reasons_at, run_import, state, xlsx_bytes
+from tests.loyalty.imports_helpers import (
+    csv_bytes,
+    estimated_rows,
+    reasons_at,
+    run_import,
+    state,
+    xlsx_bytes,
+)
 
 HEADER = [
     "external_id",
@@ -690,20 +697,13 @@ def test_importing_10000_rows_costs_sublinear_queries(base_rules, program):
     assert large < 3 * small, (small, large)
 
 
-def _estimated_rows(table: str) -> float:
-    """What the planner believes the table holds (pg_class.reltuples, set by ANALYZE)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
-        return cursor.fetchone()[0]
-
-
 def test_an_import_refreshes_the_planner_statistics_of_the_tables_it_fills(
     base_rules, program, alice, monkeypatch
 ):
     # given the planner believes the journal is empty, and a threshold of 5 rows
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE loyalty_transaction")
-    assert _estimated_rows("loyalty_transaction") == Transaction.objects.count() == 0
+    assert estimated_rows("loyalty_transaction") == Transaction.objects.count() == 0
     monkeypatch.setattr(imports, "ANALYZE_MIN_ROWS", 5)
 
     # when 12 purchases are imported
@@ -716,4 +716,4 @@ def test_an_import_refreshes_the_planner_statistics_of_the_tables_it_fills(
 
     # then the journal was analyzed again once it had grown: the planner knows its rows
     assert report.created == 12
-    assert _estimated_rows("loyalty_transaction") == 12
+    assert estimated_rows("loyalty_transaction") == 12
