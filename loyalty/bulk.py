@@ -114,19 +114,16 @@ def _copy_plan(model: type[models.Model]) -> _CopyPlan:
         fields = list(meta.concrete_fields)
         quote = connection.ops.quote_name
         columns = ", ".join(quote(f.column) for f in fields)
-        for f in fields:
-            automatic = getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
-            if automatic and not isinstance(f, models.DateTimeField):
-                raise TypeError(f"bulk_insert_copy fills date-time auto fields only: {f}")
+        stamped = [
+            f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+        ]
+        if any(not isinstance(f, models.DateTimeField) for f in stamped):
+            raise TypeError(f"bulk_insert_copy fills date-time auto fields only ({model})")
         plan = _CopyPlan(
             table=meta.db_table,
             statement=f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN",
             pk=meta.pk,
-            stamped=tuple(
-                f.attname
-                for f in fields
-                if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
-            ),
+            stamped=tuple(f.attname for f in stamped),
             row=_row_reader(fields),
         )
         _COPY_PLANS[model] = plan
