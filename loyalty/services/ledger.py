@@ -42,7 +42,8 @@ BALANCE_FIELDS = [
 
 
 def lock_members(member_ids: Iterable[int], *, program: Program | None = None) -> dict[int, Member]:
-    """Lock member rows in primary-key order (no deadlocks) and return them by id.
+    """Lock member rows in primary-key order (no deadlocks) and return them by id. Only the
+    member rows are locked, never the program's (docs/decisions.md).
 
     Given their `program`, the members share that object instead of a joined copy each (a
     batch locks thousands of members of one program)."""
