@@ -444,7 +444,9 @@ class _RunReversals:
 
     def _load(self, external_ids: set[str], member_numbers: set[str]) -> None:
         registry = self.due.buckets_by_id()
-        for bucket in Bucket.objects.filter(
+        # Ordered by id, not by the model's default (which joins currencies and programs only
+        # to sort): `open_buckets` sorts them itself.
+        for bucket in Bucket.objects.order_by("id").filter(
             member__program=self.context.program,
             member__membership_number__in=member_numbers,
             remaining__gt=0,
