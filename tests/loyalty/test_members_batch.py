@@ -156,11 +156,13 @@ def _natural(obj):
 
 
 def _snapshot(program: Program) -> str:
-    """Everything enrolment wrote for the program, member by member (by e-mail)."""
+    """Everything enrolment wrote for the program, member by member: by e-mail, else by
+    membership number (members without an e-mail would otherwise share one key, and only
+    the last of them, in an order the plan decides, would be compared)."""
     state = {}
     aliases = {}
     members = Member.objects.filter(program=program).select_related("referred_by")
-    for member in members.order_by("email"):
+    for member in members.order_by("email", "membership_number"):
         if GENERATED.match(member.membership_number):
             aliases[member.membership_number] = f"<number of {member.email}>"
         related = {
@@ -180,7 +182,7 @@ def _snapshot(program: Program) -> str:
             ),
             "balances": Balance.objects.filter(member=member).select_related("currency"),
         }
-        state[member.email] = {
+        state[member.email or member.membership_number] = {
             "member": _plain(member, "referral_code"),
             **{
                 name: [_plain(obj) for obj in rows.order_by("id")] for name, rows in related.items()
