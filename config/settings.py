@@ -5,6 +5,7 @@ The quick start works with no variables set: without DATABASE_URL the embedded P
 DATABASE_URL, when set, always wins.
 """
 
+import warnings
 from pathlib import Path
 
 import environ
@@ -36,6 +37,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "import_export",
     "django_celery_beat",
+    "health_check",
     "loyalty",
     "partners",
     "promotions",
@@ -45,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin, Swagger UI, charts) served by the app itself behind gunicorn.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -93,6 +97,15 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# WhiteNoise serves static files straight from the apps' and static/ folders (finders), so a
+# deployment needs no collectstatic step; after one, STATIC_ROOT is served too. Until then it
+# does not exist, which WhiteNoise would warn about on every start.
+WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / ".tessera" / "media")
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
@@ -179,3 +192,12 @@ TESSERA_DEMO_MEMBERS = env.int("TESSERA_DEMO_MEMBERS", default=1000)
 # progress in the admin; uploads larger than IMPORT_UPLOAD_MAX_MB are refused.
 IMPORT_ASYNC_ROWS = env.int("IMPORT_ASYNC_ROWS", default=5000)
 IMPORT_UPLOAD_MAX_MB = env.int("IMPORT_UPLOAD_MAX_MB", default=100)
+
+# Posting extensions (docs/ledger.md, "The posting pipeline and its extensions"): each acts
+# on every posted, batched or simulated accrual, in this order. Earning-rule caps come first;
+# promotions, vouchers and partner packs add their classes after it.
+TESSERA_POSTING_EXTENSIONS = [
+    "loyalty.extensions.caps.EarningRuleCaps",
+]
+# A transaction dated more than this many minutes after the moment it is posted is refused.
+TESSERA_FUTURE_TOLERANCE_MINUTES = env.int("TESSERA_FUTURE_TOLERANCE_MINUTES", default=5)
