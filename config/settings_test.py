@@ -1,11 +1,20 @@
-"""Test settings: real PostgreSQL, eager Celery.
+"""Test settings: real PostgreSQL, eager Celery, plain HTTP.
 
 The database is the one config/settings.py picks: DATABASE_URL when set (CI points it at the
 machine's server), else the embedded PostgreSQL. `make test` passes the embedded server's URL
 explicitly, so the pytest-xdist workers do not each race to start it.
 """
 
-from config.settings import *  # noqa: F403
+import os
+
+os.environ.setdefault("SECRET_KEY", "tests-only-" + "k" * 40)
+
+from config.settings import *  # noqa: E402, F403
 
 CELERY_TASK_ALWAYS_EAGER = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# The test client and the live server speak plain HTTP.
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+SECURE_HSTS_SECONDS = 0
