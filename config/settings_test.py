@@ -8,6 +8,7 @@ explicitly, so the pytest-xdist workers do not each race to start it.
 import os
 
 os.environ.setdefault("SECRET_KEY", "tests-only-" + "k" * 40)
+os.environ.setdefault("CACHE_URL", "locmemcache://")  # `make test` needs no Redis
 
 from config.settings import *  # noqa: E402, F403
 

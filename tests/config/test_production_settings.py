@@ -95,3 +95,10 @@ def test_proxy_header_and_trusted_origins_come_from_the_environment():
         "CSRF_TRUSTED_ORIGINS": ["https://loyalty.example.com", "https://admin.example.com"],
     }
     assert settings_of("SECURE_PROXY_SSL_HEADER", **PRODUCTION) == {"SECURE_PROXY_SSL_HEADER": None}
+
+
+def test_throttle_counts_live_in_a_cache_every_web_process_shares():
+    caches = settings_of("CACHES", **PRODUCTION)["CACHES"]
+    assert caches["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    custom = settings_of("CACHES", **PRODUCTION, CACHE_URL="redis://cache.internal:6379/4")
+    assert custom["CACHES"]["default"]["LOCATION"] == "redis://cache.internal:6379/4"
