@@ -1,4 +1,4 @@
-"""django-import-export resources: the columns of the CSV exports (SPEC §13).
+"""django-import-export resources: the columns of the CSV exports.
 
 Each resource declares its columns in order and renders every value as the text a CSV holds:
 timestamps in ISO 8601 with offset (UTC), dates as YYYY-MM-DD, money and points as plain
@@ -7,7 +7,9 @@ decimals in currency units (negative points keep their sign), yes/no as true/fal
 spreadsheet formulas. Imports do not go through resources: a transaction is several rows and
 must be posted whole by the posting service (`loyalty.services.imports`).
 
-The members export has exactly the columns of a members import, so it imports back unchanged.
+The members export has the columns of a members import but `tier` and `tier_valid_until` (a
+member holds one tier per tier group; the API and the admin show them), so it imports back
+unchanged.
 """
 
 from __future__ import annotations

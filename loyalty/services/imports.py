@@ -1,4 +1,4 @@
-"""CSV and XLSX imports of members and transactions (SPEC §13, docs/imports.md).
+"""CSV and XLSX imports of members and transactions (docs/imports.md).
 
 What this module guarantees, whichever door calls it (admin, `import_csv`, Celery):
 
@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib
-import importlib.util
 import io
 import json
 import re
@@ -53,11 +51,12 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from loyalty.bulk import PlannerStatistics
 from loyalty.exceptions import LoyaltyError, ValidationFailed
-from loyalty.models import Member, Program, Transaction
+from loyalty.models import Member, MemberTier, Program, Tier, Transaction
 from loyalty.services import posting_batch
 from loyalty.services.members import member_enrol, member_update, members_enrol_many
 from loyalty.services.posting_batch import PostOutcome
 from loyalty.services.requests import LineRequest, TransactionRequest
+from loyalty.services.tiers import member_tier_import
 from loyalty.spreadsheets import escape_cell, unescape_cell
 
 MEMBERS = "members"
@@ -86,8 +85,9 @@ MEMBER_COLUMNS = (
     "enrolled_at",
     "enrollment_channel",
     "tier",
-    # Beyond SPEC §13's list: the rest of a member's profile, so a members export (which has
-    # exactly these columns) imports back without losing consents or company data.
+    "tier_valid_until",
+    # The rest of a member's profile, so a members export (which has these columns but the
+    # tier ones) imports back without losing consents or company data.
     "company_name",
     "tax_id",
     "locale",
@@ -473,29 +473,42 @@ def _named_rows(rows: Iterator[RawRow], columns: list[str | None], width: int) -
                     if index < width
                     else f"{len(raw.cells)} values but the header has {width} columns"
                 )
-                row.error("", f"{reason}: {cell.strip()[:50]!r}")
+                row.error("", f"{reason} (got {shown(cell.strip())})")
         yield row
 
 
 # --- cells ---------------------------------------------------------------------------------
 
 
+SHOWN_LENGTH = 50
+
+
 class CellError(Exception):
-    """A cell's value is not acceptable; the message says why."""
+    """A cell's value is not acceptable. The message says why, then what the cell held:
+    "must not be negative (got -5)". It never starts with the value, so a rejects file reads
+    the same in a text editor and in a spreadsheet (no quote added before a `-` or `=`)."""
+
+    def __init__(self, problem: str, value: str | None = None):
+        super().__init__(problem if value is None else f"{problem} (got {shown(value)})")
+
+
+def shown(value: str) -> str:
+    """A cell as a reason quotes it: as it is, cut at SHOWN_LENGTH characters."""
+    return value if len(value) <= SHOWN_LENGTH else value[: SHOWN_LENGTH - 1] + "…"
 
 
 def text(value: str, *, max_length: int) -> str:
     if "\x00" in value:
         raise CellError("contains a NUL character")
     if len(value) > max_length:
-        raise CellError(f"is {len(value)} characters long; at most {max_length} are allowed")
+        raise CellError(f"is too long: {len(value)} characters, at most {max_length} allowed")
     return value
 
 
 def choice(value: str, options: Iterable[str]) -> str:
     normalised = value.lower()
     if normalised not in options:
-        raise CellError(f"{value!r} is not one of {', '.join(sorted(options))}")
+        raise CellError(f"must be one of {', '.join(sorted(options))}", value)
     return normalised
 
 
@@ -504,7 +517,7 @@ def email(value: str) -> str:
     try:
         validate_email(value)
     except ValidationError as exc:
-        raise CellError(f"{value!r} is not a valid e-mail address") from exc
+        raise CellError("is not a valid e-mail address", value) from exc
     return value
 
 
@@ -514,7 +527,7 @@ def boolean(value: str) -> bool:
         return True
     if normalised in ("false", "0", "no", "n"):
         return False
-    raise CellError(f"{value!r} is not a yes/no value (true/false, 1/0, yes/no)")
+    raise CellError("must be yes or no: true/false, 1/0, yes/no or y/n", value)
 
 
 def date(value: str) -> dt.date:
@@ -523,9 +536,9 @@ def date(value: str) -> dt.date:
     except ValueError:
         parsed = None
     if parsed is None:
-        raise CellError(f"{value!r} is not a date as YYYY-MM-DD")
+        raise CellError("must be a date as YYYY-MM-DD", value)
     if not MIN_YEAR <= parsed.year <= MAX_YEAR:
-        raise CellError(f"{value!r} is not between {MIN_YEAR} and {MAX_YEAR}")
+        raise CellError(f"must be between the years {MIN_YEAR} and {MAX_YEAR}", value)
     return parsed
 
 
@@ -542,7 +555,7 @@ def timestamp(value: str, timezone: str) -> dt.datetime:
             day = parse_date(value)
         if day is None:
             raise CellError(
-                f"{value!r} is not an ISO 8601 timestamp (e.g. 2025-05-01T12:30:00+02:00)"
+                "must be an ISO 8601 timestamp such as 2025-05-01T12:30:00+02:00", value
             )
         parsed = dt.datetime.combine(day, dt.time(0))
     if parsed.tzinfo is None:
@@ -550,16 +563,16 @@ def timestamp(value: str, timezone: str) -> dt.datetime:
         early, late = parsed.replace(tzinfo=zone, fold=0), parsed.replace(tzinfo=zone, fold=1)
         if early.utcoffset() != late.utcoffset():
             raise CellError(
-                f"{value!r} is ambiguous or does not exist in {timezone} (clock change); "
-                "add the offset"
+                f"is ambiguous or does not exist in {timezone} (a clock change): add the offset",
+                value,
             )
         parsed = early
     try:
         year = parsed.astimezone(dt.UTC).year
     except OverflowError as exc:
-        raise CellError(f"{value!r} is out of range") from exc
+        raise CellError("is out of range", value) from exc
     if not MIN_YEAR <= year <= MAX_YEAR:
-        raise CellError(f"{value!r} is not between {MIN_YEAR} and {MAX_YEAR}")
+        raise CellError(f"must be between the years {MIN_YEAR} and {MAX_YEAR}", value)
     return parsed
 
 
@@ -573,21 +586,19 @@ def decimal(
     match = NUMBER.match(value.replace(" ", ""))
     if match is None or not (match.group(2) or match.group(3)):
         raise CellError(
-            f"{value!r} is not a number (use a decimal point or comma, no thousands separator)"
+            "must be a number, with a decimal point or comma and no thousands separator", value
         )
     sign, whole, fraction = match.group(1), match.group(2) or "0", match.group(3) or ""
     try:
         number = Decimal(f"{sign}{whole}.{fraction or '0'}")
     except InvalidOperation as exc:  # pragma: no cover - the pattern admits only numbers
-        raise CellError(f"{value!r} is not a number") from exc
+        raise CellError("must be a number", value) from exc
     if number < 0 and not negative:
-        raise CellError(f"{value!r} must not be negative")
+        raise CellError("must not be negative", value)
     if len(fraction.rstrip("0")) > places:
-        raise CellError(f"{value!r} has more than {places} decimal places")
+        raise CellError(f"has more than {places} decimal places", value)
     if digits is not None and len(whole.lstrip("0")) > digits - places:
-        raise CellError(
-            f"{value!r} is too large (at most {digits - places} digits before the point)"
-        )
+        raise CellError(f"is too large: at most {digits - places} digits before the point", value)
     return number
 
 
@@ -615,6 +626,7 @@ class MemberRow:
     email: str = ""
     enrolled_at: dt.datetime | None = None
     tier: str = ""
+    tier_valid_until: dt.date | None = None
     profile: dict[str, Any] = field(default_factory=dict)  # given PROFILE_FIELDS values
     attributes: dict[str, str] = field(default_factory=dict)
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -623,7 +635,7 @@ class MemberRow:
 def membership_number(value: str) -> str:
     text(value, max_length=40)
     if not MEMBERSHIP_NUMBER.match(value):
-        raise CellError(f"{value!r} may hold only letters, digits, '.', '_' and '-'")
+        raise CellError("may hold only letters, digits, '.', '_' and '-'", value)
     return value
 
 
@@ -643,6 +655,8 @@ def parse_member_row(row: Row, program: Program) -> MemberRow:
                 result.enrolled_at = timestamp(value, program.timezone)
             elif column == "tier":
                 result.tier = text(value, max_length=50)
+            elif column == "tier_valid_until":
+                result.tier_valid_until = date(value)
             elif column == "birth_date":
                 result.profile[column] = date(value)
             elif column == "type":
@@ -651,7 +665,7 @@ def parse_member_row(row: Row, program: Program) -> MemberRow:
                 result.profile[column] = choice(value, MEMBER_STATUSES)
             elif column == "country":
                 if not COUNTRY.match(value.upper()):
-                    raise CellError(f"{value!r} is not an ISO 3166 country code such as PL")
+                    raise CellError("must be an ISO 3166 country code such as PL", value)
                 result.profile[column] = value.upper()
             elif column.startswith("consent_"):
                 result.profile[column] = boolean(value)
@@ -662,6 +676,8 @@ def parse_member_row(row: Row, program: Program) -> MemberRow:
                 result.profile[column] = text(value, max_length=MEMBER_TEXT_LENGTHS[column])
         except CellError as exc:
             result.errors.append((column, str(exc)))
+    if result.tier_valid_until is not None and not result.tier and not result.errors:
+        result.errors.append(("tier_valid_until", "is given without a tier"))
     if not result.membership_number and not result.email and not result.errors:
         result.errors.append(
             ("membership_number", "give a membership_number or an email to match or create")
@@ -686,26 +702,22 @@ def attribute_value(cell: str) -> Any:
     return cell
 
 
-TIER_UNAVAILABLE, TIER_UNCHANGED, TIER_SET = "unavailable", "unchanged", "set"
+TIER_UNCHANGED, TIER_SET = "unchanged", "set"
+# The tiers service's field names -> columns of a members file.
+TIER_FIELD_COLUMNS = {"valid_until": "tier_valid_until"}
 
 
-def member_tier_apply(*, member: Member, tier_code: str, actor: str) -> str:
-    """THE place where the `tier` column of a members import is applied (SPEC §5 rule 7:
-    tiers imported from a previous system), through `loyalty.services.tiers.member_tier_set`.
+def member_tier_apply(
+    *, member: Member, tier_code: str, valid_until: dt.date | None, actor: str
+) -> str:
+    """THE place where the `tier` and `tier_valid_until` columns of a members import are
+    applied: a tier from a previous system, through `loyalty.services.tiers.member_tier_import`
+    (history reason `import`; without a validity, the group's normal one from today).
 
-    Returns TIER_SET, TIER_UNCHANGED (the member holds that tier already) or TIER_UNAVAILABLE
-    (no tiers service in this installation: nothing applied, the import warns). Refusals
-    raise LoyaltyError. The tier is found by code among the program's tier groups; it is set
-    without an end of validity, which `member_tier_set` accepts for a base tier only.
+    Returns TIER_SET, or TIER_UNCHANGED when the member holds that tier already (with that
+    validity, when one is given), so importing a file again changes nothing. The tier is
+    found by code, in any case, among the program's tier groups. Refusals raise LoyaltyError.
     """
-    if importlib.util.find_spec("loyalty.services.tiers") is None:
-        return TIER_UNAVAILABLE
-    tiers = importlib.import_module("loyalty.services.tiers")
-    member_tier_set = getattr(tiers, "member_tier_set", None)
-    if member_tier_set is None:
-        return TIER_UNAVAILABLE
-    from loyalty.models import MemberTier, Tier
-
     matches = list(
         Tier.objects.filter(group__program_id=member.program_id, code__iexact=tier_code).order_by(
             "group__code"
@@ -713,21 +725,13 @@ def member_tier_apply(*, member: Member, tier_code: str, actor: str) -> str:
     )
     if len(matches) != 1:
         problem = "is a code in several tier groups" if matches else "is not a tier"
-        raise ValidationFailed(
-            f"{tier_code!r} {problem} of program {member.program.code}.",
-            fields={"tier": problem},
-        )
+        message = f"{problem} of program {member.program.code} (got {shown(tier_code)})"
+        raise ValidationFailed(message, fields={"tier": message})
     tier = matches[0]
-    if MemberTier.objects.filter(member=member, tier=tier).exists():
+    held = MemberTier.objects.filter(member=member, tier=tier).first()
+    if held is not None and valid_until in (None, held.valid_until):
         return TIER_UNCHANGED
-    member_tier_set(
-        member=member,
-        tier=tier,
-        valid_until=None,
-        reason="imported from a previous system",
-        actor=actor,
-        source="import",
-    )
+    member_tier_import(member=member, tier=tier, valid_until=valid_until, actor=actor)
     return TIER_SET
 
 
@@ -737,7 +741,6 @@ class _MemberImport:
         self.report = report
         self.rejects = rejects
         self.actor = actor
-        self.tiers_missing = 0
 
     def chunk(self, rows: list[Row]) -> None:
         """Rows in file order; the rows that enrol a member (without a tier to set) are
@@ -893,11 +896,14 @@ class _MemberImport:
 
     def _tier(self, member: Member, row: MemberRow, outcome: str) -> str:
         try:
-            applied = member_tier_apply(member=member, tier_code=row.tier, actor=self.actor)
+            applied = member_tier_apply(
+                member=member,
+                tier_code=row.tier,
+                valid_until=row.tier_valid_until,
+                actor=self.actor,
+            )
         except LoyaltyError as exc:
-            raise _RowRefused([("tier", exc.message)]) from exc
-        if applied == TIER_UNAVAILABLE:
-            self.tiers_missing += 1
+            raise _RowRefused(_tier_errors(exc)) from exc
         if applied == TIER_SET and outcome == DUPLICATE:
             return UPDATED
         return outcome
@@ -907,18 +913,41 @@ class _MemberImport:
             self.rejects.add(row.number, column, reason)
         self.report.count(REJECTED)
 
-    def finish(self) -> None:
-        if self.tiers_missing:
-            self.report.warnings.append(
-                f"The tier column of {self.tiers_missing} row(s) was read but not applied: "
-                "tiers are not available in this installation yet."
-            )
-
 
 class _RowRefused(Exception):
     def __init__(self, errors: list[tuple[str, str]]):
         super().__init__(errors)
         self.errors = errors
+
+
+def _tier_errors(error: LoyaltyError) -> list[tuple[str, str]]:
+    """The tiers service's refusal at the column it concerns: the validity's, else `tier`."""
+    located = [
+        (TIER_FIELD_COLUMNS.get(str(name), "tier"), service_reason(error, str(message)))
+        for name, message in (error.fields or {}).items()
+    ]
+    return located or [("tier", error.message)]
+
+
+# Messages of a ValidationFailed that only say "see the fields": the field says what is wrong.
+GENERIC_MESSAGES = frozenset({"The transaction is malformed."})
+
+
+def service_reason(error: LoyaltyError, field_message: str) -> str:
+    """A service's refusal as the reason of one column, in one plain sentence.
+
+    A business refusal (not enough points, no such member, a conflict) is its message, which
+    the API shows too; what its fields add is for programs. A malformed request's field
+    message is the specific reason: alone after a generic message, else in parentheses
+    unless the message says it already.
+    """
+    if not isinstance(error, ValidationFailed):
+        return error.message
+    if error.message in GENERIC_MESSAGES:
+        return field_message or error.message
+    if not field_message or field_message.rstrip(".") in error.message:
+        return error.message
+    return f"{error.message} ({field_message})"
 
 
 def _service_errors(error: LoyaltyError, columns: Sequence[str]) -> list[tuple[str, str]]:
@@ -927,7 +956,7 @@ def _service_errors(error: LoyaltyError, columns: Sequence[str]) -> list[tuple[s
     for name, message in (error.fields or {}).items():
         column = SERVICE_FIELD_COLUMNS.get(str(name), str(name))
         if column in columns:
-            located.append((column, f"{error.message} ({column}: {message})"))
+            located.append((column, service_reason(error, str(message))))
     return located or [("", error.message)]
 
 
@@ -987,7 +1016,7 @@ def parse_transaction_row(row: Row, program: Program) -> TransactionRow:
             elif column == "currency":
                 parsed = value.upper()
                 if not MONEY_CURRENCY.match(parsed):
-                    raise CellError(f"{value!r} is not an ISO 4217 currency code such as EUR")
+                    raise CellError("must be an ISO 4217 currency code such as EUR", value)
             elif column in ("amount", "unit_price"):
                 parsed = decimal(value, places=2, digits=14)
             elif column == "quantity":
@@ -1101,7 +1130,7 @@ def _locate(group: TransactionGroup, error: LoyaltyError) -> list[tuple[int, str
             row, column = line_rows[int(line.group(1))], line.group(2)
         if column not in TRANSACTION_COLUMNS:
             column = ""
-        located.append((row, column, f"{error.message} ({name}: {message})"))
+        located.append((row, column, service_reason(error, str(message))))
     return located or [(first, "", error.message)]
 
 
@@ -1260,7 +1289,6 @@ def _run(table, layout, program, report, writer, actor, progress) -> None:
             statistics.refresh()
             if progress is not None:
                 progress(report)
-        members.finish()
         return
     transactions = _TransactionImport(program, report, writer, actor)
     parsed = (parse_transaction_row(row, program) for row in rows)

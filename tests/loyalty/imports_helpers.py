@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from urllib.parse import quote
 
 from loyalty.models import Balance, Bucket, LedgerEntry, Member, Transaction, TransactionLine
 from loyalty.services.imports import ImportReport, import_file
@@ -33,13 +34,13 @@ def run_import(
 ) -> tuple[ImportReport, list[list[str]]]:
     """Import `content`; returns the report and the rejects file's rows (without header)."""
     rejects = io.StringIO()
+    kwargs.setdefault("actor", "test")
     report = import_file(
         kind=kind,
         program=program,
         source=io.BytesIO(content),
         filename=filename,
         rejects=rejects,
-        actor="test",
         **kwargs,
     )
     rows = list(csv.reader(io.StringIO(rejects.getvalue())))
@@ -71,3 +72,14 @@ def estimated_rows(table: str) -> float:
     with connection.cursor() as cursor:
         cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
         return cursor.fetchone()[0]
+
+
+def database_url(settings: dict) -> str:
+    """The test database as a DATABASE_URL, for `manage.py` run in a subprocess (its tests
+    need `transaction=True`, so that the subprocess sees their data)."""
+    user = quote(settings.get("USER") or "", safe="")
+    password = quote(settings.get("PASSWORD") or "", safe="")
+    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = quote(settings.get("HOST") or "", safe="")
+    port = f":{settings['PORT']}" if settings.get("PORT") else ""
+    return f"postgres://{credentials}{host}{port}/{quote(settings['NAME'], safe='')}"

@@ -1,17 +1,22 @@
 """`manage.py import_csv`: summary, progress, the rejects file next to the input, and the exit
-codes 0 (all applied or duplicates), 1 (rows rejected or conflicting), 2 (unusable file or
-program: nothing written)."""
+codes 0 (all applied or duplicates), 1 (rows rejected or conflicting: a plain summary, no
+error message), 2 (unusable file or program: nothing written)."""
 
 import csv
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from loyalty.models import Transaction
 from reports.models import ImportJob
 from tests.factories import MemberFactory, ProgramFactory
-from tests.loyalty.imports_helpers import csv_bytes, state, write
+from tests.loyalty.imports_helpers import csv_bytes, database_url, state, write
 
 HEADER = ["external_id", "membership_number", "type", "subtype", "occurred_at", "amount"]
 T = "2025-05-02T10:00:00+02:00"
@@ -26,6 +31,14 @@ def import_csv(*args) -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
     call_command("import_csv", *args, stdout=out, stderr=err)
     return out.getvalue(), err.getvalue()
+
+
+def import_csv_partly(*args) -> tuple[int, str, str]:
+    """A run that ends with exit code 1: (code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("import_csv", *args, stdout=out, stderr=err)
+    return exit_.value.code, out.getvalue(), err.getvalue()
 
 
 def rejects_of(path) -> list[list[str]]:
@@ -74,11 +87,14 @@ def test_exit_1_when_rows_are_rejected_or_conflict_with_the_rejects_file(
         ),
     )
 
-    with pytest.raises(CommandError) as error:
-        import_csv("transactions", str(path))
+    code, out, _ = import_csv_partly("transactions", str(path))
 
-    assert error.value.returncode == 1
-    assert "1 conflicts, 1 rejected" in str(error.value)
+    assert code == 1
+    assert "1 created" in out
+    assert (
+        "2 row(s) not imported (1 conflicts, 1 rejected), listed with their reasons in "
+        f"{path}.rejects.csv." in out
+    )
     rejects = rejects_of(path)
     assert [r[:2] for r in rejects[1:]] == [["2", "amount"], ["3", "occurred_at"]]
     assert Transaction.objects.filter(external_id="s-3").exists()
@@ -96,10 +112,11 @@ def test_exit_1_on_a_dry_run_that_would_reject_and_nothing_is_written(tmp_path, 
     )
     before = state()
 
-    with pytest.raises(CommandError) as error:
-        import_csv("transactions", str(path), "--dry-run")
+    code, out, _ = import_csv_partly("transactions", str(path), "--dry-run")
 
-    assert error.value.returncode == 1
+    assert code == 1
+    assert out.startswith("Dry run: transactions:")
+    assert "1 row(s) not importable (0 conflicts, 1 rejected)" in out
     assert state() == before
     assert "Insufficient points" in rejects_of(path)[1][2]
     assert not ImportJob.objects.exists()
@@ -160,3 +177,45 @@ def test_members_import_with_the_only_program_and_a_second_run_of_duplicates(tmp
 
     assert "1 created" in first
     assert "0 created" in second and "1 duplicates" in second
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_partial_import_ends_with_the_summary_and_exit_code_1_not_an_error(
+    tmp_path, base_rules, alice
+):
+    # given a file with one good row and one negative amount
+    path = write(
+        tmp_path / "sales.csv",
+        csv_bytes(
+            [
+                HEADER,
+                ["s-1", "A-1", "accrual", "purchase", T, "10"],
+                ["s-2", "A-1", "accrual", "purchase", T, "-5"],
+            ]
+        ),
+    )
+    # when the real command runs in its own process
+    run = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "import_csv",
+            "transactions",
+            str(path),
+            "--program",
+            "coffee",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "DATABASE_URL": database_url(connection.settings_dict)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    # then it exits 1 with the summary on stdout and nothing that reads like a crash
+    assert run.returncode == 1, run.stderr
+    assert "1 created" in run.stdout and "1 rejected" in run.stdout
+    assert "listed with their reasons in" in run.stdout
+    assert "Error" not in run.stderr and "Traceback" not in run.stderr
+    assert rejects_of(path)[1:] == [["3", "amount", "must not be negative (got -5)"]]
+    assert Transaction.objects.filter(external_id="s-1").exists()

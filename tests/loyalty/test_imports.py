@@ -1,4 +1,4 @@
-"""Transactions imports (SPEC §13, docs/imports.md): files read the way users write them, rows
+"""Transactions imports (docs/imports.md): files read the way users write them, rows
 grouped into transactions posted through the posting service, every bad row reported with its
 row number, column and reason, idempotent re-imports, conflicts, resumable after a crash."""
 
@@ -243,20 +243,57 @@ def test_a_repeated_group_later_in_the_file_is_a_duplicate_of_the_first(base_rul
 @pytest.mark.parametrize(
     ("values", "column", "reason"),
     [
-        ({"type": "purchase"}, "type", "not one of"),
-        ({"occurred_at": "yesterday"}, "occurred_at", "not an ISO 8601 timestamp"),
-        ({"occurred_at": "1800-01-01T00:00:00+00:00"}, "occurred_at", "between 1900"),
-        ({"amount": "12.345"}, "amount", "more than 2 decimal places"),
-        ({"amount": "-5"}, "amount", "must not be negative"),
-        ({"amount": "1,234.50"}, "amount", "not a number"),
-        ({"amount": "123456789012345"}, "amount", "too large"),
-        ({"currency": "euro"}, "currency", "ISO 4217"),
-        ({"channel": "shop"}, "channel", "not one of"),
-        ({"quantity": "abc", "sku": "X"}, "quantity", "not a number"),
+        (
+            {"type": "purchase"},
+            "type",
+            "must be one of accrual, adjustment, redemption, reversal (got purchase)",
+        ),
+        (
+            {"occurred_at": "yesterday"},
+            "occurred_at",
+            "must be an ISO 8601 timestamp such as 2025-05-01T12:30:00+02:00 (got yesterday)",
+        ),
+        (
+            {"occurred_at": "1800-01-01T00:00:00+00:00"},
+            "occurred_at",
+            "must be between the years 1900 and 2999 (got 1800-01-01T00:00:00+00:00)",
+        ),
+        ({"amount": "12.345"}, "amount", "has more than 2 decimal places (got 12.345)"),
+        ({"amount": "-5"}, "amount", "must not be negative (got -5)"),
+        (
+            {"amount": "1,234.50"},
+            "amount",
+            "must be a number, with a decimal point or comma and no thousands separator "
+            "(got 1,234.50)",
+        ),
+        (
+            {"amount": "123456789012345"},
+            "amount",
+            "is too large: at most 12 digits before the point (got 123456789012345)",
+        ),
+        (
+            {"currency": "euro"},
+            "currency",
+            "must be an ISO 4217 currency code such as EUR (got euro)",
+        ),
+        (
+            {"channel": "shop"},
+            "channel",
+            "must be one of app, call_center, import, online, partner, store (got shop)",
+        ),
+        ({"quantity": "abc", "sku": "X"}, "quantity", "must be a number"),
         ({"quantity": "0", "sku": "X"}, "quantity", "Must be positive"),
-        ({"unit_price": "-1", "sku": "X"}, "unit_price", "must not be negative"),
-        ({"expires_at": "31/12/2026"}, "expires_at", "YYYY-MM-DD"),
-        ({"external_id": "x" * 101}, "external_id", "at most 100"),
+        ({"unit_price": "-1", "sku": "X"}, "unit_price", "must not be negative (got -1)"),
+        (
+            {"expires_at": "31/12/2026"},
+            "expires_at",
+            "must be a date as YYYY-MM-DD (got 31/12/2026)",
+        ),
+        (
+            {"external_id": "x" * 101},
+            "external_id",
+            "is too long: 101 characters, at most 100 allowed",
+        ),
         ({"membership_number": ""}, "membership_number", "is required"),
         ({"subtype": "gift"}, "subtype", "subtype must be one of"),
         ({"subtype": "engagement"}, "event", "needs its event"),
@@ -282,13 +319,21 @@ def test_each_invalid_cell_is_rejected_with_its_row_and_column(
 @pytest.mark.parametrize(
     ("values", "column", "reason"),
     [
-        ({"type": "redemption", "subtype": "reward"}, "points", "positive number of points"),
+        (
+            {"type": "redemption", "subtype": "reward"},
+            "points",
+            "A positive number of points is required.",
+        ),
         (
             {"type": "adjustment", "subtype": "", "points": "5", "points_currency": "PTS"},
             "reason",
-            "needs a reason",
+            "A manual adjustment needs a reason.",
         ),
-        ({"type": "reversal", "subtype": ""}, "original_external_id", "names the transaction"),
+        (
+            {"type": "reversal", "subtype": ""},
+            "original_external_id",
+            "A reversal names the transaction it reverses.",
+        ),
     ],
 )
 def test_cross_field_rules_of_the_request_are_reported_per_column(
@@ -296,8 +341,9 @@ def test_cross_field_rules_of_the_request_are_reported_per_column(
 ):
     report, rejects = transactions(alice.program, csv_bytes([HEADER, row("t", "A-1", **values)]))
 
+    # the field's own sentence, not the request's generic "malformed" message
     assert report.rejected == 1
-    assert any(c == column and reason in r for c, r in reasons_at(rejects, 2)), rejects
+    assert (column, reason) in reasons_at(rejects, 2), rejects
 
 
 def test_an_invalid_line_rejects_its_whole_transaction_and_lists_all_its_rows(base_rules, alice):
@@ -364,9 +410,13 @@ def test_a_refusal_of_the_posting_service_rejects_the_transaction_with_its_reaso
 
     assert (report.rejected, report.created) == (3, 0)
     assert state() == before
-    assert any("Insufficient points" in reason for _, reason in reasons_at(rejects, 2))
-    assert reasons_at(rejects, 3)[0][0] == "membership_number"
-    assert "No member 'NOBODY'" in reasons_at(rejects, 3)[0][1]
+    # each reason is the service's message, as the API gives it
+    assert reasons_at(rejects, 2) == [
+        ("points", "Insufficient points: 0 PTS available, 500 requested.")
+    ]
+    assert reasons_at(rejects, 3) == [
+        ("membership_number", "No member 'NOBODY' in program coffee.")
+    ]
     assert reasons_at(rejects, 4)[0][0] == "points_currency"
 
 

@@ -1,13 +1,16 @@
-"""Members imports (SPEC §13): enrolment and updates through the members service, upsert by
-membership number else e-mail, every field validated with its row and column, idempotent
-re-imports, and bulk lookups of existing members (queries do not grow with the rows)."""
+"""Members imports (docs/imports.md): enrolment and updates through the members service, upsert
+by membership number else e-mail, every field validated with its row and column, tiers from a
+previous system with their validity, idempotent re-imports, and bulk lookups of existing
+members (queries do not grow with the rows)."""
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
 
-from loyalty.models import Member, Transaction
+from loyalty.dates import add_months
+from loyalty.models import Member, MemberTier, TierHistory, Transaction
 from loyalty.services.imports import ImportFileError
 from tests.factories import MemberFactory
 from tests.loyalty.imports_helpers import csv_bytes, reasons_at, run_import, state
@@ -143,17 +146,33 @@ def test_rows_of_one_file_build_on_each_other(program):
 @pytest.mark.parametrize(
     ("values", "column", "reason"),
     [
-        ({"email": "not-an-email"}, "email", "not a valid e-mail"),
+        ({"email": "not-an-email"}, "email", "is not a valid e-mail address (got not-an-email)"),
         ({"birth_date": "1990-02-30"}, "birth_date", "YYYY-MM-DD"),
-        ({"birth_date": "1850-01-01"}, "birth_date", "between 1900"),
-        ({"type": "company"}, "type", "not one of corporate, individual"),
-        ({"status": "gone"}, "status", "not one of"),
+        (
+            {"birth_date": "1850-01-01"},
+            "birth_date",
+            "between the years 1900 and 2999 (got 1850-01-01)",
+        ),
+        ({"type": "company"}, "type", "must be one of corporate, individual (got company)"),
+        (
+            {"status": "gone"},
+            "status",
+            "must be one of active, closed, inactive, suspended (got gone)",
+        ),
         ({"enrolled_at": "15.01.2024"}, "enrolled_at", "ISO 8601"),
         ({"first_name": "x" * 101}, "first_name", "at most 100"),
         ({"phone": "1" * 41}, "phone", "at most 40"),
         ({"enrollment_channel": "x" * 21}, "enrollment_channel", "at most 20"),
-        ({"country": "Poland"}, "country", "ISO 3166"),
-        ({"consent_email": "maybe"}, "consent_email", "yes/no"),
+        (
+            {"country": "Poland"},
+            "country",
+            "must be an ISO 3166 country code such as PL (got Poland)",
+        ),
+        (
+            {"consent_email": "maybe"},
+            "consent_email",
+            "must be yes or no: true/false, 1/0, yes/no or y/n (got maybe)",
+        ),
         ({"membership_number": "M 1/2"}, "membership_number", "only letters, digits"),
         ({"membership_number": "M" * 41}, "membership_number", "at most 40"),
         ({"membership_number": "", "email": "", "first_name": "X"}, "membership_number", "give a"),
@@ -230,32 +249,126 @@ def status_tiers(program, tqp):
 
 
 def test_the_tier_column_is_applied_through_the_tiers_service(program, status_tiers):
-    from loyalty.models import MemberTier
-
     existing = MemberFactory(program=program, membership_number="T-1")
     content = csv_bytes(
         [
             ["membership_number", "email", "tier"],
             ["T-1", "", "blue"],  # an existing member without tier: the import sets it
             ["", "new@example.com", "Blue"],  # enrolled with the base tier: nothing to set
-            ["", "gold@example.com", "gold"],  # above the base: needs a validity
             ["", "x@example.com", "platinum"],  # not a tier
         ]
     )
 
     report, rejects = members(program, content)
 
-    assert (report.updated, report.created, report.rejected) == (1, 1, 2)
+    assert (report.updated, report.created, report.rejected) == (1, 1, 1)
     assert MemberTier.objects.get(member=existing).tier.code == "blue"
     assert MemberTier.objects.get(member__email="new@example.com").tier.code == "blue"
-    assert reasons_at(rejects, 4)[0][0] == "tier"
-    assert "validity" in reasons_at(rejects, 4)[0][1]
-    assert reasons_at(rejects, 5) == [("tier", "'platinum' is not a tier of program coffee.")]
-    assert not Member.objects.filter(email__in=["gold@example.com", "x@example.com"]).exists()
+    assert reasons_at(rejects, 4) == [("tier", "is not a tier of program coffee (got platinum)")]
+    assert not Member.objects.filter(email="x@example.com").exists()
 
     # and a second import changes nothing
     again, _ = members(program, content)
     assert (again.duplicates, again.updated, again.created) == (2, 0, 0)
+
+
+def local_today(program) -> dt.date:
+    return dt.datetime.now(ZoneInfo(program.timezone)).date()
+
+
+def test_any_tier_is_imported_with_its_validity_and_an_import_history_row(program, status_tiers):
+    # given members of another system: one gold until a known date, one gold without a date
+    until = local_today(program) + dt.timedelta(days=200)
+    content = csv_bytes(
+        [
+            ["membership_number", "email", "tier", "tier_valid_until"],
+            ["G-1", "gold@example.com", "gold", until.isoformat()],
+            ["G-2", "", "GOLD", ""],
+        ]
+    )
+
+    report, rejects = members(program, content, actor="migration")
+
+    # then both are enrolled gold, through the tiers service, with reason `import`
+    assert (report.created, report.rejected, rejects) == (2, 0, [])
+    first = MemberTier.objects.get(member__membership_number="G-1")
+    assert (first.tier.code, first.valid_from, first.valid_until) == (
+        "gold",
+        local_today(program),
+        until,
+    )
+    history = TierHistory.objects.filter(member__membership_number="G-1").order_by("id")
+    assert [(h.reason, h.to_tier.code) for h in history] == [
+        ("enrolment", "blue"),
+        ("import", "gold"),
+    ]
+    assert (history.last().valid_until, history.last().actor) == (until, "migration")
+    # without a date: the group's normal validity (12 months, no extension) from today
+    second = MemberTier.objects.get(member__membership_number="G-2")
+    assert second.tier.code == "gold"
+    assert second.valid_until == add_months(local_today(program), 12)
+
+    # and importing the file again changes nothing
+    again, _ = members(program, content, actor="migration")
+    assert (again.duplicates, again.updated, again.created) == (2, 0, 0)
+    assert TierHistory.objects.filter(reason="import").count() == 2
+
+
+def test_a_new_validity_for_a_held_tier_is_an_update(program, status_tiers):
+    until = local_today(program) + dt.timedelta(days=30)
+    later = until + dt.timedelta(days=60)
+    members(
+        program,
+        csv_bytes([["email", "tier", "tier_valid_until"], ["v@example.com", "gold", until]]),
+    )
+
+    report, _ = members(
+        program,
+        csv_bytes([["email", "tier", "tier_valid_until"], ["v@example.com", "gold", later]]),
+    )
+
+    assert report.updated == 1
+    assert MemberTier.objects.get(member__email="v@example.com").valid_until == later
+
+
+@pytest.mark.parametrize(
+    ("cells", "column", "reason"),
+    [
+        (["platinum", ""], "tier", "is not a tier of program coffee (got platinum)"),
+        (
+            ["gold", "31.03.2027"],
+            "tier_valid_until",
+            "must be a date as YYYY-MM-DD (got 31.03.2027)",
+        ),
+        (
+            ["gold", "2027-02-30"],
+            "tier_valid_until",
+            "must be a date as YYYY-MM-DD (got 2027-02-30)",
+        ),
+        (["", "2027-03-31"], "tier_valid_until", "is given without a tier"),
+        (["gold", "2020-01-01"], "tier_valid_until", "The validity must end today or later"),
+    ],
+)
+def test_a_bad_tier_or_validity_rejects_the_row_with_its_column_and_reason(
+    program, status_tiers, cells, column, reason
+):
+    content = csv_bytes(
+        [
+            ["membership_number", "tier", "tier_valid_until"],
+            ["OK-1", "blue", ""],
+            ["BAD-1", *cells],
+        ]
+    )
+    before = TierHistory.objects.count()
+
+    report, rejects = members(program, content)
+
+    assert (report.created, report.rejected, report.exit_code) == (1, 1, 1)
+    [(found_column, found_reason)] = reasons_at(rejects, 3)
+    assert found_column == column
+    assert found_reason.startswith(reason), found_reason
+    assert not Member.objects.filter(membership_number="BAD-1").exists()
+    assert TierHistory.objects.count() == before + 1  # OK-1's enrolment only
 
 
 def count_queries(func) -> int:
@@ -297,15 +410,3 @@ def test_existing_members_are_looked_up_per_chunk_not_per_row(program):
     # then one query per chunk of 2,000 rows
     assert small <= 3
     assert large <= small + 10
-
-
-def test_without_a_tiers_service_the_tier_column_is_read_and_the_import_warns(program, monkeypatch):
-    from loyalty.services import tiers
-
-    monkeypatch.delattr(tiers, "member_tier_set")
-    content = csv_bytes([["email", "tier"], ["t@example.com", "gold"]])
-
-    report, rejects = members(program, content)
-
-    assert (report.created, rejects) == (1, [])
-    assert "tier column of 1 row(s) was read but not applied" in report.warnings[0]

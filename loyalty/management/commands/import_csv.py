@@ -5,13 +5,16 @@ progress bar on stderr and a summary on stdout. Conflicts and rejected rows are 
 FILE.rejects.csv (row, column, reason), written next to FILE.
 
 Exit codes: 0 every row was applied or was a duplicate; 1 some row was rejected (conflicts
-count as rejected); 2 the file is unusable (missing, not UTF-8, broken, missing or unknown
-columns) or the program is unknown, and nothing was written.
+count as rejected): the summary says how many and where they are listed, and the rest was
+applied, so it is a plain ending and not an error message; 2 the file is unusable (missing,
+not UTF-8, broken, missing or unknown columns) or the program is unknown, and nothing was
+written (a `CommandError`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -86,11 +89,12 @@ class Command(BaseCommand):
             self.stderr.write(self.style.WARNING(f"warning: {warning}"))
         self.stdout.write(report.summary())
         if report.exit_code:
-            raise CommandError(
-                f"{report.rejected + report.conflicts} row(s) not imported "
-                f"({report.conflicts} conflicts, {report.rejected} rejected): see {rejects_path}.",
-                returncode=EXIT_REJECTED,
+            self.stdout.write(
+                f"{report.rejected + report.conflicts} row(s) not "
+                f"{'importable' if dry_run else 'imported'} ({report.conflicts} conflicts, "
+                f"{report.rejected} rejected), listed with their reasons in {rejects_path}."
             )
+            sys.exit(EXIT_REJECTED)
         self.stdout.write(self.style.SUCCESS(f"OK. Rejects file (header only): {rejects_path}."))
 
 
