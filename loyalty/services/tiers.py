@@ -944,3 +944,36 @@ def _reset_before(writer, member: Member, group: TierGroup, period_start: dt.dat
             first_bucket=bucket,
             note=note,
         )
+
+
+def member_tier_import(
+    *,
+    member: Member,
+    tier: Tier,
+    valid_until: dt.date | None = None,
+    actor: str = "",
+    now: dt.datetime | None = None,
+) -> TierHistory:
+    """A tier brought from a previous system (a migration): any tier of the program, recorded
+    with reason `import` through `member_tier_set`.
+
+    A member moving to Tessera keeps the status earned elsewhere, so the tier need not be
+    reached here. Its validity is `valid_until` when the old system knows it; otherwise the
+    tier group's normal validity from the import date, as if the tier were reached that day
+    (the base tier never expires). Later upgrades and assessments apply as usual.
+    """
+    now = now or timezone.now()
+    if valid_until is None:
+        group = TierGroup.objects.get(pk=tier.group_id)
+        if tier.pk != base_tier(group).pk:
+            today = dates.local_date(now, member.program.timezone)
+            valid_until = upgrade_valid_until(group, enrolled_on(member), today)
+    return member_tier_set(
+        member=member,
+        tier=tier,
+        valid_until=valid_until,
+        reason="imported from a previous system",
+        actor=actor,
+        source=Reason.IMPORT,
+        now=now,
+    )
