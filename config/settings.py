@@ -5,6 +5,7 @@ The quick start works with no variables set: without DATABASE_URL the embedded P
 DATABASE_URL, when set, always wins.
 """
 
+import datetime as dt
 import warnings
 from pathlib import Path
 
@@ -56,6 +57,7 @@ INSTALLED_APPS = [
     "import_export",
     "django_celery_beat",
     "health_check",
+    "axes",
     "loyalty",
     "partners",
     "promotions",
@@ -73,6 +75,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as its docs ask: turns a locked-out login into the lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -108,6 +112,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Logins (admin and partner portal) lock out after repeated failures (django-axes): a
+# username from one address, so a guesser elsewhere cannot lock the real user out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=30))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 # The cache holds the API's throttle counts, so every web process must share it: Redis in
 # production (CACHE_URL); this process's memory under DEBUG (the quick start has no Redis).
