@@ -69,3 +69,17 @@ class ProgramDefinitionError(LoyaltyError):
 
     code = "invalid_program_definition"
     http_status = 400
+
+
+class InvalidEarningRule(LoyaltyError):
+    """An earning rule the engine could not run, or a code the program already uses; `fields`
+    names the field ("award.currency", "conditions.weekdays", "code", "active_to")."""
+
+    code = "invalid_earning_rule"
+    http_status = 400
+
+
+class InvalidRuleStatusChange(LoyaltyError):
+    """A rule cannot move to the requested status (an ended rule activated, for instance)."""
+
+    code = "invalid_rule_status_change"

@@ -3,6 +3,7 @@ their refusals (`LoyaltyError`) come back onto these forms through `ServiceError
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 
@@ -10,8 +11,15 @@ from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from loyalty.exceptions import LoyaltyError
-from loyalty.models import Benefit, Currency, EarningRule, Member, Program, Tier
+from loyalty.models import Benefit, Currency, EarningRule, Member, Program, Tier, Transaction
+from loyalty.rules import WEEKDAYS, RuleDefinitionError, validate_rule_definition
 from loyalty.services.members import PROFILE_FIELDS
+from loyalty.services.requests import ACCRUAL_SUBTYPES
+
+# Subtypes a rule can select (an opening balance carries its points, no rule runs on it).
+RULE_SUBTYPES = [
+    s for s in Transaction.Subtype.values if s in ACCRUAL_SUBTYPES and s != "opening_balance"
+]
 
 
 class ServiceErrorMixin:
@@ -136,40 +144,312 @@ class CurrencyForm(forms.ModelForm):
                     self.fields[name].help_text = "Fixed once the currency exists."
 
 
-class EarningRuleForm(forms.ModelForm):
-    """Conditions and award as JSON, checked by `EarningRule.clean` (the rules engine's
-    `validate_rule_definition`), whose errors name a path inside the JSON ("award.currency"):
-    they are shown on the JSON field they belong to, prefixed with that path."""
+def _split_list(value: str) -> list[str]:
+    """ "a, b\nc" -> ["a", "b", "c"]: list conditions are typed as comma- or line-separated."""
+    return [
+        item.strip() for chunk in value.splitlines() for item in chunk.split(",") if item.strip()
+    ]
+
+
+def _plain(value: Decimal | None) -> str | None:
+    """A decimal as the rule JSON stores it: a string, as typed ("0.02", "1.00", "100")."""
+    if value is None:
+        return None
+    return format(value, "f")
+
+
+def _attribute_lines(attributes: dict) -> str:
+    return "\n".join(f"{key}={json.dumps(value)}" for key, value in attributes.items())
+
+
+# The rule's fields the form takes as they are (the program is fixed once the rule exists).
+RULE_MODEL_FIELDS = (
+    "code",
+    "name",
+    "description",
+    "active_from",
+    "active_to",
+    "priority",
+    "exclusive",
+    "escrow_days",
+)
+
+
+class ListField(forms.CharField):
+    """A list of codes typed as comma- or line-separated text."""
+
+    widget = forms.TextInput(attrs={"class": "vTextField"})
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("required", False)
+        super().__init__(*args, **kwargs)
+
+    def prepare_value(self, value):
+        return ", ".join(value) if isinstance(value, list | tuple) else value
+
+    def to_python(self, value) -> list[str]:
+        return _split_list(super().to_python(value) or "")
+
+
+class EarningRuleForm(ServiceErrorMixin, forms.ModelForm):
+    """An earning rule with a field per condition and per award setting; the JSON the engine
+    reads is built from them (`definition()`), and the engine's `validate_rule_definition`
+    (again in `earning_rule_create`/`_update`) reports on the field that holds the mistake.
+    The status is not edited here: a new rule is a draft, activated from its page."""
+
+    CONDITION_FIELDS = {
+        "subtypes": "subtypes",
+        "events": "events",
+        "channels": "channels",
+        "partners": "partners",
+        "skus": "skus",
+        "categories": "categories",
+        "min_amount": "min_amount",
+        "tiers": "tiers",
+        "segments": "segments",
+        "weekdays": "weekdays",
+        "attributes": "attributes",
+    }
+    AWARD_FIELDS = {
+        "type": "award_type",
+        "currency": "award_currency",
+        "points": "award_points",
+        "per": "award_per",
+        "rounding": "award_rounding",
+        "factor": "award_factor",
+        "max_points_per_transaction": "max_points_per_transaction",
+        "max_per_member_per_day": "max_per_member_per_day",
+        "max_per_member_per_month": "max_per_member_per_month",
+    }
+
+    # -- conditions (every one given must hold) -----------------------------------------
+    subtypes = forms.MultipleChoiceField(
+        choices=[(s, s.replace("_", " ")) for s in RULE_SUBTYPES],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="None ticked: any subtype.",
+    )
+    events = ListField(help_text="Engagement events, e.g. review_posted, app_login.")
+    channels = forms.MultipleChoiceField(
+        choices=Transaction.Channel.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="None ticked: any channel.",
+    )
+    partners = ListField(help_text="Partner codes, comma-separated.")
+    skus = ListField(help_text="A line matches if its sku or its category is listed.")
+    categories = ListField(help_text="The award is then computed on the matching lines only.")
+    min_amount = forms.DecimalField(
+        required=False,
+        min_value=0,
+        max_digits=14,
+        decimal_places=2,
+        help_text="Money amount (of the matching lines, if any) the transaction must reach.",
+    )
+    tiers = ListField(help_text="Tier codes: the member holds one of them now.")
+    segments = ListField(help_text="Segments: the member is in one of them now.")
+    weekdays = forms.MultipleChoiceField(
+        choices=[(d, d.title()) for d in WEEKDAYS],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="In the program's timezone. None ticked: any day.",
+    )
+    attributes = forms.CharField(
+        label="Member attributes equal",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 40}),
+        help_text='One per line: key=value, the value as JSON (newsletter=true, plan="gold", '
+        "age=30); an unquoted word is text.",
+    )
+
+    # -- award ---------------------------------------------------------------------------
+    award_type = forms.ChoiceField(
+        label="Award",
+        choices=[
+            ("per_amount", "Per amount: points for every 'per' of money"),
+            ("fixed", "Fixed: a number of points"),
+            ("multiplier", "Multiplier: more of what the other rules gave"),
+        ],
+        widget=forms.RadioSelect,
+        initial="per_amount",
+    )
+    award_currency = forms.ChoiceField(label="Currency", choices=())
+    award_points = forms.DecimalField(
+        label="Points",
+        required=False,
+        max_digits=18,
+        decimal_places=6,
+        help_text="Per amount and fixed awards, in currency units (0.02 of a cashback currency).",
+    )
+    award_per = forms.DecimalField(
+        label="Per",
+        required=False,
+        max_digits=14,
+        decimal_places=2,
+        help_text="Per amount: the money the points are given for (1.00).",
+    )
+    award_factor = forms.DecimalField(
+        label="Factor",
+        required=False,
+        max_digits=8,
+        decimal_places=4,
+        help_text="Multiplier: 2 doubles the base points, 1.5 adds half of them.",
+    )
+    award_rounding = forms.ChoiceField(
+        label="Rounding",
+        choices=[("down", "down"), ("half_up", "half up"), ("up", "up")],
+        initial="down",
+        help_text="To the currency's smallest unit (per amount and multiplier).",
+    )
+    max_points_per_transaction = forms.DecimalField(
+        required=False,
+        max_digits=18,
+        decimal_places=6,
+        help_text="Cap of one transaction's award, in currency units.",
+    )
+    max_per_member_per_day = forms.IntegerField(
+        required=False, min_value=1, help_text="Awards of this rule per member per local day."
+    )
+    max_per_member_per_month = forms.IntegerField(
+        required=False, min_value=1, help_text="Awards of this rule per member per local month."
+    )
+
+    # Errors the engine and the service name by their path in the JSON.
+    service_field_names = {
+        **{f"conditions.{key}": name for key, name in CONDITION_FIELDS.items()},
+        **{f"award.{key}": name for key, name in AWARD_FIELDS.items()},
+    }
 
     class Meta:
         model = EarningRule
-        fields = [
-            "program",
-            "code",
-            "name",
-            "description",
-            "status",
-            "active_from",
-            "active_to",
-            "priority",
-            "exclusive",
-            "conditions",
-            "award",
-            "escrow_days",
-        ]
+        fields = ["program", *RULE_MODEL_FIELDS]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        rule = self.instance
+        program_id = rule.program_id or self.initial.get("program") or self.data.get("program")
+        currencies = Currency.objects.filter(program__status=Program.Status.ACTIVE)
+        if program_id and str(program_id).isdigit():
+            currencies = Currency.objects.filter(program_id=program_id)
+        labels: dict[str, str] = {}
+        for currency in currencies.select_related("program").order_by("code", "program__code"):
+            labels.setdefault(currency.code, f"{currency.code} – {currency.name}")
+        self.fields["award_currency"].choices = [("", "---------"), *labels.items()]
+        if "program" in self.fields:
+            self.fields["program"].queryset = Program.objects.filter(status=Program.Status.ACTIVE)
+        if rule.pk is not None:
+            self._initial_from_definition(rule.conditions or {}, rule.award or {})
+
+    def _initial_from_definition(self, conditions: dict, award: dict) -> None:
+        for key, name in self.CONDITION_FIELDS.items():
+            value = conditions.get(key)
+            if value in (None, "", [], {}):
+                continue
+            if key == "attributes":
+                value = _attribute_lines(value)
+            elif key == "weekdays":
+                value = [
+                    WEEKDAYS[d - 1] if isinstance(d, int) else str(d).lower()[:3] for d in value
+                ]
+            self.initial.setdefault(name, value)
+        for key, name in self.AWARD_FIELDS.items():
+            if award.get(key) is not None:
+                self.initial.setdefault(name, award[key])
+
+    def clean_attributes(self) -> dict:
+        attributes = {}
+        for number, line in enumerate(self.cleaned_data["attributes"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            key, sep, raw = line.partition("=")
+            if not sep or not key.strip():
+                raise ValidationError(f"Line {number}: write key=value.")
+            raw = raw.strip()
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+            attributes[key.strip()] = value
+        return attributes
+
+    def clean(self):
+        data = super().clean()
+        kind = data.get("award_type")
+        needed = {
+            "per_amount": ("award_points", "award_per"),
+            "fixed": ("award_points",),
+            "multiplier": ("award_factor",),
+        }.get(kind, ())
+        for name in needed:
+            if data.get(name) is None and name not in self.errors:
+                self.add_error(name, f"Required for a {kind.replace('_', ' ')} award.")
+        if self.errors:
+            return data
+        conditions, award = self.definition()
+        try:
+            validate_rule_definition(conditions, award)
+        except RuleDefinitionError as exc:
+            field = self.service_field_names.get(exc.field)
+            self.add_error(field if field in self.fields else None, exc.message)
+        else:
+            # The model's own check (EarningRule.clean) then sees the definition being saved.
+            self.instance.conditions, self.instance.award = conditions, award
+        return data
+
+    def definition(self) -> tuple[dict, dict]:
+        """(conditions, award) as the engine reads them, from the cleaned fields; empty
+        conditions and award settings that do not apply to the type are left out."""
+        data = self.cleaned_data
+        conditions: dict = {}
+        for key, name in self.CONDITION_FIELDS.items():
+            value = data.get(name)
+            if key == "min_amount":
+                value = _plain(value)
+            if value not in (None, "", [], {}):
+                conditions[key] = list(value) if isinstance(value, list | tuple) else value
+        kind = data.get("award_type")
+        award: dict = {"type": kind, "currency": data.get("award_currency")}
+        if kind in ("per_amount", "fixed"):
+            award["points"] = _plain(data.get("award_points"))
+        if kind == "per_amount":
+            award["per"] = _plain(data.get("award_per"))
+        if kind == "multiplier":
+            award["factor"] = _plain(data.get("award_factor"))
+        if kind != "fixed":
+            award["rounding"] = data.get("award_rounding") or "down"
+        cap = _plain(data.get("max_points_per_transaction"))
+        if cap is not None:
+            award["max_points_per_transaction"] = cap
+        for key in ("max_per_member_per_day", "max_per_member_per_month"):
+            if data.get(key) is not None:
+                award[key] = data[key]
+        return conditions, award
+
+    def rule_fields(self) -> dict:
+        """Keyword arguments of `earning_rule_create` / `earning_rule_update`."""
+        conditions, award = self.definition()
+        data = self.cleaned_data
+        return {
+            **{name: data[name] for name in RULE_MODEL_FIELDS if name in data},
+            "conditions": conditions,
+            "award": award,
+        }
 
     def _update_errors(self, errors: ValidationError) -> None:
+        """The model's errors name JSON paths ("award.per"): put them on the field."""
         if hasattr(errors, "error_dict"):
             remapped: dict[str, list] = {}
             for key, error_list in errors.error_dict.items():
-                field = key.split(".", 1)[0]
-                if field != key and field in self.fields:
-                    error_list = [
-                        ValidationError(f"{key}: {message}")
-                        for error in error_list
-                        for message in error.messages
-                    ]
-                elif field not in self.fields:
+                if key.split(".")[0] in ("conditions", "award") and self._errors:
+                    continue  # the fields were refused already; the JSON was never built
+                field = self.service_field_names.get(key, key)
+                if key == NON_FIELD_ERRORS and "code" in self.fields:
+                    # The program's codes are unique: the one constraint of the form's own.
+                    unique = [e for e in error_list if e.code == "unique_together"]
+                    if unique:
+                        remapped.setdefault("code", []).extend(unique)
+                        error_list = [e for e in error_list if e not in unique]
+                if field not in self.fields:
                     field = NON_FIELD_ERRORS
                 remapped.setdefault(field, []).extend(error_list)
             errors = ValidationError(remapped)
@@ -267,7 +547,7 @@ class BenefitForm(forms.ModelForm):
 
 
 class MemberTierSetForm(forms.Form):
-    """Set a member's tier by hand (SPEC §5 rule 7): `member_tier_set` decides."""
+    """Set a member's tier by hand, with a validity and a reason: `member_tier_set` decides."""
 
     tier = forms.ModelChoiceField(queryset=Tier.objects.none(), help_text="Group › tier.")
     valid_until = forms.DateField(
@@ -288,3 +568,64 @@ class MemberTierSetForm(forms.Form):
         self.fields["tier"].label_from_instance = lambda t: (
             f"{t.group.name} › {t.name} ({t.threshold})"
         )
+
+
+# --- earning rule pages: simulate and what-if --------------------------------------------
+
+
+class SimulationForm(forms.Form):
+    """A sample accrual to try a rule on: what the member would earn if the rule were active.
+    The lines come from `SimulationLineFormSet`."""
+
+    member = forms.CharField(max_length=50, help_text="Membership number of the program.")
+    subtype = forms.ChoiceField(choices=[(s, s.replace("_", " ")) for s in RULE_SUBTYPES])
+    event = forms.CharField(
+        max_length=50, required=False, help_text="Engagements only (review_posted)."
+    )
+    amount = forms.DecimalField(
+        required=False,
+        min_value=0,
+        max_digits=14,
+        decimal_places=2,
+        help_text="Leave empty to use the sum of the lines.",
+    )
+    channel = forms.ChoiceField(choices=[("", "---------"), *Transaction.Channel.choices])
+    partner = forms.CharField(max_length=50, required=False, help_text="Partner code.")
+    occurred_at = forms.DateTimeField(
+        help_text="YYYY-MM-DD HH:MM, in the program's timezone; the rule's window and weekdays "
+        "apply to it."
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["channel"].required = False
+
+
+class SimulationLineForm(forms.Form):
+    sku = forms.CharField(max_length=100, required=False)
+    category = forms.CharField(max_length=100, required=False)
+    quantity = forms.DecimalField(min_value=Decimal("0.001"), max_digits=12, decimal_places=3)
+    unit_price = forms.DecimalField(min_value=0, max_digits=14, decimal_places=2)
+
+
+SimulationLineFormSet = forms.formset_factory(SimulationLineForm, extra=3, max_num=50)
+
+
+class WhatIfForm(forms.Form):
+    """A past window of days (program-local) to replay a rule over."""
+
+    start = forms.DateField(help_text="First day (YYYY-MM-DD), in the program's timezone.")
+    end = forms.DateField(help_text="Last day, included.")
+    include_existing = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="With the active rules",
+        help_text="Run it together with the active rules, so priority and exclusivity "
+        "interact as they would (unticked: the rule alone).",
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["end"] < data["start"]:
+            self.add_error("end", "The last day comes before the first.")
+        return data

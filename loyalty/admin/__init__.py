@@ -1,0 +1,25 @@
+"""The back office of program managers and support agents, one module per area.
+
+Thin by design: every change of points, members or rules goes through a service, and a
+service's refusal is shown to the user with nothing written. The journal, the ledger, tier
+history and member events are read-only here for everyone, superusers included: corrections
+are new transactions.
+
+- `programs`: programs and currencies
+- `earning_rules`: earning rules (the rule form, simulate, what-if, activate)
+- `members`: members (adjust points, set tier, merge, erase)
+- `transactions`: the journal and the ledger (entries, buckets, allocations, balances)
+- `tiers`: tier groups, tiers, benefits, current tiers and tier history
+- `events`: the outbox of member events
+- `index`: the home page in three parts (working screens, configuration, ledger internals)
+- `common`: links, formatting, filters and mixins the others share
+"""
+
+from loyalty.admin import (  # noqa: F401  (each module registers its admins)
+    earning_rules,
+    events,
+    members,
+    programs,
+    tiers,
+    transactions,
+)
