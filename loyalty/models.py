@@ -977,3 +977,43 @@ class MemberEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.member.membership_number}"
+
+
+class MemberChange(models.Model):
+    """Who changed a member, and how: one row per enrolment, profile update, merge and
+    erasure, written in the database transaction of the change.
+
+    It names the fields changed, never their values, so an erasure leaves no personal data
+    behind here either. A full history of values is another matter (a later audit log).
+    """
+
+    class Action(models.TextChoices):
+        ENROLLED = "enrolled"
+        UPDATED = "updated"
+        MERGED = "merged"  # the survivor: a duplicate was merged into it
+        MERGED_INTO = "merged_into"  # the duplicate, closed
+        ERASED = "erased"
+
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+")
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="changes", db_index=False
+    )
+    action = models.CharField(max_length=12, choices=Action.choices)
+    actor = models.CharField(max_length=150, blank=True)
+    fields = models.JSONField(default=list, blank=True, help_text="Names of the fields changed.")
+    other_member = models.ForeignKey(
+        Member,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The other member of a merge.",
+    )
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [models.Index(fields=["member", "-occurred_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.member.membership_number} by {self.actor or '?'}"

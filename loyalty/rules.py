@@ -1,8 +1,9 @@
 """The earning rules engine: pure functions over a transaction snapshot (SPEC §3).
 
-Nothing here touches the database. The posting service builds a `TransactionSnapshot` and
-`RuleSnapshot`s (with the member's prior awards for the caps), calls `evaluate`, and writes the
-awards as ledger entries; simulation calls the same function and writes nothing.
+Nothing here touches the database. Posting (`accrual_prepare`) builds a `TransactionSnapshot`
+and `RuleSnapshot`s (the caps extension, `loyalty.extensions.caps`, fills in the member's prior
+awards), calls `evaluate`, and writes the awards as ledger entries; simulation prepares the
+same way and writes nothing.
 
 Rules are data: `conditions` (all must hold) and an `award` whose `type` picks one small class.
 Order: rules run by priority, highest first (ties by code). An `exclusive` rule that fires stops

@@ -4,8 +4,8 @@ mandatory reason (the reason and the actor are kept on the transaction)."""
 from __future__ import annotations
 
 from loyalty.exceptions import InsufficientPoints, MemberNotActive
+from loyalty.expiry_dates import expiry_date_for
 from loyalty.models import LedgerEntry, Member, Program, Transaction
-from loyalty.services.expiry import expiry_date_for
 from loyalty.services.ledger import LedgerWriter
 from loyalty.services.requests import TransactionRequest
 

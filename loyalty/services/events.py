@@ -141,8 +141,8 @@ def points_expiring_notify(*, program, as_of: dt.date) -> int:
     from django.db import transaction as db_transaction
     from django.db.models import Q, Sum
 
+    from loyalty.expiry_dates import inactivity_expiry_date
     from loyalty.models import Balance
-    from loyalty.services.expiry import inactivity_expiry_date
 
     tz_name = program.timezone
     at = dates.start_of_day(as_of, tz_name)

@@ -14,52 +14,18 @@ from django.db import transaction as db_transaction
 from django.db.models import Q
 
 from loyalty import dates
+
+# The dates live in loyalty.expiry_dates (no service imports there: no import cycle);
+# `expiry_date_for` and `inactivity_expired_currency_ids` are importable from here too.
+from loyalty.expiry_dates import (  # noqa: F401
+    expiry_date_for,
+    inactivity_expired_currency_ids,
+    inactivity_expiry_date,
+)
+from loyalty.expiry_dates import program_currencies as _program_currencies
 from loyalty.models import Bucket, Currency, Member, Program
 
 Policy = Currency.ExpiryPolicy
-
-
-def expiry_date_for(currency: Currency, occurred_at: dt.datetime, tz_name: str) -> dt.date | None:
-    """The date on which a credit earned at `occurred_at` expires (None: it does not)."""
-    earned_on = dates.local_date(occurred_at, tz_name)
-    if currency.expiry_policy == Policy.ROLLING:
-        day = dates.add_months(earned_on, currency.expiry_months or 0)
-        if currency.expiry_round_to == Currency.RoundTo.END_OF_MONTH:
-            day = dates.end_of_month(day)
-        elif currency.expiry_round_to == Currency.RoundTo.END_OF_YEAR:
-            day = dates.end_of_year(day)
-        return day
-    if currency.expiry_policy == Policy.FIXED:
-        return dates.safe_date(
-            earned_on.year + (currency.expiry_years_after or 0),
-            currency.expiry_month or 12,
-            currency.expiry_day or 31,
-        )
-    return None
-
-
-def inactivity_expiry_date(member: Member, currency: Currency) -> dt.date:
-    """The day on which a dormant member's points of an inactivity currency expire."""
-    last = member.last_activity_at or member.enrolled_at
-    return dates.add_months(
-        dates.local_date(last, member.program.timezone), currency.expiry_months or 0
-    )
-
-
-def inactivity_expired_currency_ids(member: Member, today: dt.date) -> list[int]:
-    """Inactivity-policy currencies whose expiry date for this member is before `today`."""
-    currencies = [
-        c for c in _program_currencies(member.program) if c.expiry_policy == Policy.INACTIVITY
-    ]
-    return [c.id for c in currencies if inactivity_expiry_date(member, c) < today]
-
-
-def _program_currencies(program: Program) -> list[Currency]:
-    cache = getattr(program, "_currency_cache", None)
-    if cache is None:
-        cache = list(program.currencies.all())
-        program._currency_cache = cache
-    return cache
 
 
 def members_with_due_expiry(program: Program, as_of: dt.date) -> list[int]:

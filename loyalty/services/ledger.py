@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from loyalty import dates
 from loyalty.bulk import build, bulk_insert_copy, bulk_update_values
+from loyalty.expiry_dates import inactivity_expired_currency_ids
 from loyalty.models import (
     Balance,
     Bucket,
@@ -102,6 +103,8 @@ class LedgerWriter:
     new_allocations: list[BucketAllocation] = field(default_factory=list)
     changed_buckets: dict[int, Bucket] = field(default_factory=dict)
     new_events: list = field(default_factory=list)
+    # Rows of other tables written with the ledger's (posting extensions' own), by model.
+    new_rows: dict = field(default_factory=dict)
     # Events of one service call that are one notice (points expiring together), by key.
     event_groups: dict = field(default_factory=dict)
     # Where a deferred writer finds a member's open buckets (its own unsaved ones included),
@@ -135,6 +138,8 @@ class LedgerWriter:
         bulk_insert_copy(Bucket, self.new_buckets)
         bulk_insert_copy(BucketAllocation, self.new_allocations)
         bulk_insert_copy(MemberEvent, self.new_events)
+        for model, rows in self.new_rows.items():
+            bulk_insert_copy(model, rows)
         if self.changed_buckets:
             bulk_update_values(
                 Bucket, list(self.changed_buckets.values()), ["remaining", "released", "expired"]
@@ -149,6 +154,7 @@ class LedgerWriter:
         self.new_entries, self.new_buckets, self.new_allocations = [], [], []
         self.changed_buckets = {}
         self.new_events = []
+        self.new_rows = {}
         self.balances = {}
 
     # --- persistence: immediate, or kept for flush when deferred ---------------------------
@@ -190,6 +196,16 @@ class LedgerWriter:
         else:
             event.save(force_insert=True)
         return event
+
+    def record_row(self, row):
+        """A row of another table written with these ledger rows (a posting extension's own):
+        saved now, or at flush after the run's transactions and entries, in one bulk insert
+        per table. It may point to the run's transactions, which have their ids by then."""
+        if self.deferred:
+            self.new_rows.setdefault(type(row), []).append(row)
+        else:
+            row.save(force_insert=True)
+        return row
 
     def _allocate(self, entry: LedgerEntry, bucket: Bucket, points: int) -> None:
         allocation = build(BucketAllocation, entry=entry, bucket=bucket, points=points)
@@ -454,8 +470,6 @@ def _origin_transaction(entry: LedgerEntry) -> dict:
 
 def due_buckets(member: Member, at: dt.datetime) -> tuple[list[Bucket], list[Bucket]]:
     """The member's buckets whose escrow release, and whose expiry, is due at `at`."""
-    from loyalty.services.expiry import inactivity_expired_currency_ids
-
     today = dates.local_date(at, member.program.timezone)
     base = Bucket.objects.filter(member=member, remaining__gt=0).select_related(
         "currency", "entry__transaction"

@@ -1,5 +1,8 @@
 """Members: enrolment (with welcome and referral hooks), profile updates, merges, erasure.
 
+Every service here that changes a member writes who did it (`MemberChange`: the actor, the
+action and the names of the fields changed) in the database transaction of the change.
+
 Enrolment has two doors with one result: `member_enrol` (one member: API, admin, demo) and
 `members_enrol_many` (CSV imports), which writes what `member_enrol` would write row by row
 in a few bulk inserts per chunk and refuses each row exactly as `member_enrol` refuses it.
@@ -24,6 +27,7 @@ from loyalty.models import (
     Bucket,
     LedgerEntry,
     Member,
+    MemberChange,
     MemberEvent,
     Program,
     TierHistory,
@@ -96,6 +100,9 @@ def member_enrol(
                 program, number, _free_referral_codes(1)[0], referrer, enrolled_at or now, profile
             )
             member.save(force_insert=True)
+            _member_change_build(member, MemberChange.Action.ENROLLED, actor, now).save(
+                force_insert=True
+            )
             tiers = tiers_enrol(member=member)
             member_event_record(
                 member=member,
@@ -253,6 +260,10 @@ def _enrol_chunk(
         )
         members.append(outcome.member)
     bulk_insert_copy(Member, members)
+    bulk_insert_copy(
+        MemberChange,
+        [_member_change_build(m, MemberChange.Action.ENROLLED, actor, now) for m in members],
+    )
     tiers: dict[int, list[TierHistory]] = {}
     for change in tiers_enrol_many(members=members):
         tiers.setdefault(change.member_id, []).append(change)
@@ -418,13 +429,38 @@ def _free(generate, count: int, avoid, stored) -> list[str]:
     return found
 
 
-def member_update(*, member: Member, actor: str = "", **changes) -> Member:
-    """Update contact data, consents, status and attributes (never points or numbers)."""
+def _member_change_build(
+    member: Member,
+    action: str,
+    actor: str,
+    at: dt.datetime,
+    fields: Sequence[str] = (),
+    other: Member | None = None,
+) -> MemberChange:
+    """Who changed the member, and which fields (names only), unsaved."""
+    return build(
+        MemberChange,
+        program_id=member.program_id,
+        member=member,
+        action=action,
+        actor=actor,
+        fields=sorted(fields),
+        other_member=other,
+        occurred_at=at,
+    )
+
+
+def member_update(
+    *, member: Member, actor: str = "", now: dt.datetime | None = None, **changes
+) -> Member:
+    """Update contact data, consents, status and attributes (never points or numbers), and
+    write who changed which fields."""
     unknown = set(changes) - set(PROFILE_FIELDS)
     if unknown:
         raise ValidationFailed(
             "These member fields cannot be changed.", fields={k: "read-only" for k in unknown}
         )
+    now = now or timezone.now()
     with db_transaction.atomic():
         current = lock_members([member.id])[member.id]
         if current.merged_into_id or current.erased_at:
@@ -434,9 +470,14 @@ def member_update(*, member: Member, actor: str = "", **changes) -> Member:
             raise MemberNotActive(
                 f"Member {member.membership_number} was {state}; it cannot change."
             )
+        changed = [name for name, value in changes.items() if getattr(current, name) != value]
         for name, value in changes.items():
             setattr(member, name, value)
         member.save(update_fields=[*changes, "updated_at"])
+        if changed:
+            _member_change_build(member, MemberChange.Action.UPDATED, actor, now, changed).save(
+                force_insert=True
+            )
     return member
 
 
@@ -494,13 +535,57 @@ def member_merge(
                     shortfall="debt",
                     note="debt moved from duplicate",
                 )
+        moved = _move_aggregates(writer, survivor, duplicate)
         writer.flush()
         Transaction.objects.filter(member=duplicate).exclude(pk=txn.pk).update(member=survivor)
+        # Members merged into the duplicate earlier now live on in the survivor as well:
+        # `merged_into` always names where a member's points and history are now.
+        Member.objects.filter(merged_into=duplicate).update(merged_into=survivor)
         tiers_after_merge(survivor=survivor, duplicate=duplicate, now=now)
         duplicate.status = Member.Status.CLOSED
         duplicate.merged_into = survivor
         duplicate.save(update_fields=["status", "merged_into", "updated_at"])
+        MemberChange.objects.bulk_create(
+            [
+                _member_change_build(
+                    survivor, MemberChange.Action.MERGED, actor, now, moved, duplicate
+                ),
+                _member_change_build(
+                    duplicate,
+                    MemberChange.Action.MERGED_INTO,
+                    actor,
+                    now,
+                    ["status", "merged_into", *moved],
+                    survivor,
+                ),
+            ]
+        )
     return survivor
+
+
+def _move_aggregates(writer: LedgerWriter, survivor: Member, duplicate: Member) -> list[str]:
+    """The duplicate's lifetime earned and redeemed points become the survivor's, and its last
+    activity counts for the survivor (the statements and the dormancy clock of one person).
+    Returns the names of what moved.
+
+    The ledger stays the proof: a merged member's entries count for the member it was merged
+    into (`merged_into`), so the survivor's aggregates are the sums over both."""
+    moved = []
+    for balance in list(duplicate.balances.select_related("currency")):
+        source = writer.balance(duplicate, balance.currency)
+        if not (source.lifetime_earned or source.redeemed):
+            continue
+        target = writer.balance(survivor, balance.currency)
+        target.lifetime_earned += source.lifetime_earned
+        target.redeemed += source.redeemed
+        source.lifetime_earned = source.redeemed = 0
+        moved = ["lifetime_earned", "redeemed"]
+    last = duplicate.last_activity_at
+    if last is not None and (survivor.last_activity_at is None or last > survivor.last_activity_at):
+        survivor.last_activity_at = last
+        survivor.save(update_fields=["last_activity_at", "updated_at"])
+        moved.append("last_activity_at")
+    return moved
 
 
 def _move_bucket(writer: LedgerWriter, bucket: Bucket, source: Member, target: Member, txn):
@@ -538,11 +623,33 @@ def _move_bucket(writer: LedgerWriter, bucket: Bucket, source: Member, target: M
     )
 
 
+ERASED_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "birth_date",
+    "company_name",
+    "tax_id",
+    "locale",
+    "attributes",
+    "consent_email",
+    "consent_sms",
+    "consent_push",
+    "status",
+    "erased_at",
+)
+
+
 def member_erase(*, member: Member, actor: str = "", now: dt.datetime | None = None) -> Member:
-    """GDPR erasure: personal data replaced, ledger and aggregates kept."""
+    """GDPR erasure: personal data replaced, ledger and aggregates kept; who erased the member
+    is written with it (the names of the fields erased, not their values)."""
     now = now or timezone.now()
     with db_transaction.atomic():
         member = lock_members([member.id])[member.id]
+        _member_change_build(member, MemberChange.Action.ERASED, actor, now, ERASED_FIELDS).save(
+            force_insert=True
+        )
         member.email = ""
         member.first_name = "Erased"
         member.last_name = "member"

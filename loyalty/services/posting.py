@@ -10,12 +10,13 @@ serialised by the member lock, or (for different members) by the unique constrai
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import IntegrityError
 from django.db import transaction as db_transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from loyalty import dates, rules
@@ -27,6 +28,7 @@ from loyalty.exceptions import (
     UnknownCurrency,
     ValidationFailed,
 )
+from loyalty.expiry_dates import expiry_date_for
 from loyalty.models import (
     Currency,
     EarningRule,
@@ -36,10 +38,10 @@ from loyalty.models import (
     Transaction,
     TransactionLine,
 )
+from loyalty.pipeline import Decision, PostingExtension, PostingRun, extensions_load
 from loyalty.services.escrow import available_at_for
-from loyalty.services.expiry import expiry_date_for
 from loyalty.services.ledger import LedgerWriter, settle
-from loyalty.services.requests import TransactionRequest
+from loyalty.services.requests import TransactionRequest, check_not_future
 from loyalty.services.tiers import tiers_after_posting
 from partners.models import Partner, PartnerCategory, PartnerProduct
 
@@ -90,10 +92,12 @@ def program_currency(program: Program, code: str, field: str = "points_currency"
 
 @dataclass
 class PostingContext:
-    """The program configuration that posting reads, each part read once per context.
+    """The program configuration that posting reads, each part read once per context, and
+    the extensions of the current run (`start_run`).
 
     `transaction_post` makes one per call, so a post always sees the configuration as it is
-    now; the batched path (`posting_batch`) shares one across a whole batch.
+    now; the batched path (`posting_batch`) shares one across a whole batch and starts a run
+    for each of its database transactions; a simulation is a run that writes nothing.
     """
 
     program: Program
@@ -101,16 +105,25 @@ class PostingContext:
     _rules: list[EarningRule] | None = None
     _partners: dict[str, Partner] = field(default_factory=dict)
     _line_partners: dict[tuple[str, str], int | None] = field(default_factory=dict)
-    # Batched posting: every award of the capped rules to the run's members (read once,
-    # plus those decided but not yet written), so caps need no query per transaction.
-    award_days: dict[tuple[int, int], list[dt.date]] | None = None
+    extensions: list[PostingExtension] = field(default_factory=list)
 
-    def capped_rules(self) -> list[EarningRule]:
-        return [
-            r
-            for r in self.rules()
-            if r.award.get("max_per_member_per_day") or r.award.get("max_per_member_per_month")
-        ]
+    def start_run(
+        self,
+        members: Sequence[Member],
+        requests: Sequence[TransactionRequest],
+        *,
+        writes: bool = True,
+    ) -> None:
+        """Load the configured extensions for a run of `requests` of `members` (once)."""
+        self.extensions = extensions_load(
+            PostingRun(
+                program=self.program,
+                members=members,
+                requests=requests,
+                rules=self.rules(),
+                writes=writes,
+            )
+        )
 
     def currencies(self) -> dict[str, Currency]:
         if self._currencies is None:
@@ -186,6 +199,7 @@ def transaction_post(
     existing = _existing(program, request.external_id)
     if existing is not None:
         return PostResult(_replay(existing, request), created=False)
+    check_not_future(request, now)
     try:
         with db_transaction.atomic():
             return _post_locked(program, request, actor, now)
@@ -221,18 +235,9 @@ def replay_or_conflict(existing: Transaction, payload: dict, external_id: str) -
 def _post_locked(
     program: Program, request: TransactionRequest, actor: str, now: dt.datetime
 ) -> PostResult:
-    member = (
-        Member.objects.select_for_update(of=("self",))
-        .select_related("program")
-        .filter(program=program, membership_number=request.member)
-        .first()
-    )
-    if member is None:
-        raise UnknownMember(
-            f"No member {request.member!r} in program {program.code}.",
-            fields={"member": request.member},
-        )
+    member = _lock_member(program, request)
     context = PostingContext(program)
+    context.start_run([member], [request])
     # A replay that waited for the member lock finds the original through the unique
     # constraint: the insert below raises IntegrityError and transaction_post replays.
     writer = LedgerWriter(now=now)
@@ -260,14 +265,44 @@ def _post_locked(
         elif request.type == Transaction.Type.REVERSAL:
             from loyalty.services.reversal import transaction_reverse_locked
 
-            transaction_reverse_locked(writer, program, member, txn, request)
+            transaction_reverse_locked(
+                writer, program, member, txn, request, extensions=context.extensions
+            )
         # A credit dated in the past may already be due for expiry.
         settle(writer, member, now)
     writer.flush()
     tiers_after_posting(member=member, transaction=txn, now=now)
     if request.type == Transaction.Type.ACCRUAL and request.subtype == "purchase":
+        # In this database transaction: the purchase and the referral it earns are
+        # committed together or not at all.
         _referral_on_first_purchase(program, member, txn, actor, now)
     return PostResult(txn, created=True)
+
+
+def _lock_member(program: Program, request: TransactionRequest) -> Member:
+    """Lock the request's member; for a purchase, also the member's referrer (whose referral
+    this purchase may earn), in the same statement and in primary-key order, as
+    `lock_members` always locks, so that no two writes wait on each other's members."""
+    wanted = Q(membership_number=request.member)
+    if request.type == Transaction.Type.ACCRUAL and request.subtype == "purchase":
+        wanted |= Q(
+            pk__in=Member.objects.filter(
+                program=program, membership_number=request.member, referred_by__isnull=False
+            ).values("referred_by_id")
+        )
+    locked = (
+        Member.objects.select_for_update(of=("self",))
+        .select_related("program")
+        .filter(wanted, program=program)
+        .order_by("id")
+    )
+    member = next((m for m in locked if m.membership_number == request.member), None)
+    if member is None:
+        raise UnknownMember(
+            f"No member {request.member!r} in program {program.code}.",
+            fields={"member": request.member},
+        )
+    return member
 
 
 def journal_build(
@@ -380,92 +415,22 @@ def build_snapshot(
     )
 
 
-def rule_snapshots(
-    program: Program,
-    member: Member,
-    occurred_at: dt.datetime,
-    earning_rules: list[EarningRule],
-    snapshot: rules.TransactionSnapshot | None = None,
-    award_days: dict[tuple[int, int], list[dt.date]] | None = None,
-) -> list[rules.RuleSnapshot]:
-    """Rules as the engine sees them, with the member's prior awards for capped rules.
-
-    Given the transaction `snapshot`, prior awards are counted only for capped rules whose
-    conditions hold (the count cannot matter for the others). `award_days`, when given, is
-    every prior award of the capped rules instead of a query: (rule id, member id) -> local
-    dates of their transactions (batched posting reads them once per run, and adds the
-    awards it has decided but not written yet).
-    """
-    local_day = dates.local_date(occurred_at, program.timezone)
-    day_start = dates.start_of_day(local_day, program.timezone)
-    day_end = dates.start_of_day(local_day + dt.timedelta(days=1), program.timezone)
-    month_first, next_month = dates.month_bounds(local_day)
-    month_start = dates.start_of_day(month_first, program.timezone)
-    month_end = dates.start_of_day(next_month, program.timezone)
-    snapshots = []
-    for rule in earning_rules:
-        today = this_month = 0
-        rule_snapshot = rules.RuleSnapshot(
-            id=rule.id,
-            code=rule.code,
-            priority=rule.priority,
-            conditions=rule.conditions,
-            award=rule.award,
-            exclusive=rule.exclusive,
-            active_from=rule.active_from,
-            active_to=rule.active_to,
-        )
-        capped = rule.award.get("max_per_member_per_day") or rule.award.get(
-            "max_per_member_per_month"
-        )
-        if capped and (
-            snapshot is None or rules.first_failed_condition(rule_snapshot, snapshot) is None
-        ):
-            if award_days is not None:
-                days = award_days.get((rule.id, member.id), ())
-                today = sum(day == local_day for day in days)
-                this_month = sum(month_first <= day < next_month for day in days)
-            else:
-                counts = LedgerEntry.objects.filter(
-                    rule=rule,
-                    member=member,
-                    kind=LedgerEntry.Kind.ACCRUAL,
-                    transaction__occurred_at__gte=month_start,
-                    transaction__occurred_at__lt=month_end,
-                ).aggregate(
-                    month=Count("id"),
-                    day=Count(
-                        "id",
-                        filter=Q(
-                            transaction__occurred_at__gte=day_start,
-                            transaction__occurred_at__lt=day_end,
-                        ),
-                    ),
-                )
-                today, this_month = counts["day"], counts["month"]
-            rule_snapshot = replace(rule_snapshot, awards_today=today, awards_this_month=this_month)
-        snapshots.append(rule_snapshot)
-    return snapshots
+def rule_snapshot(rule: EarningRule, *, window: bool = True) -> rules.RuleSnapshot:
+    """A rule as the engine sees it (`window=False` ignores its active dates: a what-if)."""
+    return rules.RuleSnapshot(
+        id=rule.id,
+        code=rule.code,
+        priority=rule.priority,
+        conditions=rule.conditions,
+        award=rule.award,
+        exclusive=rule.exclusive,
+        active_from=rule.active_from if window else None,
+        active_to=rule.active_to if window else None,
+    )
 
 
 def active_rules(program: Program) -> list[EarningRule]:
     return list(program.earning_rules.filter(status=EarningRule.Status.ACTIVE))
-
-
-def evaluate_request(
-    program: Program,
-    member: Member,
-    request: TransactionRequest,
-    earning_rules: list[EarningRule] | None = None,
-) -> tuple[rules.Evaluation, dict[str, Currency], dict[str, EarningRule]]:
-    earning_rules = active_rules(program) if earning_rules is None else earning_rules
-    currencies = {c.code: c for c in program.currencies.all()}
-    evaluation = rules.evaluate(
-        build_snapshot(program, member, request),
-        rule_snapshots(program, member, request.occurred_at, earning_rules),
-        {code: c.scale for code, c in currencies.items()},
-    )
-    return evaluation, currencies, {r.code: r for r in earning_rules}
 
 
 def credit_dates(
@@ -494,21 +459,27 @@ class Credit:
 
 @dataclass
 class PreparedAccrual:
-    """An accrual decided but not yet written: its rows and the credits it earns."""
+    """An accrual decided but not yet written: its rows, the credits it earns, the rules'
+    evaluation (None for an opening balance) and what each extension decided."""
 
     request: TransactionRequest
+    member: Member
     txn: Transaction
     lines: list[TransactionLine]
     credits: list[Credit]
+    evaluation: rules.Evaluation | None = None
+    decisions: list[tuple[PostingExtension, Decision]] = field(default_factory=list)
 
 
 def accrual_prepare(
     context: PostingContext, member: Member, request: TransactionRequest, actor: str
 ) -> PreparedAccrual:
-    """Everything an accrual will write, decided without writing (raises on refusal).
+    """Everything an accrual will write, decided without writing (raises on refusal): the
+    one decision path of single, batched and simulated posting.
 
-    Reads the member's prior awards for capped rules, so the member's earlier accruals must
-    be in the database (the batched path never holds two of one member's accruals at once).
+    The rules, with the inputs the run's extensions give them (the caps' award counts), then
+    each extension's decision in order. Reads only what the run loaded, and the member's tier
+    and segment codes when a rule has such a condition.
     """
     program = context.program
     if member.status != Member.Status.ACTIVE:
@@ -528,28 +499,19 @@ def accrual_prepare(
             or expiry_date_for(currency, txn.occurred_at, program.timezone),
             note="opening balance",
         )
-        return PreparedAccrual(request, txn, lines, [credit])
+        accrual = PreparedAccrual(request, member, txn, lines, [credit])
+        _decide(context, accrual, None)
+        return accrual
     currencies = context.currencies()
     snapshot = build_snapshot(
         program, member, request, with_groups=context.rules_read_member_groups()
     )
-    evaluation = rules.evaluate(
-        snapshot,
-        rule_snapshots(
-            program,
-            member,
-            request.occurred_at,
-            context.rules(),
-            snapshot,
-            context.award_days,
-        ),
-        {code: c.scale for code, c in currencies.items()},
-    )
+    inputs = [rule_snapshot(rule) for rule in context.rules()]
+    for extension in context.extensions:
+        inputs = extension.adjust_rules(member, snapshot, inputs)
+    evaluation = rules.evaluate(snapshot, inputs, {code: c.scale for code, c in currencies.items()})
     rules_by_code = {r.code: r for r in context.rules()}
-    line_partners = {line.partner_id for line in lines}
-    default_partner_id = txn.partner_id or (
-        next(iter(line_partners)) if len(line_partners) == 1 else None
-    )
+    default_partner_id = _default_partner_id(txn, lines)
     credits = []
     for award in evaluation.awards:
         currency = currencies[award.currency]
@@ -558,14 +520,52 @@ def accrual_prepare(
         credits.append(
             Credit(currency, award.points, rule, default_partner_id, available_at, expires_on)
         )
-    return PreparedAccrual(request, txn, lines, credits)
+    accrual = PreparedAccrual(request, member, txn, lines, credits, evaluation)
+    _decide(context, accrual, default_partner_id)
+    return accrual
+
+
+def _default_partner_id(txn: Transaction, lines: list[TransactionLine]) -> int | None:
+    """The partner a credit is attributed to: the transaction's, or its lines' only one."""
+    line_partners = {line.partner_id for line in lines}
+    return txn.partner_id or (next(iter(line_partners)) if len(line_partners) == 1 else None)
+
+
+def _decide(context: PostingContext, accrual: PreparedAccrual, partner_id: int | None) -> None:
+    """Ask each extension, in order, what it decides; its credits join the accrual's (the
+    next extension sees them). A refusal refuses the whole posting."""
+    program = context.program
+    for extension in context.extensions:
+        decision = extension.decide(accrual) or Decision()
+        if decision.refusal is not None:
+            raise decision.refusal
+        for extra in decision.credits:
+            currency = context.currency(extra.currency, field="extension")
+            if extra.points <= 0:
+                raise ValueError(f"{type(extension).__name__} decided a credit of {extra.points}.")
+            available_at, expires_on = credit_dates(
+                program, currency, accrual.txn.occurred_at, None
+            )
+            accrual.credits.append(
+                Credit(
+                    currency,
+                    extra.points,
+                    None,
+                    partner_id,
+                    available_at,
+                    expires_on,
+                    note=extra.note or extension.label,
+                )
+            )
+        accrual.decisions.append((extension, decision))
 
 
 def accrual_apply(
     writer: LedgerWriter, context: PostingContext, member: Member, accrual: PreparedAccrual
 ) -> None:
-    """Write a prepared accrual's credits (cannot refuse). The member must be settled as of
-    `writer.now` first, and settled again after when `settlement_due_after` says so."""
+    """Write a prepared accrual's credits and its extensions' rows (cannot refuse). The member
+    must be settled as of `writer.now` first, and settled again after when
+    `settlement_due_after` says so."""
     txn = accrual.txn
     for credit in accrual.credits:
         writer.credit(
@@ -581,6 +581,8 @@ def accrual_apply(
             expires_on=credit.expires_on,
             note=credit.note,
         )
+    for extension, decision in accrual.decisions:
+        extension.record(accrual, decision, writer)
     if accrual.request.subtype in ACTIVITY_SUBTYPES and (
         member.last_activity_at is None or txn.occurred_at > member.last_activity_at
     ):

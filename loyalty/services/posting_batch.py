@@ -14,7 +14,11 @@ bulk inserts. What a run may hold keeps the two paths equal:
   alone); redemptions and adjustments go through `transaction_post`, and the run is written
   first only when they read what it writes;
 - a purchase that can earn a referral ends its run, so the referrer's credit is written
-  before anything later, as a single post would.
+  before anything later, as a single post would, and in the run's database transaction
+  (the referrer is locked with the run's members), so the two are committed together.
+
+Accruals are decided with the run's posting extensions (`loyalty.pipeline`), loaded once per
+run, as a single post loads them for its run of one.
 
 Each run is one database transaction under the row locks of its members (primary-key
 order), so a crash loses whole transactions only, and re-posting the same requests completes
@@ -60,8 +64,14 @@ from loyalty.services.posting import (
     settlement_due_after,
     transaction_post,
 )
-from loyalty.services.requests import TransactionRequest
-from loyalty.services.reversal import returned_shares, reversal_check, share, take_back
+from loyalty.services.requests import TransactionRequest, check_not_future
+from loyalty.services.reversal import (
+    extensions_reverse,
+    returned_shares,
+    reversal_check,
+    share,
+    take_back,
+)
 from loyalty.services.tiers import (
     NOT_QUALIFYING_KINDS,
     program_tier_groups,
@@ -142,6 +152,8 @@ class _BatchPoster:
             program=self.program, membership_number__in={r.member for r in requests}
         ).values_list("membership_number", "id", "referred_by_id")
         member_ids = {number: member_id for number, member_id, _ in members}
+        self.member_ids = member_ids
+        self.referrer_of = {member_id: referrer for _, member_id, referrer in members if referrer}
         awaiting_referral = self._awaiting_referral(
             [member_id for _, member_id, referrer in members if referrer]
         )
@@ -168,6 +180,11 @@ class _BatchPoster:
                 if first.transaction is not None:
                     outcomes[index] = _replay(request, first.transaction)
                     continue
+            try:
+                check_not_future(request, self.now_for(request))
+            except LoyaltyError as error:
+                outcomes[index] = PostOutcome(request, PostOutcome.REJECTED, error=error)
+                continue
             first_of[request.external_id] = index
             member_id = member_ids.get(request.member)
             if request.type not in RUN_TYPES or member_id is None:
@@ -192,7 +209,7 @@ class _BatchPoster:
             if request.subtype == "purchase" and member_id in awaiting_referral:
                 # The referrer's credit is posted right after this purchase, before anything
                 # later in the batch, as one-by-one posting does.
-                self._flush(requests, run, outcomes)
+                self._flush(requests, run, outcomes, referrals=awaiting_referral)
                 run, run_members, run_ids = [], {}, set()
                 if outcomes[index].status == PostOutcome.CREATED:
                     awaiting_referral.discard(member_id)
@@ -232,13 +249,15 @@ class _BatchPoster:
         return PostOutcome(request, status, transaction=result.transaction)
 
     # --- a run of accruals ----------------------------------------------------------------
-    def _flush(self, requests, run: list[int], outcomes: list) -> None:
+    def _flush(self, requests, run: list[int], outcomes: list, referrals=frozenset()) -> None:
+        """Write a run in one database transaction (with the referral credits its purchases
+        of members in `referrals` earn)."""
         while run:
             try:
                 with db_transaction.atomic():
-                    written, stopped = self._post_run([requests[i] for i in run])
+                    written, stopped = self._post_run([requests[i] for i in run], referrals)
+                    self._referrals(written)
             except (IntegrityError, DataError):
-                self.context.award_days = None
                 # Someone else posted one of these external ids meanwhile: post them one by
                 # one, which replays what exists and creates the rest.
                 for index in run:
@@ -246,7 +265,6 @@ class _BatchPoster:
                 return
             for index, outcome in zip(run, written, strict=False):
                 outcomes[index] = outcome
-            self._referrals(written)
             if stopped is None:
                 return
             # A reversal the run could not write in memory: alone, then the rest of the run.
@@ -254,6 +272,8 @@ class _BatchPoster:
             run = run[stopped + 1 :]
 
     def _referrals(self, written: list[PostOutcome]) -> None:
+        """Post the referral credits the run's purchases earn, in the run's database
+        transaction (the referrers were locked with the run's members)."""
         for outcome in written:
             if outcome.status == PostOutcome.CREATED and outcome.request.subtype == "purchase":
                 txn = outcome.transaction
@@ -267,24 +287,29 @@ class _BatchPoster:
                             self.now_for(outcome.request),
                         )
 
-    def _post_run(self, requests: list[TransactionRequest]) -> tuple[list[PostOutcome], int | None]:
+    def _post_run(
+        self, requests: list[TransactionRequest], referrals=frozenset()
+    ) -> tuple[list[PostOutcome], int | None]:
         """Write a run; returns the outcomes of the requests written and, when the run stopped
         at a reversal it cannot write in memory, that request's index (nothing of it, nor of
-        the requests after it, is written)."""
+        the requests after it, is written).
+
+        The referrers of the run's purchasing members in `referrals` are locked with the
+        run's members, in one primary-key order, before the referral credits are posted."""
         numbers = {r.member for r in requests}
         stored = numbers - self.fresh.keys()
-        members_by_number = {
-            m.membership_number: m
-            for m in lock_members(
-                Member.objects.filter(
-                    program=self.program, membership_number__in=stored
-                ).values_list("id", flat=True),
-                program=self.program,
-            ).values()
+        # (a run holds only members known when the batch started: the others are posted alone)
+        ids = [self.member_ids[number] for number in stored if number in self.member_ids]
+        referrers = {
+            self.referrer_of[member_id]
+            for member_id in ids
+            if member_id in referrals and member_id in self.referrer_of
         }
+        locked = lock_members([*ids, *referrers], program=self.program)
+        members_by_number = {locked[i].membership_number: locked[i] for i in ids if i in locked}
         stored_members = list(members_by_number.values())
         members_by_number.update({n: self.fresh[n] for n in numbers & self.fresh.keys()})
-        self.context.award_days = self._award_days(stored_members, requests)
+        self.context.start_run(list(members_by_number.values()), requests)
         writer = LedgerWriter(now=self.now, deferred=True)
         writer.preload_balances(m.id for m in stored_members)
         currencies = {c.id: c for c in self.context.currencies().values()}
@@ -325,7 +350,6 @@ class _BatchPoster:
             else:
                 accrual_apply(writer, self.context, member, accrual)
                 reversals.note_accrual(accrual)
-                self._note_capped_awards(member, accrual)
                 due.add_new(member, writer)
                 if settlement_due_after(self.context, accrual, now):
                     due.settle(writer, member, now)
@@ -337,7 +361,6 @@ class _BatchPoster:
         bulk_update_values(Transaction, reversals.reversed_in_database(), ["status"])
         moved = _moved_points(writer)  # by transaction id, once the transactions have ids
         writer.flush()
-        self.context.award_days = None
         # Only activities move `last_activity_at` (`accrual_apply`): enrolments, referrals and
         # opening balances leave the member row alone.
         active = {
@@ -355,38 +378,6 @@ class _BatchPoster:
         ]
         tiers_after_posting_many(postings=qualifying, moved=moved)
         return outcomes, stopped
-
-    def _award_days(self, members, requests) -> dict[tuple[int, int], list[dt.date]]:
-        """Every award of the capped rules to these members in the months of `requests`."""
-        capped = self.context.capped_rules()
-        if not capped or not members:
-            return {}
-        tz_name = self.program.timezone
-        months = [dates.month_bounds(dates.local_date(r.occurred_at, tz_name)) for r in requests]
-        start = dates.start_of_day(min(first for first, _ in months), tz_name)
-        end = dates.start_of_day(max(after for _, after in months), tz_name)
-        award_days: dict[tuple[int, int], list[dt.date]] = {}
-        rows = LedgerEntry.objects.filter(
-            rule__in=capped,
-            member_id__in=[m.id for m in members],
-            kind=LedgerEntry.Kind.ACCRUAL,
-            transaction__occurred_at__gte=start,
-            transaction__occurred_at__lt=end,
-        ).values_list("rule_id", "member_id", "transaction__occurred_at")
-        for rule_id, member_id, occurred_at in rows:
-            day = dates.local_date(occurred_at, tz_name)
-            award_days.setdefault((rule_id, member_id), []).append(day)
-        return award_days
-
-    def _note_capped_awards(self, member: Member, accrual: PreparedAccrual) -> None:
-        day = dates.local_date(accrual.txn.occurred_at, self.program.timezone)
-        for credit in accrual.credits:
-            rule = credit.rule
-            if rule is not None and (
-                rule.award.get("max_per_member_per_day")
-                or rule.award.get("max_per_member_per_month")
-            ):
-                self.context.award_days.setdefault((rule.id, member.id), []).append(day)
 
     def _latest(self, requests: list[TransactionRequest]) -> dt.datetime:
         return max(self.now_for(r) for r in requests)
@@ -526,6 +517,13 @@ class _RunReversals:
         if original.pk is not None:
             self.reversed_stored[original.pk] = original
         self.prior[original.external_id].append(txn.amount)
+        extensions_reverse(
+            self.context.extensions,
+            original=original,
+            reversal=txn,
+            member=member,
+            writer=self.writer,
+        )
         return txn
 
     def open_buckets(self, member: Member, currency: Currency, today: dt.date) -> list[Bucket]:
@@ -609,7 +607,7 @@ class _DueBuckets:
         buckets = self.by_member.get(member.id)
         if not buckets:
             return
-        from loyalty.services.expiry import inactivity_expiry_date
+        from loyalty.expiry_dates import inactivity_expiry_date
 
         today = dates.local_date(at, self.program.timezone)
         dormant = {c.id for c in self.inactivity if inactivity_expiry_date(member, c) < today}

@@ -7,7 +7,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from loyalty.exceptions import ValidationFailed
+from django.conf import settings
+
+from loyalty.exceptions import LoyaltyError, ValidationFailed
 from loyalty.models import Transaction
 
 TYPES = {t.value for t in Transaction.Type} - {Transaction.Type.TRANSFER}
@@ -125,6 +127,33 @@ class TransactionRequest:
                 errors[f"lines[{index}].unit_price"] = "Must not be negative."
         if errors:
             raise ValidationFailed("The transaction is malformed.", fields=errors)
+
+
+class OccurredInFuture(LoyaltyError):
+    """A transaction dated ahead of the clock: HTTP 422, nothing written."""
+
+    code = "occurred_in_future"
+
+
+def future_tolerance() -> dt.timedelta:
+    """How far ahead of `now` a transaction may be dated (clocks of tills and servers differ
+    by seconds or minutes; a date days or years ahead is a mistake that would credit points
+    and move tiers early). `TESSERA_FUTURE_TOLERANCE_MINUTES`, 5 by default."""
+    return dt.timedelta(minutes=getattr(settings, "TESSERA_FUTURE_TOLERANCE_MINUTES", 5))
+
+
+def check_not_future(request: TransactionRequest, now: dt.datetime) -> None:
+    """Refuse a request dated more than the tolerance after `now` (the instant it is posted
+    or simulated as of)."""
+    tolerance = future_tolerance()
+    if request.occurred_at > now + tolerance:
+        minutes = int(tolerance.total_seconds() // 60)
+        raise OccurredInFuture(
+            f"occurred_at {request.occurred_at.isoformat()} is in the future (more than "
+            f"{minutes} minutes after {now.astimezone(dt.UTC).isoformat()}); post a "
+            "transaction once it has happened.",
+            fields={"occurred_at": "must not be in the future"},
+        )
 
 
 def _dec(value: Decimal | None) -> str | None:

@@ -13,12 +13,14 @@ returns of one transaction together never take back more than it earned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 from django.db.models import Sum
 
 from loyalty.exceptions import InvalidReversal
 from loyalty.models import Bucket, BucketAllocation, LedgerEntry, Member, Program, Transaction
+from loyalty.pipeline import PostingExtension
 from loyalty.services.ledger import LedgerWriter
 from loyalty.services.requests import TransactionRequest
 
@@ -35,6 +37,8 @@ def transaction_reverse_locked(
     member: Member,
     txn: Transaction,
     request: TransactionRequest,
+    *,
+    extensions: Sequence[PostingExtension] = (),
 ) -> None:
     original = (
         Transaction.objects.select_for_update()
@@ -56,11 +60,26 @@ def transaction_reverse_locked(
         for entry in debits:
             give = share(-entry.points, before, cumulative, original.amount)
             if give > 0:
-                _give_back(writer, txn, entry, give)
+                _give_back(writer, member, txn, entry, give)
     txn.original = original
     txn.save(update_fields=["original", "amount", "unrecovered_points"])
     original.status = Transaction.Status.REVERSED
     original.save(update_fields=["status"])
+    extensions_reverse(extensions, original=original, reversal=txn, member=member, writer=writer)
+
+
+def extensions_reverse(
+    extensions: Sequence[PostingExtension],
+    *,
+    original: Transaction,
+    reversal: Transaction,
+    member: Member,
+    writer: LedgerWriter,
+) -> None:
+    """Each extension undoes its own effect of `original` (its ledger credits were taken
+    back with the rules' above)."""
+    for extension in extensions:
+        extension.reverse(original=original, reversal=reversal, member=member, writer=writer)
 
 
 def reversal_check(original: Transaction | None, member: Member, request) -> None:
@@ -167,8 +186,14 @@ def _current_bucket(bucket, member: Member):
     return bucket
 
 
-def _give_back(writer: LedgerWriter, txn: Transaction, debit: LedgerEntry, points: int) -> None:
-    """Return redeemed points to their buckets, the last consumed (latest expiry) first."""
+def _give_back(
+    writer: LedgerWriter, member: Member, txn: Transaction, debit: LedgerEntry, points: int
+) -> None:
+    """Return redeemed points to their buckets, the last consumed (latest expiry) first.
+
+    A bucket of a member merged into `member` since takes the points back and passes them on
+    to `member` at once, as the merge moved its other points: a bucket of the survivor with
+    the original expiry (the duplicate, closed, keeps nothing)."""
     given = dict(
         BucketAllocation.objects.filter(entry__reverses=debit, points__gt=0)
         .values_list("bucket_id")
@@ -176,7 +201,7 @@ def _give_back(writer: LedgerWriter, txn: Transaction, debit: LedgerEntry, point
     )
     allocations = list(
         debit.allocations.filter(points__lt=0)
-        .select_related("bucket__member__program", "bucket__currency")
+        .select_related("bucket__member__program", "bucket__currency", "bucket__entry")
         .order_by("-id")
     )
     for allocation in allocations:
@@ -186,12 +211,42 @@ def _give_back(writer: LedgerWriter, txn: Transaction, debit: LedgerEntry, point
         amount = min(returnable, points)
         if amount <= 0:
             continue
+        bucket = allocation.bucket
         writer.give_back(
-            bucket=allocation.bucket,
+            bucket=bucket,
             points=amount,
             kind=LedgerEntry.Kind.REVERSAL,
             transaction=txn,
             reverses=debit,
         )
-        writer.balance(allocation.bucket.member, allocation.bucket.currency).redeemed -= amount
+        if bucket.member_id != member.id and bucket.remaining:
+            _pass_on(writer, bucket, member, txn)
+        # The points redeemed were the reversing member's (a merge moved the duplicate's).
+        writer.balance(member, bucket.currency).redeemed -= amount
         points -= amount
+
+
+def _pass_on(writer: LedgerWriter, bucket: Bucket, survivor: Member, txn: Transaction) -> None:
+    """Move what a merged member's bucket holds to the member it was merged into, as
+    `member_merge` moves a bucket (same expiry; the credit names the bucket's origin)."""
+    points = bucket.remaining
+    writer.debit(
+        member=bucket.member,
+        currency=bucket.currency,
+        points=points,
+        kind=LedgerEntry.Kind.MERGE,
+        transaction=txn,
+        first_bucket=bucket,
+        note="moved to survivor",
+    )
+    writer.credit(
+        member=survivor,
+        currency=bucket.currency,
+        points=points,
+        kind=LedgerEntry.Kind.MERGE,
+        occurred_at=bucket.occurred_at,
+        transaction=txn,
+        expires_on=bucket.expires_on,
+        note="moved from duplicate",
+        reverses=bucket.entry,
+    )

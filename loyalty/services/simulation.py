@@ -1,10 +1,11 @@
 """Simulation and what-if of earning rules (SPEC §3): evaluate without writing anything.
 
 Guarantees:
-- `transaction_simulate` runs the very path `transaction_post` runs for an accrual
-  (`evaluate_request`: the same snapshot, rule snapshots with the member's prior awards for the
-  caps, the same engine) and dates each award with the same `credit_dates`, so its breakdown is
-  what a post of the same request would write. It issues only plain SELECTs: no row, no lock.
+- `transaction_simulate` prepares an accrual with the very function posting writes from
+  (`accrual_prepare`, in a run of one that writes nothing: the same rules, the same posting
+  extensions with what they load, the same credit dates), so its breakdown is exactly what a
+  post of the same request as of the same `now` would write. It issues only plain SELECTs:
+  no row, no lock.
 - A redemption is checked against the member's balance as of `now` (escrow releases and
   expiries due by then included) with the redemption service's own check; adjustments and
   reversals are refused with `simulation_unsupported` (what they take depends on buckets and on
@@ -18,7 +19,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -27,22 +27,23 @@ from decimal import Decimal
 from django.utils import timezone
 
 from loyalty import rules
-from loyalty.exceptions import LoyaltyError, MemberNotActive, UnknownCurrency, ValidationFailed
+from loyalty.exceptions import LoyaltyError, UnknownCurrency, ValidationFailed
+from loyalty.extensions.caps import AwardCounts
 from loyalty.models import Currency, EarningRule, Member, Program, Transaction
-from loyalty.services.expiry import expiry_date_for
 from loyalty.services.posting import (
+    PostingContext,
     UnknownMember,
     _partner,
+    accrual_prepare,
     active_rules,
     build_snapshot,
-    credit_dates,
-    evaluate_request,
     from_units,
     program_currency,
     replay_or_conflict,
+    rule_snapshot,
     to_units,
 )
-from loyalty.services.requests import LineRequest, TransactionRequest
+from loyalty.services.requests import LineRequest, TransactionRequest, check_not_future
 
 WHAT_IF_CHUNK = 500
 
@@ -131,12 +132,13 @@ def transaction_simulate(
             replay_or_conflict(existing, request.canonical(), request.external_id)
             result.replay = True
             return result
+        check_not_future(request, now)
         member = _member(program, request)
-        if request.partner:
-            _partner(program, request.partner)
         if request.type == Transaction.Type.ACCRUAL:
             _simulate_accrual(result, program, member, request, now)
         else:
+            if request.partner:
+                _partner(program, request.partner)
             _simulate_redemption(result, program, member, request, now)
     except ValidationFailed:
         raise
@@ -168,49 +170,29 @@ def _simulate_accrual(
     request: TransactionRequest,
     now: dt.datetime,
 ) -> None:
-    if member.status != Member.Status.ACTIVE:
-        raise MemberNotActive(
-            f"Member {member.membership_number} is {member.status}; only active members earn."
-        )
-    if request.subtype == "opening_balance":
-        currency = program_currency(program, request.points_currency)
-        units = to_units(request.points, currency)
-        expires_on = request.expires_at or expiry_date_for(
-            currency, request.occurred_at, program.timezone
-        )
+    """The accrual as posting prepares it, reported instead of written."""
+    context = PostingContext(program)
+    context.start_run([member], [request], writes=False)
+    accrual = accrual_prepare(context, member, request, actor="")
+    for credit in accrual.credits:
+        rule = credit.rule
         result.awards.append(
             SimulatedAward(
-                rule_code="",
-                rule_name="opening balance",
-                currency=currency.code,
-                points=from_units(units, currency),
-                units=units,
-                available_at=None,
-                pending=False,
-                expires_on=expires_on,
+                rule_code=rule.code if rule is not None else "",
+                rule_name=rule.name if rule is not None else credit.note,
+                currency=credit.currency.code,
+                points=from_units(credit.points, credit.currency),
+                units=credit.points,
+                available_at=credit.available_at,
+                pending=credit.available_at is not None and credit.available_at > now,
+                expires_on=credit.expires_on,
             )
         )
-    else:
-        evaluation, currencies, rules_by_code = evaluate_request(program, member, request)
-        for award in evaluation.awards:
-            currency = currencies[award.currency]
-            rule = rules_by_code[award.rule_code]
-            available_at, expires_on = credit_dates(program, currency, request.occurred_at, rule)
-            result.awards.append(
-                SimulatedAward(
-                    rule_code=rule.code,
-                    rule_name=rule.name,
-                    currency=currency.code,
-                    points=from_units(award.points, currency),
-                    units=award.points,
-                    available_at=available_at,
-                    pending=available_at is not None and available_at > now,
-                    expires_on=expires_on,
-                )
-            )
+    if accrual.evaluation is not None:
+        rules_by_code = {r.code: r for r in context.rules()}
         result.not_fired = [
             RuleNotFired(o.rule_code, rules_by_code[o.rule_code].name, o.reason)
-            for o in evaluation.outcomes
+            for o in accrual.evaluation.outcomes
             if not o.fired
         ]
     for award in result.awards:
@@ -312,40 +294,22 @@ def request_from_transaction(txn: Transaction) -> TransactionRequest:
 
 
 class _CapCounter:
-    """Awards per (rule, member, local day) and (rule, member, local month) given during the
-    replay, so capped rules stop as they would have (awards before `start` are not counted)."""
+    """Awards given during a what-if replay, so capped rules stop as they would have (awards
+    before `start` are not counted); counted by the caps' own `AwardCounts`, by rule code."""
 
     def __init__(self):
-        self.days: dict[tuple, int] = defaultdict(int)
-        self.months: dict[tuple, int] = defaultdict(int)
+        self.counts = AwardCounts()
 
     def snapshots(self, base: list[rules.RuleSnapshot], member_id: int, day: dt.date):
-        return [
-            dataclasses.replace(
-                rule,
-                awards_today=self.days[(rule.code, member_id, day)],
-                awards_this_month=self.months[(rule.code, member_id, day.year, day.month)],
-            )
-            for rule in base
-        ]
+        return self.counts.counted(base, member_id, day, key=_by_code)
 
     def record(self, evaluation: rules.Evaluation, member_id: int, day: dt.date) -> None:
         for award in evaluation.awards:
-            self.days[(award.rule_code, member_id, day)] += 1
-            self.months[(award.rule_code, member_id, day.year, day.month)] += 1
+            self.counts.add(award.rule_code, member_id, day)
 
 
-def _rule_snapshot(rule: EarningRule, *, window: bool = True) -> rules.RuleSnapshot:
-    return rules.RuleSnapshot(
-        id=rule.id,
-        code=rule.code,
-        priority=rule.priority,
-        conditions=rule.conditions,
-        award=rule.award,
-        exclusive=rule.exclusive,
-        active_from=rule.active_from if window else None,
-        active_to=rule.active_to if window else None,
-    )
+def _by_code(rule: rules.RuleSnapshot) -> str:
+    return rule.code
 
 
 def rule_what_if(
@@ -361,8 +325,8 @@ def rule_what_if(
     scales = {code: c.scale for code, c in currencies.items()}
     existing = []
     if include_existing:
-        existing = [_rule_snapshot(r) for r in active_rules(program) if r.pk != rule.pk]
-    examined = _rule_snapshot(rule, window=False)
+        existing = [rule_snapshot(r) for r in active_rules(program) if r.pk != rule.pk]
+    examined = rule_snapshot(rule, window=False)
     if examined.code in {r.code for r in existing}:  # an unsaved copy of an active rule
         existing = [r for r in existing if r.code != examined.code]
     result = WhatIfResult(rule_code=rule.code, start=start, end=end)

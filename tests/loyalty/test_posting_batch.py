@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -34,6 +35,7 @@ from loyalty.services.members import member_enrol
 from loyalty.services.posting import transaction_post
 from loyalty.services.posting_batch import PostOutcome, transactions_post_many
 from loyalty.services.requests import LineRequest, TransactionRequest
+from tests.loyalty.pipeline_extension import CAPS, PATH
 
 NOW = dt.datetime(2026, 6, 10, 12, 0, tzinfo=dt.UTC)
 START = dt.datetime(2025, 1, 1, 8, 0, tzinfo=dt.UTC)
@@ -260,6 +262,8 @@ purchases = st.fixed_dictionaries(
         "kind": st.just("purchase"),
         "amount": st.decimals(min_value=1, max_value=120, places=2),
         "beans": st.booleans(),
+        # refused by the test extension, when it is active
+        "blocked": st.integers(min_value=0, max_value=9).map(lambda n: n == 0),
     }
 )
 engagements = st.fixed_dictionaries(
@@ -279,7 +283,8 @@ returns = st.fixed_dictionaries({"kind": st.just("return"), "partial": st.boolea
 steps = st.lists(
     st.tuples(
         st.sampled_from(MEMBERS),
-        st.integers(min_value=0, max_value=30),  # days after the previous step
+        # days after the previous step: 40 steps stay before NOW (a later date is refused)
+        st.integers(min_value=0, max_value=12),
         st.integers(min_value=0, max_value=23),  # hour
         st.one_of(purchases, purchases, engagements, openings, redemptions, returns),
     ),
@@ -313,6 +318,7 @@ def _requests(plan) -> list[TransactionRequest]:
                     amount=step["amount"],
                     currency="EUR",
                     lines=lines,
+                    attributes={"blocked": True} if step["blocked"] else {},
                 )
             )
             purchases_so_far.append((external_id, member, step["amount"]))
@@ -376,6 +382,24 @@ def _requests(plan) -> list[TransactionRequest]:
 )
 @given(plan=steps, as_of_occurrence=st.booleans())
 def test_batch_posting_writes_exactly_what_one_by_one_posting_writes(plan, as_of_occurrence):
+    _check_batch_equals_one_by_one(plan, as_of_occurrence)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(plan=steps, as_of_occurrence=st.booleans())
+def test_batch_posting_equals_one_by_one_with_a_posting_extension_active(plan, as_of_occurrence):
+    # the test extension adds credits, refuses blocked purchases, records events, keeps run
+    # state (one bonus a day) and reacts to returns
+    with override_settings(TESSERA_POSTING_EXTENSIONS=[CAPS, PATH]):
+        _check_batch_equals_one_by_one(plan, as_of_occurrence)
+
+
+def _check_batch_equals_one_by_one(plan, as_of_occurrence):
     from django.db import transaction
 
     requests = _requests(plan)

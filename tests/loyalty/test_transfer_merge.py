@@ -1,20 +1,33 @@
 """Transfers (SPEC §2 rule 7), merges and erasure (SPEC §1): points move with their expiry and
 escrow, always with a ledger trail, and the ledger survives erasure."""
 
+import contextlib
 import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.db import transaction as db_transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from loyalty.exceptions import (
     CurrencyNotRedeemable,
     IdempotencyConflict,
     InsufficientPoints,
     InvalidReversal,
+    LoyaltyError,
     MemberNotActive,
     ValidationFailed,
 )
-from loyalty.models import Balance, Bucket, BucketAllocation, LedgerEntry, Member, Transaction
+from loyalty.models import (
+    Balance,
+    Bucket,
+    BucketAllocation,
+    LedgerEntry,
+    Member,
+    MemberChange,
+    Transaction,
+)
 from loyalty.selectors import ledger_drifts
 from loyalty.services.escrow import points_release_due
 from loyalty.services.members import InvalidMerge, member_erase, member_merge, member_update
@@ -324,11 +337,6 @@ def test_survivors_return_of_a_duplicates_escrowed_purchase_cancels_the_moved_es
     assert ledger_drifts() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="give_back returns points into the duplicate's (closed) buckets; a moved bucket "
-    "cannot take them back (remaining <= points) - needs a design decision",
-)
 def test_survivors_reversal_of_a_duplicates_redemption_gives_the_points_to_the_survivor(
     program, member, expiring_pts, post
 ):
@@ -341,6 +349,107 @@ def test_survivors_reversal_of_a_duplicates_redemption_gives_the_points_to_the_s
 
     assert balance(member, expiring_pts).available == 100
     assert balance(dup, expiring_pts).available == 0
+    # the points came back with their original expiry, into a bucket of the survivor
+    held = Bucket.objects.filter(member=member, remaining__gt=0)
+    assert sorted(held.values_list("remaining", "expires_on")) == [
+        (40, dt.date(2026, 5, 2)),
+        (60, dt.date(2026, 5, 2)),
+    ]
+    assert not Bucket.objects.filter(member=dup, remaining__gt=0).exists()
+    # what was redeemed and given back nets out on the survivor, who holds the history
+    assert (balance(member, expiring_pts).redeemed, balance(dup, expiring_pts).redeemed) == (0, 0)
+    assert ledger_drifts() == []
+
+
+def test_a_duplicates_redemption_of_all_its_points_comes_back_to_the_survivor_in_parts(
+    program, member, expiring_pts, base_rules, post
+):
+    # given a duplicate that spent everything (its bucket was empty, so the merge moved none)
+    dup = MemberFactory(program=program)
+    post(dup, amount=80, external_id="dup-p", now=T0)
+    post(dup, "redemption", points=80, points_currency="PTS", amount=40, external_id="r", now=T0)
+    member_merge(survivor=member, duplicate=dup, now=T0 + DAY)
+
+    # when the redemption is reversed in two halves
+    post(member, "reversal", original_external_id="r", amount=20, now=T0 + 2 * DAY)
+    post(member, "reversal", original_external_id="r", amount=20, now=T0 + 3 * DAY)
+
+    # then all 80 points are the survivor's, never more, with the original expiry
+    assert balance(member, expiring_pts).available == 80
+    assert balance(dup, expiring_pts).available == 0
+    assert set(
+        Bucket.objects.filter(member=member, currency=expiring_pts, remaining__gt=0).values_list(
+            "expires_on", flat=True
+        )
+    ) == {dt.date(2026, 5, 2)}
+    with pytest.raises(InvalidReversal):
+        post(member, "reversal", original_external_id="r", amount=1, now=T0 + 3 * DAY)
+    assert ledger_drifts() == []
+
+
+def test_merge_moves_lifetime_earned_redeemed_and_last_activity(
+    program, member, expiring_pts, base_rules, post
+):
+    dup = MemberFactory(program=program)
+    post(member, amount=10, now=T0)
+    post(dup, amount=70, now=T0 + DAY)
+    post(dup, "redemption", points=30, points_currency="PTS", now=T0 + DAY)
+
+    member_merge(survivor=member, duplicate=dup, actor="admin", now=T0 + 2 * DAY)
+
+    survivor, gone = balance(member, expiring_pts), balance(dup, expiring_pts)
+    assert (survivor.lifetime_earned, survivor.redeemed) == (80, 30)
+    assert (gone.lifetime_earned, gone.redeemed) == (0, 0)
+    member.refresh_from_db()
+    assert member.last_activity_at == T0 + DAY
+    assert ledger_drifts() == []
+
+
+def test_a_member_merged_into_a_duplicate_follows_it_into_the_survivor(
+    program, member, expiring_pts, post
+):
+    first, second = MemberFactory(program=program), MemberFactory(program=program)
+    post(first, "adjustment", points=5, points_currency="PTS", reason="x", now=T0)
+    member_merge(survivor=second, duplicate=first, now=T0)
+    member_merge(survivor=member, duplicate=second, now=T0)
+
+    first.refresh_from_db()
+    assert first.merged_into == member
+    assert balance(member, expiring_pts).lifetime_earned == 5
+    assert ledger_drifts() == []
+
+
+# --- who changed a member ------------------------------------------------------------------
+
+
+def test_every_change_of_a_member_says_who_made_it(program, member, expiring_pts, post):
+    dup = MemberFactory(program=program)
+    post(dup, "adjustment", points=5, points_currency="PTS", reason="x", now=T0)
+
+    member_update(member=member, actor="api:shop", email="new@example.com", phone=member.phone)
+    member_merge(survivor=member, duplicate=dup, actor="admin:ana", now=T0)
+    member_erase(member=member, actor="api:dpo", now=T0 + DAY)
+
+    changes = MemberChange.objects.order_by("id")
+    assert [(c.member_id, c.action, c.actor) for c in changes] == [
+        (member.pk, "updated", "api:shop"),
+        (member.pk, "merged", "admin:ana"),
+        (dup.pk, "merged_into", "admin:ana"),
+        (member.pk, "erased", "api:dpo"),
+    ]
+    updated, merged, merged_into, erased = changes
+    assert updated.fields == ["email"]  # the phone did not change
+    assert (merged.other_member, merged_into.other_member) == (dup, member)
+    assert "lifetime_earned" in merged.fields
+    # names of the erased fields, never their values
+    assert "email" in erased.fields and "new@example.com" not in str(erased.fields)
+
+
+def test_a_refused_change_leaves_no_trace(program, member):
+    member_erase(member=member, actor="dpo", now=T0)
+    with pytest.raises(MemberNotActive):
+        member_update(member=member, actor="someone", email="back@example.com")
+    assert list(MemberChange.objects.values_list("action", flat=True)) == ["erased"]
 
 
 # --- erasure -----------------------------------------------------------------------------------
@@ -404,3 +513,97 @@ def test_a_merged_or_erased_member_cannot_be_reopened(program, member, duplicate
         assert closed.status == "closed"
     with pytest.raises(MemberNotActive, match="erased"):
         member_update(member=erased, email="back@example.com")
+
+
+# --- merges in random histories --------------------------------------------------------------
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["survivor", "duplicate"]),
+        st.sampled_from(["purchase", "redeem", "return"]),
+        st.integers(min_value=1, max_value=90),
+        st.booleans(),  # a partial return
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(before=_ops, after=st.lists(st.booleans(), max_size=8))
+def test_merges_keep_the_ledger_exact_and_returns_after_them_reach_the_survivor(
+    program, expiring_pts, base_rules, post, before, after
+):
+    sid = db_transaction.savepoint()
+    try:
+        members = {
+            "survivor": MemberFactory(program=program),
+            "duplicate": MemberFactory(program=program),
+        }
+        returnable = []  # external ids of purchases and redemptions
+        for n, (who, op, number, partial) in enumerate(before):
+            member, at = members[who], T0 + n * DAY
+            try:
+                if op == "purchase":
+                    post(member, amount=number, external_id=f"p{n}", now=at)
+                    returnable.append(f"p{n}")
+                elif op == "redeem":
+                    post(
+                        member,
+                        "redemption",
+                        points=number,
+                        points_currency="PTS",
+                        amount=number,
+                        external_id=f"r{n}",
+                        now=at,
+                    )
+                    returnable.append(f"r{n}")
+                elif returnable:
+                    original = returnable[number % len(returnable)]
+                    owner = Transaction.objects.get(external_id=original).member
+                    post(
+                        owner,
+                        "reversal",
+                        original_external_id=original,
+                        amount=1 if partial else None,
+                        now=at,
+                    )
+            except LoyaltyError:
+                pass
+        survivor, duplicate = members["survivor"], members["duplicate"]
+        # A debt moves with the duplicate and is paid from the survivor's points, so what is
+        # kept is the net: available points less debt.
+        total_before = sum(
+            available - debt
+            for available, debt in Balance.objects.filter(
+                member__in=[survivor, duplicate], currency=expiring_pts
+            ).values_list("available", "debt")
+        )
+        at = T0 + len(before) * DAY
+
+        member_merge(survivor=survivor, duplicate=duplicate, now=at)
+
+        assert ledger_drifts() == []
+        held = Balance.objects.filter(member=survivor, currency=expiring_pts).first()
+        assert (held.available - held.debt if held else 0) == total_before
+        # every return after the merge is the survivor's, and keeps the ledger exact
+        for n, partial in enumerate(after):
+            if not returnable:
+                break
+            original = returnable[n % len(returnable)]
+            with contextlib.suppress(LoyaltyError):  # already fully returned: refused
+                post(
+                    survivor,
+                    "reversal",
+                    original_external_id=original,
+                    amount=1 if partial else None,
+                    now=at + (n + 1) * DAY,
+                )
+        assert ledger_drifts() == []
+        assert not Bucket.objects.filter(member=duplicate, remaining__gt=0).exists()
+    finally:
+        db_transaction.savepoint_rollback(sid)

@@ -1,0 +1,1 @@
+"""Posting extensions that ship with loyalty itself (see `loyalty.pipeline`)."""
