@@ -28,10 +28,21 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 ## The back office with a demo program, on the embedded PostgreSQL (or DATABASE_URL if set).
-demo: install
-	CELERY_TASK_ALWAYS_EAGER=true DEBUG=true $(BIN)/python manage.py migrate --no-input
-	CELERY_TASK_ALWAYS_EAGER=true DEBUG=true $(BIN)/python manage.py load_demo
+## The periodic jobs run beside the web server (run_demo_jobs: the hourly beat task, without a
+## worker) and stop with it: the command watches the PID of this recipe's shell.
+## migrate and load_demo run without DEBUG, which would keep every query in memory.
+demo: install .env
+	CELERY_TASK_ALWAYS_EAGER=true DEBUG=false $(BIN)/python manage.py migrate --no-input
+	CELERY_TASK_ALWAYS_EAGER=true DEBUG=false $(BIN)/python manage.py load_demo
+	CELERY_TASK_ALWAYS_EAGER=true $(BIN)/python manage.py run_demo_jobs --stop-with $$$$ & \
 	CELERY_TASK_ALWAYS_EAGER=true DEBUG=true $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# A developer machine's settings, written once: DEBUG, a secret key of its own, no Redis needed.
+# The environment wins over it; delete it to start afresh (docs/operations.md).
+.env:
+	@printf '%s\n' "# Written by make demo: the settings of a developer machine." "DEBUG=true" \
+	  "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	  "CACHE_URL=locmemcache://" > $@
 
 ## The whole test suite: against DATABASE_URL when set, else the embedded PostgreSQL.
 test: install-dev

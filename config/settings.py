@@ -230,7 +230,7 @@ LOGGING = {
 }
 
 # --- Tessera -------------------------------------------------------------------------------
-TESSERA_DEMO_MEMBERS = env.int("TESSERA_DEMO_MEMBERS", default=1000)
+TESSERA_DEMO_MEMBERS = env.int("TESSERA_DEMO_MEMBERS", default=250)
 # CSV/XLSX imports (docs/imports.md): files with more data rows than this run in Celery, with
 # progress in the admin; uploads larger than IMPORT_UPLOAD_MAX_MB are refused.
 IMPORT_ASYNC_ROWS = env.int("IMPORT_ASYNC_ROWS", default=5000)

@@ -1,7 +1,9 @@
-"""The demo generator: believable history through the real services, no drift, idempotent."""
+"""The demo generator: believable history through the real services, no drift, idempotent;
+and the periodic jobs that `make demo` runs beside the web server."""
 
 import datetime as dt
 import random
+import subprocess
 from collections import Counter
 
 import pytest
@@ -9,9 +11,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db.models import F
 
-from loyalty import demo
-from loyalty.models import Balance, LedgerEntry, Member, Transaction
+from loyalty import dates, demo
+from loyalty.models import Balance, BucketAllocation, LedgerEntry, Member, Transaction
 from loyalty.selectors import ledger_drifts
+from loyalty.services.requests import TransactionRequest
 
 pytestmark = pytest.mark.django_db
 
@@ -75,6 +78,18 @@ def test_small_demo_loads_believable_history_through_the_services():
     assert not Balance.objects.filter(member__program=program, available__lt=0).exists()
     assert LedgerEntry.objects.filter(program=program, kind="redemption").exists()
     assert LedgerEntry.objects.filter(program=program, kind="expiry").exists()
+    # every redemption was affordable as the demo judged it, so the services refused none
+    assert not any(line.startswith("Refused") for line in lines)
+    # posted week by week, each redemption still spent only points that existed, unexpired,
+    # at its own time (as posting the history in time order spends them)
+    spent = BucketAllocation.objects.filter(
+        entry__program=program, entry__kind="redemption"
+    ).values_list("entry__transaction__occurred_at", "bucket__occurred_at", "bucket__expires_on")
+    assert spent
+    for redeemed_at, earned_at, expires_on in spent:
+        assert earned_at <= redeemed_at
+        assert expires_on is None or expires_on >= dates.local_date(redeemed_at, program.timezone)
+    assert any(line.startswith("Phases: ") for line in lines)
 
     # the admin login exists
     admin = get_user_model().objects.get(username="admin")
@@ -111,11 +126,108 @@ def test_the_plan_is_reproducible_from_the_seed():
     assert len({p.number for p in first[0]}) == 20
 
 
-def test_load_demo_command_prints_the_admin_hint(capsys):
-    call_command("load_demo", "--members", "5", "--transactions", "20", "--seed", "3")
+def test_a_week_is_posted_in_rounds_keeping_each_members_order():
+    def request(member, type_, minute):
+        return TransactionRequest(
+            external_id=f"{member}-{minute}",
+            member=member,
+            type=type_,
+            occurred_at=NOW + dt.timedelta(minutes=minute),
+        )
+
+    week = [
+        request("A", "accrual", 1),
+        request("B", "accrual", 2),
+        request("A", "redemption", 3),
+        request("A", "accrual", 4),
+        request("B", "redemption", 5),
+        request("B", "accrual", 6),
+        request("A", "redemption", 7),
+        request("C", "accrual", 8),
+    ]
+
+    posted = [item[0].external_id for item in demo._in_rounds([(r, "", None) for r in week])]
+
+    # what came before each member's first redemption, those redemptions, and so on
+    assert posted == ["A-1", "B-2", "C-8", "A-3", "B-5", "A-4", "B-6", "A-7"]
+    for member in "ABC":
+        mine = [e for e in posted if e.startswith(member)]
+        assert mine == sorted(mine, key=lambda e: int(e.split("-")[1]))
+
+
+def test_load_demo_command_sizes_the_demo_from_the_settings_and_prints_the_admin_hint(
+    capsys, settings
+):
+    settings.TESSERA_DEMO_MEMBERS = 4
+    call_command("load_demo", "--seed", "3")
     first = capsys.readouterr().out
     call_command("load_demo", "--members", "5", "--transactions", "20")
     second = capsys.readouterr().out
 
+    assert "Generating 4 members and 80 transactions (seed 3)" in first
+    assert Member.objects.count() == 4
     assert "Admin: http://127.0.0.1:8000/admin/ (admin / admin)" in first
     assert "demo already loaded" in second
+
+
+# --- the periodic jobs beside the demo's web server ----------------------------------------
+
+
+def test_run_demo_jobs_runs_the_beat_task_as_of_today(program, pts, base_rules, member, post):
+    # given points that expired at the end of last month's day (rolling, 1 month)
+    pts.expiry_policy = "rolling"
+    pts.expiry_months = 1
+    pts.save()
+    earned = dt.datetime.now(dt.UTC) - dt.timedelta(days=70)
+    post(member, amount=40, occurred_at=earned, now=earned)
+    out = []
+
+    # when the runner runs once
+    call_command("run_demo_jobs", "--once", stdout=_Lines(out))
+
+    # then the jobs ran as of today: the points are expired, and the run says so
+    assert LedgerEntry.objects.filter(member=member, kind="expiry", points=-40).exists()
+    assert any("coffee expiry 1" in line for line in out)
+
+
+def test_run_demo_jobs_stops_when_the_process_it_watches_has_ended(
+    program, pts, base_rules, member, post
+):
+    pts.expiry_policy = "rolling"
+    pts.expiry_months = 1
+    pts.save()
+    earned = dt.datetime.now(dt.UTC) - dt.timedelta(days=70)
+    post(member, amount=40, occurred_at=earned, now=earned)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    short = subprocess.Popen(["sleep", "1.5"])  # not reaped: a zombie counts as ended
+    first, second = [], []
+
+    # a runner watching an ended process stops at once, running nothing
+    call_command("run_demo_jobs", "--stop-with", str(ended.pid), stdout=_Lines(first))
+    assert first == ["Periodic jobs stopped."]
+    assert not LedgerEntry.objects.filter(member=member, kind="expiry").exists()
+
+    # one watching a live process runs the jobs at its interval until that process ends
+    call_command(
+        "run_demo_jobs", "--every", "0.3", "--stop-with", str(short.pid), stdout=_Lines(second)
+    )
+    short.wait()
+    runs = [line for line in second if line.startswith("Periodic jobs ran")]
+    assert len(runs) >= 2
+    assert "coffee expiry 1" in runs[0] and "nothing was due" in runs[-1]
+    assert second[-1] == "Periodic jobs stopped."
+    assert LedgerEntry.objects.filter(member=member, kind="expiry").count() == 1
+
+
+class _Lines:
+    """A command's stdout, kept as a list of lines."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+
+    def write(self, text: str) -> None:
+        self.lines.extend(line for line in text.splitlines() if line)
+
+    def flush(self) -> None:
+        pass

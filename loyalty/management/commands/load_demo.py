@@ -3,9 +3,10 @@
 
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from loyalty.demo import ADMIN_URL_HINT, demo_load
+from loyalty.demo import ADMIN_URL_HINT, TRANSACTIONS_PER_MEMBER, demo_load
 
 
 class Command(BaseCommand):
@@ -15,8 +16,18 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--members", type=int, default=1000)
-        parser.add_argument("--transactions", type=int, default=20000)
+        parser.add_argument(
+            "--members",
+            type=int,
+            default=None,
+            help=f"Default: TESSERA_DEMO_MEMBERS ({settings.TESSERA_DEMO_MEMBERS}).",
+        )
+        parser.add_argument(
+            "--transactions",
+            type=int,
+            default=None,
+            help=f"Default: {TRANSACTIONS_PER_MEMBER} per member.",
+        )
         parser.add_argument("--seed", type=int, default=42)
 
     def handle(self, *args, members, transactions, seed, **options):
