@@ -177,7 +177,7 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- REST framework ------------------------------------------------------------------------
 # API keys (`Authorization: Api-Key <key>`) or a staff user's admin session; scopes per view;
-# every error in the shape of SPEC §14 (loyalty/api/exception_handler.py). See docs/api.md.
+# every error as {"error": {"code", "message", "fields"}} (loyalty/api/exception_handler.py).
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="1200/min")  # per key
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

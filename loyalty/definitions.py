@@ -1,4 +1,4 @@
-"""Program definitions (SPEC §12): one JSON document <-> a program's whole configuration.
+"""Program definitions: one JSON document <-> a program's whole configuration.
 
 What this module guarantees:
 - A document is validated completely before anything is written: the JSON Schema

@@ -1,4 +1,4 @@
-"""When points expire (SPEC §4): the policy's dates, and which currencies a dormant member's
+"""When points expire (docs/ledger.md): the policy's dates, and which currencies a dormant member's
 points expire in. No write; the only read is the program's currencies, once per program
 object.
 

@@ -1,4 +1,4 @@
-"""Periodic work as functions "as of" a date (SPEC §15). Celery tasks and `run_jobs` call these.
+"""Periodic work as functions "as of" a date. Celery tasks and `run_jobs` call these.
 
 "As of D": every day before D is complete in the program's timezone, so everything due by
 00:00 of D is done. Every job is idempotent: running it twice, or for an earlier date again,

@@ -1,6 +1,6 @@
 """Programs, currencies, members, the transaction journal and the points ledger.
 
-Invariants of the ledger (SPEC §2), enforced by PostgreSQL and checked by `verify_ledger`:
+Invariants of the ledger (docs/ledger.md), enforced by PostgreSQL and checked by `verify_ledger`:
 
 1. `LedgerEntry` rows are append-only: a trigger refuses UPDATE and DELETE (migration 0002).
    Corrections are new entries.
@@ -608,7 +608,7 @@ class ApiKey(models.Model):
         return self.revoked_at is None
 
 
-# --- tiers (SPEC §5) ----------------------------------------------------------------------------
+# --- tiers ----------------------------------------------------------------------------------------
 
 
 class Benefit(models.Model):
@@ -653,7 +653,7 @@ class Benefit(models.Model):
     voucher_definition = models.CharField(
         max_length=50,
         blank=True,
-        help_text="Code of a voucher definition (SPEC §9) to issue as well. Stored, not acted "
+        help_text="Code of a voucher definition to issue as well. Stored, not acted "
         "on until vouchers exist.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -928,7 +928,7 @@ class TierHistory(models.Model):
 
 
 class MemberEvent(models.Model):
-    """The outbox of member events (SPEC §10), written in the same database transaction as the
+    """The outbox of member events, written in the same database transaction as the
     change that caused them. Delivery (webhooks, e-mail) sets `delivered_at`."""
 
     class Type(models.TextChoices):

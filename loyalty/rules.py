@@ -1,4 +1,4 @@
-"""The earning rules engine: pure functions over a transaction snapshot (SPEC §3).
+"""The earning rules engine: pure functions over a transaction snapshot (docs/earning-rules.md).
 
 Nothing here touches the database. Posting (`accrual_prepare`) builds a `TransactionSnapshot`
 and `RuleSnapshot`s (the caps extension, `loyalty.extensions.caps`, fills in the member's prior

@@ -35,19 +35,19 @@ def _run_one(name: str, as_of: str | None, program: str | None) -> list:
 
 @shared_task(name="loyalty.tasks.tier_assessment_task")
 def tier_assessment_task(as_of: str | None = None, program: str | None = None) -> list:
-    """Assess tiers whose validity ended (SPEC §5 rules 4 and 5)."""
+    """Assess tiers whose validity ended (docs/tiers.md)."""
     return _run_one("tier_assessment", as_of, program)
 
 
 @shared_task(name="loyalty.tasks.qualifying_reset_task")
 def qualifying_reset_task(as_of: str | None = None, program: str | None = None) -> list:
-    """Reset qualifying points of ended qualifying periods (SPEC §5 rule 3)."""
+    """Reset qualifying points of ended qualifying periods (docs/tiers.md)."""
     return _run_one("qualifying_reset", as_of, program)
 
 
 @shared_task(name="loyalty.tasks.tier_rewards_task")
 def tier_rewards_task(as_of: str | None = None, program: str | None = None) -> list:
-    """Welcome gifts, birthdays and anniversary rewards (SPEC §5 benefits)."""
+    """Welcome gifts, birthdays and anniversary rewards (docs/tiers.md)."""
     import datetime as dt
 
     day = dt.date.fromisoformat(as_of) if as_of else None
@@ -58,5 +58,5 @@ def tier_rewards_task(as_of: str | None = None, program: str | None = None) -> l
 
 @shared_task(name="loyalty.tasks.points_expiring_task")
 def points_expiring_task(as_of: str | None = None, program: str | None = None) -> list:
-    """points_expiring member events, 30 days ahead (SPEC §10)."""
+    """points_expiring member events, 30 days ahead."""
     return _run_one("points_expiring", as_of, program)

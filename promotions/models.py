@@ -1,1 +1,1 @@
-"""The promotions app: its models arrive with the issue that builds SPEC's promotions section."""
+"""The promotions app: promotions, their progress and badges (models to come)."""

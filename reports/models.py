@@ -1,6 +1,6 @@
-"""Reports (SPEC §11) and data exchange: the import history.
+"""Reports and data exchange: the import history.
 
-An `ImportJob` is one import of a members or transactions file (SPEC §13): who started it and
+An `ImportJob` is one import of a members or transactions file (docs/imports.md): who started it and
 when, the file, its dry-run preview, its progress and its counts. The rows themselves are
 written by `loyalty.services.imports`; a job only records what happened to them.
 """

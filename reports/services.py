@@ -1,4 +1,4 @@
-"""Import jobs: the life of an import started in the admin (SPEC §13), around the one import
+"""Import jobs: the life of an import started in the admin (docs/imports.md), around the one import
 pipeline of `loyalty.services.imports`.
 
 upload (`import_job_create`: the file is checked as a whole and stored) -> dry run

@@ -1,1 +1,1 @@
-"""The vouchers app: its models arrive with the issue that builds SPEC's vouchers section."""
+"""The vouchers app: voucher definitions, vouchers and the reward catalogue (models to come)."""

@@ -1,4 +1,4 @@
-"""Benefits that give something (SPEC §5): welcome gifts on reaching a tier, birthday gifts and
+"""Benefits that give something: welcome gifts on reaching a tier, birthday gifts and
 anniversary rewards, issued by jobs "as of" a date.
 
 What this module guarantees:
@@ -8,7 +8,7 @@ What this module guarantees:
   period; a birthday gift and an anniversary reward once per member and year. Running a job
   twice, or for an earlier date again, posts nothing new.
 - A benefit gives points when it has a `value` and a `points_currency`. Its
-  `voucher_definition` is stored for the vouchers subsystem (SPEC §9), which will issue the
+  `voucher_definition` is stored for the vouchers subsystem, which will issue the
   voucher next to (or instead of) the points; until it exists, nothing is issued for it.
 - Birthdays and anniversaries are days in the program's timezone; 29 February falls on
   28 February in common years. A job catches up the last `CATCH_UP_DAYS` days (jobs that did

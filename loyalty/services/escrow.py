@@ -1,4 +1,4 @@
-"""Escrow (SPEC §4): credits of a currency with escrow_days = N (a rule may override) are
+"""Escrow (docs/ledger.md): credits of a currency with escrow_days = N (a rule may override) are
 pending until the start of day occurred_at + N in the program's timezone; the job releases them.
 """
 

@@ -1,4 +1,4 @@
-"""Member events (SPEC §10): the outbox every subsystem writes to.
+"""Member events: the outbox every subsystem writes to.
 
 What this module guarantees:
 - An event is written in the database transaction of the change that caused it (the callers
@@ -134,7 +134,7 @@ EXPIRING_NOTICE_DAYS = 30
 
 
 def points_expiring_notify(*, program, as_of: dt.date) -> int:
-    """`points_expiring` events (SPEC §10): for every member, currency and expiry date within
+    """`points_expiring` events: for every member, currency and expiry date within
     `EXPIRING_NOTICE_DAYS` of `as_of` (dated credits, and whole balances of an inactivity
     policy), one event with the points then due. Idempotent (keyed by currency and date).
     Returns the number of events written."""

@@ -1,4 +1,4 @@
-"""Point expiry (SPEC §4): when each credit expires, and the job that expires what is due.
+"""Point expiry (docs/ledger.md): when each credit expires, and the job that expires what is due.
 
 Policies per currency: none; rolling (`months` after occurred_at, optionally rounded to the end
 of that month or year); fixed (credits of calendar year Y expire on month/day of Y+years_after);

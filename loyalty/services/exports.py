@@ -1,4 +1,4 @@
-"""CSV exports of members, transactions and ledger entries (SPEC §13); read-only.
+"""CSV exports of members, transactions and ledger entries (docs/imports.md); read-only.
 
 Guarantees:
 - Streaming in constant memory: rows come from `QuerySet.iterator(chunk_size=...)` (a
@@ -10,7 +10,7 @@ Guarantees:
 - The columns are the resources' of `loyalty.resources`.
 
 Kinds plug in through `register_export`: members, transactions and ledger are registered
-here; vouchers (SPEC §9) will register theirs from the vouchers app the same way.
+here; vouchers will register theirs from the vouchers app the same way.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ database transaction that holds that member's row lock (`lock_members`, primary-
 two services that lock the same members never deadlock). The stored `Balance` is updated in the
 same transaction as the entries; its CHECK constraints are the backstop.
 
-Settlement (SPEC §2 rule 8): `settle` writes the escrow releases and expiries that are due at
+Settlement (docs/ledger.md): `settle` writes the escrow releases and expiries that are due at
 an instant; every write calls it first. Reads project the same `due_buckets` onto the stored
 balance without writing (`loyalty.selectors.member_balances`).
 """
@@ -269,7 +269,7 @@ class LedgerWriter:
         return entry
 
     def _into_available(self, balance: Balance, bucket: Bucket, points: int, entry) -> None:
-        """Points arrive in `available`: they pay the debt first (SPEC §2 rule 4)."""
+        """Points arrive in `available`: they pay the debt first (docs/ledger.md)."""
         paid = min(points, balance.debt)
         balance.debt -= paid
         balance.available += points - paid

@@ -362,7 +362,7 @@ def _enrolled_payload(
     member: Member, referrer: Member | None, tiers: Sequence[TierHistory]
 ) -> dict:
     """The `enrolled` event: every member holds each tier group's base tier from enrolment
-    (SPEC §5), written before it."""
+    (docs/tiers.md), written before it."""
     return {
         "membership_number": member.membership_number,
         "enrollment_channel": member.enrollment_channel,
@@ -372,7 +372,7 @@ def _enrolled_payload(
 
 
 def _enrollment_request(member: Member) -> TransactionRequest | None:
-    """The enrollment accrual of a new member. Only active members earn (SPEC §1): an import
+    """The enrollment accrual of a new member. Only active members earn: an import
     may enrol an inactive, suspended or closed member, who gets none."""
     if member.status != Member.Status.ACTIVE:
         return None

@@ -1,5 +1,5 @@
 """Posting transactions: the one entry point for accruals, redemptions, adjustments and
-reversals (SPEC §2), whichever door they come through.
+reversals (docs/ledger.md), whichever door they come through.
 
 Idempotency: (program, external_id) is unique in the database. A replay with the same
 canonical payload returns the original transaction and writes nothing; a different payload is
@@ -605,7 +605,7 @@ def settlement_due_after(
 def _referral_on_first_purchase(
     program: Program, member: Member, txn: Transaction, actor: str, now: dt.datetime
 ) -> None:
-    """SPEC §3: the referee's first processed purchase earns the referrer a referral accrual."""
+    """The referee's first processed purchase earns the referrer a referral accrual."""
     if not member.referred_by_id:
         return
     external_id = f"{SYSTEM_PREFIX}referral:{member.membership_number}"

@@ -1,4 +1,4 @@
-"""Redemptions (SPEC §2 rules 2 and 3): points spent on a reward or as payment.
+"""Redemptions (docs/ledger.md): points spent on a reward or as payment.
 
 No double spend: the member row lock serialises redemptions of one member, the check below
 reads the settled balance under that lock, and `balance_available_nonneg` is the backstop.

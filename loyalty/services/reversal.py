@@ -1,4 +1,4 @@
-"""Reversals: returns and cancellations (SPEC §2 rules 4-6).
+"""Reversals: returns and cancellations (docs/ledger.md).
 
 A reversal never fails for lack of points. For each credit of the original it takes back, in
 this order: the escrowed remainder (which then never becomes available), the original bucket's

@@ -1,4 +1,4 @@
-"""Simulation and what-if of earning rules (SPEC §3): evaluate without writing anything.
+"""Simulation and what-if of earning rules: evaluate without writing anything.
 
 Guarantees:
 - `transaction_simulate` prepares an accrual with the very function posting writes from

@@ -1,4 +1,4 @@
-"""Tiers (SPEC §5): qualifying periods and points, immediate upgrades, assessment at the end
+"""Tiers (docs/tiers.md): qualifying periods and points, immediate upgrades, assessment at the end
 of a tier's validity, qualifying resets, manual and imported tiers.
 
 What this module guarantees (all dates in the program's timezone):
@@ -791,7 +791,7 @@ def member_tier_set(
 
 
 def tiers_after_merge(*, survivor: Member, duplicate: Member, now: dt.datetime) -> None:
-    """SPEC §1: a duplicate's tiers move into the survivor, who keeps the higher tier of the
+    """A merge: a duplicate's tiers move into the survivor, who keeps the higher tier of the
     two (with its validity); the moved qualifying points may then reach a higher one.
     Called by `member_merge` with both members locked."""
     tz_name = survivor.program.timezone

@@ -1,4 +1,4 @@
-"""Transfers (SPEC §2 rule 7): a member gives available points to another member of the same
+"""Transfers (docs/ledger.md): a member gives available points to another member of the same
 program. The points keep their expiry dates; a transfer is never reversed by returns."""
 
 from __future__ import annotations

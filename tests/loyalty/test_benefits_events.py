@@ -1,5 +1,5 @@
 """Benefits that give points (welcome gifts once per tier and qualifying period, birthday
-gifts and anniversary rewards once a year) and the member events outbox (SPEC §5, §10)."""
+gifts and anniversary rewards once a year) and the member events outbox (docs/tiers.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""No double spend and no double post under concurrency (SPEC §2 rules 1-2): real threads, each
+"""No double spend and no double post under concurrency (docs/ledger.md): real threads, each
 with its own PostgreSQL connection, racing on one member's row lock."""
 
 import datetime as dt

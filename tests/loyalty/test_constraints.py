@@ -1,6 +1,6 @@
 """The ledger's invariants are enforced by PostgreSQL, not by Python alone: every CHECK and
 UNIQUE constraint of the loyalty models refuses a bad row with IntegrityError, and a trigger
-refuses UPDATE and DELETE of ledger entries (STYLE.md "The ledger")."""
+refuses UPDATE and DELETE of ledger entries."""
 
 import datetime as dt
 

@@ -1,4 +1,4 @@
-"""Program definitions (SPEC §12): load, export, upsert, refusals with JSON paths, commands."""
+"""Program definitions: load, export, upsert, refusals with JSON paths, commands."""
 
 import copy
 import datetime as dt
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.django_db
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# SPEC §12, verbatim: it must load as it is.
+# The documented example of docs/program-definitions.md, verbatim: it must load as it is.
 SPEC_EXAMPLE = """
 {"code": "coffee", "name": "Coffee Club", "timezone": "Europe/Warsaw", "currency": "EUR",
  "currencies": [

@@ -1,4 +1,4 @@
-"""Enrollment and referral accruals (SPEC §3): welcome points when a rule says so, and the
+"""Enrollment and referral accruals: welcome points when a rule says so, and the
 referrer's reward on the referee's first processed purchase, once."""
 
 import datetime as dt

@@ -1,4 +1,4 @@
-"""Expiry and escrow (SPEC §4, §2 rule 8, §15): every expiry policy, FIFO consumption, jobs that
+"""Expiry and escrow (docs/ledger.md): every expiry policy, FIFO consumption, jobs that
 are idempotent and run "as of" a date, reads right "as of now", and the management commands."""
 
 import datetime as dt

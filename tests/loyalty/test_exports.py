@@ -1,4 +1,4 @@
-"""CSV exports (SPEC §13): members, transactions and ledger entries, streamed in constant
+"""CSV exports (docs/imports.md): members, transactions and ledger entries, streamed in constant
 queries, with spreadsheet formulas escaped (plain numbers kept as numbers), and a members
 export that imports back unchanged."""
 

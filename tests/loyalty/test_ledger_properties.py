@@ -1,4 +1,4 @@
-"""Properties of the ledger (SPEC §2, §4) under random sequences of writes and jobs.
+"""Properties of the ledger (docs/ledger.md) under random sequences of writes and jobs.
 
 A hypothesis state machine posts accruals (with and without escrow), redemptions, full and
 partial reversals, adjustments and transfers, advances the clock and runs the jobs. After every

@@ -1,4 +1,4 @@
-"""Posting (SPEC §2): accrual, idempotency, redemptions, adjustments, and refusals that leave
+"""Posting (docs/ledger.md): accrual, idempotency, redemptions, adjustments, and refusals that leave
 the database exactly as it was (rule 9)."""
 
 import datetime as dt

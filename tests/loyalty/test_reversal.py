@@ -1,4 +1,4 @@
-"""Reversals (SPEC §2 rules 4-6): returns take back what the original earned, proportionally,
+"""Reversals (docs/ledger.md): returns take back what the original earned, proportionally,
 never more; the original bucket first, then other points, then debt (or a write-off); reversed
 redemptions give the points back into their buckets."""
 

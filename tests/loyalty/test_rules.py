@@ -1,4 +1,4 @@
-"""The earning rules engine (SPEC §3): conditions, awards, caps, order and "why not".
+"""The earning rules engine (docs/earning-rules.md): conditions, awards, caps, order and "why not".
 
 Most tests are pure (no database): they build snapshots and call `loyalty.rules` directly.
 The last ones post through `transaction_post` to check what the ledger records.

@@ -1,4 +1,4 @@
-"""Simulation and what-if (SPEC §3): the exact breakdown a post would write, and the cost of a
+"""Simulation and what-if: the exact breakdown a post would write, and the cost of a
 draft rule over past transactions, without writing a row or taking a lock."""
 
 import datetime as dt

@@ -1,4 +1,4 @@
-"""Tiers (SPEC §5), proven by dated scenarios: qualifying points per period net of reversals,
+"""Tiers (docs/tiers.md), proven by dated scenarios: qualifying points per period net of reversals,
 immediate upgrades with every `extend_expiration` option, assessment at the end of the
 validity day (retain, to_eligible, one_step) before a same-day reset, the base tier, catch-up
 when the jobs did not run, 29 February, the program's timezone at midnight, manual tiers,

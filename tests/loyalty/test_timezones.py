@@ -1,4 +1,4 @@
-"""Dates in the program's timezone (SPEC §1, §4): a credit that expires on D is available
+"""Dates in the program's timezone: a credit that expires on D is available
 through the end of D local time and gone at 00:00 of D+1, across DST changes and for programs
 on either side of the date line; escrow releases at local midnight."""
 

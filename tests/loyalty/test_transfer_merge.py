@@ -1,4 +1,4 @@
-"""Transfers (SPEC §2 rule 7), merges and erasure (SPEC §1): points move with their expiry and
+"""Transfers (docs/ledger.md), merges and erasure: points move with their expiry and
 escrow, always with a ledger trail, and the ledger survives erasure."""
 
 import contextlib

@@ -1,4 +1,4 @@
-"""Imports in the admin (SPEC §13): upload, a dry run that lists every row's reasons and writes
+"""Imports in the admin: upload, a dry run that lists every row's reasons and writes
 nothing, confirmation, the rejects file; big files through Celery with a progress bar; the
 import history (reports.ImportJob)."""
 

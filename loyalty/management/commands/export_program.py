@@ -1,4 +1,4 @@
-"""python manage.py export_program CODE [--output FILE]: print a program's definition (SPEC §12).
+"""python manage.py export_program CODE [--output FILE]: print a program's definition.
 
 The output loads back with `load_program` into an equal program. Exit 1 for an unknown code.
 """

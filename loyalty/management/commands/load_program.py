@@ -1,4 +1,4 @@
-"""python manage.py load_program FILE: create or update a program from a definition (SPEC §12).
+"""python manage.py load_program FILE: create or update a program from a definition.
 
 Exit 0 with a summary (created / updated / unchanged per kind); exit 1 with every error's JSON
 path on stderr when the document is invalid (nothing is written), or when FILE cannot be read.
