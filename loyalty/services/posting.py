@@ -72,7 +72,9 @@ def to_units(points: Decimal, currency: Currency, field: str = "points") -> int:
     if units != units.to_integral_value():
         raise ValidationFailed(
             f"{currency.code} has {currency.decimals} decimals.",
-            fields={field: f"{points} has more than {currency.decimals} decimal places."},
+            fields={
+                field: f"{points.normalize():f} has more than {currency.decimals} decimal places."
+            },
         )
     return int(units)
 

@@ -92,12 +92,14 @@ class TransactionRequest:
         if self.occurred_at is None or self.occurred_at.tzinfo is None:
             errors["occurred_at"] = "An aware ISO 8601 timestamp with offset is required."
         if self.type not in TYPES:
-            errors["type"] = f"Must be one of {sorted(TYPES)}."
+            errors["type"] = f"Must be one of {', '.join(sorted(TYPES))}."
         elif self.type == "accrual" and self.subtype not in ACCRUAL_SUBTYPES:
-            errors["subtype"] = f"An accrual's subtype must be one of {sorted(ACCRUAL_SUBTYPES)}."
+            errors["subtype"] = (
+                f"An accrual's subtype must be one of {', '.join(sorted(ACCRUAL_SUBTYPES))}."
+            )
         elif self.type == "redemption" and self.subtype and self.subtype not in REDEMPTION_SUBTYPES:
             errors["subtype"] = (
-                f"A redemption's subtype must be one of {sorted(REDEMPTION_SUBTYPES)}."
+                f"A redemption's subtype must be one of {', '.join(sorted(REDEMPTION_SUBTYPES))}."
             )
         if self.amount is not None and self.amount < 0:
             errors["amount"] = "Must not be negative."

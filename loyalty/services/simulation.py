@@ -120,7 +120,7 @@ def transaction_simulate(
     result = SimulationResult(type=request.type, subtype=request.subtype)
     if request.type in (Transaction.Type.ADJUSTMENT, Transaction.Type.REVERSAL):
         raise SimulationUnsupported(
-            f"A {request.type} cannot be simulated: only accruals (rule breakdown) and "
+            f"An {request.type} cannot be simulated: only accruals (rule breakdown) and "
             "redemptions (balance check) can. Post it, or read the original's entries.",
             fields={"type": request.type},
         )
