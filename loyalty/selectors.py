@@ -1,8 +1,9 @@
 """Reads shared by the admin, the API, the portal and reports.
 
-Balances are "as of now" (SPEC §2 rule 8): the stored balance plus the escrow releases and
-expiries that are due but not yet written, projected with the same `due_buckets` the writers
-settle, so a read never disagrees with the next write.
+Balances are "as of now": the stored balance plus the escrow releases and expiries that are
+due but not yet written, projected from the same due buckets the writers settle
+(`member_due_buckets` finds what `loyalty.services.ledger.due_buckets` finds, in one query), so
+a read never disagrees with the next write.
 """
 
 from __future__ import annotations
@@ -11,7 +12,17 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    FilteredRelation,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.utils import timezone
 
 from loyalty import dates
@@ -19,6 +30,7 @@ from loyalty.models import (
     Balance,
     Benefit,
     Bucket,
+    BucketAllocation,
     Currency,
     LedgerEntry,
     Member,
@@ -30,6 +42,8 @@ from loyalty.models import (
     TierHistory,
     Transaction,
 )
+
+BALANCE_FIELDS = ("available", "pending", "debt", "lifetime_earned", "redeemed", "expired")
 
 
 @dataclass
@@ -49,30 +63,27 @@ class BalanceView:
 
 
 def member_balances(member: Member, *, at: dt.datetime | None = None) -> list[BalanceView]:
-    """Every program currency's balance for the member, as of `at` (default now)."""
-    from loyalty.services.ledger import due_buckets
+    """Every program currency's balance for the member, as of `at` (default now), in
+    currency code order.
 
+    Two queries: the program's currencies joined to the member's stored balances, and the
+    buckets whose release or expiry is due (`member_due_buckets`)."""
     at = at or timezone.now()
-    stored = {b.currency_id: b for b in Balance.objects.filter(member=member)}
-    views = {}
-    for currency in member.program.currencies.all():
-        b = stored.get(currency.id)
-        views[currency.id] = BalanceView(
+    stored = FilteredRelation("balances", condition=Q(balances__member_id=member.id))
+    currencies = list(
+        Currency.objects.filter(program_id=member.program_id)
+        .alias(stored=stored)
+        .annotate(**{f"stored_{name}": F(f"stored__{name}") for name in BALANCE_FIELDS})
+        .order_by("code")
+    )
+    views = {
+        currency.id: BalanceView(
             currency=currency,
-            **(
-                {
-                    "available": b.available,
-                    "pending": b.pending,
-                    "debt": b.debt,
-                    "lifetime_earned": b.lifetime_earned,
-                    "redeemed": b.redeemed,
-                    "expired": b.expired,
-                }
-                if b
-                else {}
-            ),
+            **{name: getattr(currency, f"stored_{name}") or 0 for name in BALANCE_FIELDS},
         )
-    releases, expiries = due_buckets(member, at)
+        for currency in currencies
+    }
+    releases, expiries = member_due_buckets(member, at, currencies=currencies)
     remaining = {}
     for bucket in releases:
         view = views[bucket.currency_id]
@@ -91,6 +102,45 @@ def member_balances(member: Member, *, at: dt.datetime | None = None) -> list[Ba
     return list(views.values())
 
 
+def member_due_buckets(
+    member: Member, at: dt.datetime, *, currencies: list[Currency]
+) -> tuple[list[Bucket], list[Bucket]]:
+    """(releases, expiries) due at `at`: the same buckets, in the same order, as
+    `loyalty.services.ledger.due_buckets` finds for the writers to settle, read in one query
+    given the program's `currencies` (for the inactivity policy)."""
+    from loyalty.services.expiry import inactivity_expiry_date
+
+    today = dates.local_date(at, member.program.timezone)
+    dormant = {
+        c.id
+        for c in currencies
+        if c.expiry_policy == Currency.ExpiryPolicy.INACTIVITY
+        and inactivity_expiry_date(member, c) < today
+    }
+    release_due = Q(released=False, available_at__lte=at)
+    expiry_due = Q(expired=False) & (Q(expires_on__lt=today) | Q(currency_id__in=dormant))
+    due = list(
+        Bucket.objects.order_by()
+        .filter(member=member, remaining__gt=0)
+        .filter(release_due | expiry_due)
+        .only("id", "currency_id", "remaining", "released", "available_at", "expires_on", "expired")
+    )
+    releases = sorted(
+        (b for b in due if not b.released and b.available_at <= at),
+        key=lambda b: (b.available_at, b.id),
+    )
+    expiries = sorted(
+        (
+            b
+            for b in due
+            if not b.expired
+            and (b.currency_id in dormant or (b.expires_on is not None and b.expires_on < today))
+        ),
+        key=lambda b: (b.expires_on is None, b.expires_on or dt.date.min, b.id),
+    )
+    return releases, expiries
+
+
 @dataclass
 class ExpiringPoints:
     currency: Currency
@@ -99,9 +149,14 @@ class ExpiringPoints:
 
 
 def member_expiring_points(
-    member: Member, *, at: dt.datetime | None = None, limit: int = 5
+    member: Member,
+    *,
+    at: dt.datetime | None = None,
+    limit: int = 5,
+    currencies: list[Currency] | None = None,
 ) -> list[ExpiringPoints]:
-    """The next expiry dates and the points that expire on each (released, unexpired)."""
+    """The next expiry dates and the points that expire on each (released, unexpired).
+    Given the program's `currencies` (as `member_balances` read them), one query."""
     at = at or timezone.now()
     today = dates.local_date(at, member.program.timezone)
     rows = (
@@ -112,8 +167,10 @@ def member_expiring_points(
         .annotate(points=Sum("remaining"))
         .order_by("expires_on", "currency")[:limit]
     )
-    currencies = {c.id: c for c in member.program.currencies.all()}
-    return [ExpiringPoints(currencies[r["currency"]], r["expires_on"], r["points"]) for r in rows]
+    if currencies is None:
+        currencies = list(Currency.objects.filter(program_id=member.program_id))
+    by_id = {c.id: c for c in currencies}
+    return [ExpiringPoints(by_id[r["currency"]], r["expires_on"], r["points"]) for r in rows]
 
 
 def member_tier_codes(member: Member) -> frozenset[str]:
@@ -300,15 +357,17 @@ def members_in_tier(queryset: QuerySet[Member], code: str) -> QuerySet[Member]:
 
 
 def member_segment_codes(member: Member) -> frozenset[str]:
-    """Codes of the materialised segments the member belongs to (SPEC §8, a later issue);
+    """Codes of the materialised segments the member belongs to (segments: a later issue);
     until segments exist, a rule with a segment condition does not fire."""
     return frozenset()
 
 
 def member_ledger(member: Member) -> QuerySet[LedgerEntry]:
+    """The member's entries, newest first, with what a page of them shows (no query per
+    entry)."""
     return (
         LedgerEntry.objects.filter(member=member)
-        .select_related("currency", "rule", "transaction", "partner")
+        .select_related("member", "currency", "rule", "transaction", "partner")
         .order_by("-id")
     )
 
@@ -319,6 +378,119 @@ def member_transactions(member: Member) -> QuerySet[Transaction]:
         .select_related("partner", "points_currency")
         .order_by("-occurred_at", "-id")
     )
+
+
+def transaction_entries(txn: Transaction) -> list[LedgerEntry]:
+    """The ledger entries a transaction produced, oldest first, with what rendering them
+    needs (one query; each entry's transaction is `txn` itself)."""
+    entries = list(
+        LedgerEntry.objects.filter(transaction=txn)
+        .select_related("member", "currency", "rule")
+        .order_by("id")
+    )
+    for entry in entries:
+        entry.transaction = txn
+    return entries
+
+
+@dataclass
+class TransactionOutcome:
+    """What a transaction did that its entries do not say outright, in smallest units per
+    currency: the debt a reversal created, the points it wrote off (currencies without
+    debt), and the credits that were already expired when the transaction was posted
+    (dated before their expiry date had passed)."""
+
+    debt: dict[Currency, int]
+    written_off: dict[Currency, int]
+    expired_when_posted: dict[Currency, int]
+
+
+def transaction_outcome(
+    txn: Transaction, entries: list[LedgerEntry], *, program: Program
+) -> TransactionOutcome:
+    """Read from the entries and their bucket allocations: no query for a transaction that
+    neither reverses nor credits points dated past their expiry; one or two otherwise."""
+    return TransactionOutcome(
+        debt=_reversal_debt(entries),
+        written_off=_reversal_write_off(txn, entries),
+        expired_when_posted=_expired_when_posted(txn, entries, program),
+    )
+
+
+def _reversal_debt(entries: list[LedgerEntry]) -> dict[Currency, int]:
+    """A reversal debit takes what the buckets hold (its allocations) and leaves the rest
+    as debt."""
+    debits = [
+        e
+        for e in entries
+        if e.kind == LedgerEntry.Kind.REVERSAL
+        and e.points < 0
+        and e.pool == LedgerEntry.Pool.AVAILABLE
+    ]
+    if not debits:
+        return {}
+    taken = dict(
+        BucketAllocation.objects.order_by()
+        .filter(entry_id__in=[e.id for e in debits], points__lt=0)
+        .values_list("entry_id")
+        .annotate(points=Sum("points"))
+    )
+    debt: dict[Currency, int] = {}
+    for entry in debits:
+        left = -entry.points + taken.get(entry.id, 0)
+        if left > 0:
+            debt[entry.currency] = debt.get(entry.currency, 0) + left
+    return debt
+
+
+def _reversal_write_off(txn: Transaction, entries: list[LedgerEntry]) -> dict[Currency, int]:
+    """Per currency, what the reversal had to take back (each credit's share of the return,
+    as the reversal service computes it) minus what it took; only currencies without debt
+    write anything off. Their sum is the transaction's `unrecovered_points`."""
+    if not txn.unrecovered_points or txn.original_id is None:
+        return {}
+    from loyalty.services.reversal import share
+
+    original = txn.original
+    credits = LedgerEntry.objects.filter(
+        transaction_id=original.id, kind=LedgerEntry.Kind.ACCRUAL, points__gt=0
+    ).select_related("currency")
+    before = cumulative = None
+    if original.amount:
+        prior = original.reversals.filter(id__lt=txn.id).values_list("amount", flat=True)
+        before = sum((a for a in prior if a is not None), Decimal("0"))
+        cumulative = before + (txn.amount if txn.amount is not None else original.amount)
+    due: dict[int, int] = {}
+    currencies: dict[int, Currency] = {}
+    for credit in credits:
+        if credit.currency.allow_debt:
+            continue
+        currencies[credit.currency_id] = credit.currency
+        points = share(credit.points, before, cumulative, original.amount)
+        due[credit.currency_id] = due.get(credit.currency_id, 0) + points
+    for entry in entries:
+        if entry.kind == LedgerEntry.Kind.REVERSAL and entry.currency_id in due:
+            due[entry.currency_id] += entry.points  # negative: what was taken back
+    return {currencies[cid]: points for cid, points in due.items() if points > 0}
+
+
+def _expired_when_posted(
+    txn: Transaction, entries: list[LedgerEntry], program: Program
+) -> dict[Currency, int]:
+    """Points of credits whose expiry date had passed when the transaction was posted: the
+    posting expired them at once (the expiry entries allocated to their buckets)."""
+    posted_on = dates.local_date(txn.created_at, program.timezone)
+    late = [e.id for e in entries if e.points > 0 and e.expires_on and e.expires_on < posted_on]
+    if not late:
+        return {}
+    by_currency = {e.currency_id: e.currency for e in entries}
+    expired = (
+        LedgerEntry.objects.order_by()
+        .filter(kind=LedgerEntry.Kind.EXPIRY, allocations__bucket__entry_id__in=late)
+        .values_list("currency_id")
+        .annotate(points=Sum("points"))
+    )
+    return {by_currency[cid]: -points for cid, points in expired if points}
 
 
 def get_member(program: Program, membership_number: str) -> Member | None:
@@ -377,6 +549,21 @@ def ledger_drifts(program: Program | None = None) -> list[Drift]:
             "redeemed": -row["redeemed"],
             "expired": -row["expired"],
         }
+    # A merged member's earned and redeemed points count for the member it was merged into
+    # (`member_merge` moves them there; `merged_into` names where they are now).
+    merged = dict(
+        Member.objects.filter(
+            merged_into__isnull=False, id__in={member_id for member_id, _ in expected}
+        ).values_list("id", "merged_into_id")
+    )
+    for (member_id, currency_id), want in list(expected.items()):
+        holder = merged.get(member_id)
+        if holder is None or not (want["lifetime_earned"] or want["redeemed"]):
+            continue
+        target = expected.setdefault((holder, currency_id), dict.fromkeys(BALANCE_FIELDS, 0))
+        for field in ("lifetime_earned", "redeemed"):
+            target[field] += want[field]
+            want[field] = 0
     bucket_totals = {
         (r["member_id"], r["currency_id"]): r["total"]
         for r in Bucket.objects.filter(released=True, remaining__gt=0)

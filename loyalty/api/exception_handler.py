@@ -1,4 +1,4 @@
-"""The one DRF exception handler: every error of the API in the shape of SPEC §14,
+"""The one DRF exception handler: every error of the API in one shape (docs/api.md),
 
     {"error": {"code": "...", "message": "...", "fields": {...}}}
 

@@ -1,6 +1,6 @@
 """django-filter filtersets of the API's lists.
 
-`segment` is part of the contract (SPEC §14) but segments arrive in a later version: until
+`segment` is part of the API (docs/api.md) but segments arrive in a later version: until
 then no member is in one, so that filter matches no member.
 """
 

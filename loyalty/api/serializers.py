@@ -1,4 +1,4 @@
-"""Shapes of the API (SPEC §14): input serializers check types and formats only (business
+"""Shapes of the API (docs/api.md): input serializers check types and formats only (business
 rules live in the services); output serializers render decimal strings and ISO 8601
 timestamps with an offset."""
 
@@ -314,6 +314,10 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
     )
     transaction = serializers.SerializerMethodField(help_text="external_id of its transaction.")
     available_at = OffsetDateTimeField(allow_null=True)
+    expired = serializers.SerializerMethodField(
+        help_text="A credit whose expiry date (expires_on) has passed: its unspent points "
+        "are expired. Always false for debits."
+    )
     created_at = OffsetDateTimeField()
 
     class Meta:
@@ -330,10 +334,17 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
             "transaction",
             "available_at",
             "expires_on",
+            "expired",
             "note",
             "created_at",
         )
         read_only_fields = fields
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_expired(self, entry: LedgerEntry) -> bool:
+        # The program's date today, given by the view (context["today"]).
+        today = self.context["today"]
+        return entry.points > 0 and entry.expires_on is not None and entry.expires_on < today
 
     @extend_schema_field(points_field())
     def get_points(self, entry: LedgerEntry) -> str:
@@ -376,7 +387,7 @@ TRANSACTION_TYPES = ["accrual", "redemption", "adjustment", "reversal"]
 
 
 class TransactionRequestSerializer(serializers.Serializer):
-    """One body for accruals, redemptions, adjustments and reversals (SPEC §2 and §14)."""
+    """One body for accruals, redemptions, adjustments and reversals (docs/api.md)."""
 
     external_id = serializers.CharField(
         max_length=100, help_text="Your id of the event: the idempotency key."
@@ -475,7 +486,18 @@ class TransferRequestSerializer(serializers.Serializer):
         }
 
 
+class CurrencyPointsSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    points = points_field()
+
+
 class TransactionSerializer(serializers.ModelSerializer):
+    """A transaction with the entries it produced and what it did beyond them.
+
+    Rendered from the context the view prepares (`transaction_context`): `entries` (its
+    ledger entries), `lines`, `outcome` (`selectors.TransactionOutcome`) and `today` (the
+    program's date), so a freshly posted transaction is rendered from what was written."""
+
     member = serializers.CharField(source="member.membership_number")
     counterparty = serializers.SerializerMethodField(
         help_text="Transfers: the receiving membership number."
@@ -488,11 +510,24 @@ class TransactionSerializer(serializers.ModelSerializer):
     points_currency = serializers.SerializerMethodField()
     original_external_id = serializers.SerializerMethodField()
     unrecovered_points = serializers.SerializerMethodField(
-        help_text="Reversals: points written off (currency without debt)."
+        help_text="Reversals: points written off (currency without debt); see written_off "
+        "for each currency."
     )
-    lines = TransactionLineSerializer(many=True)
+    debt_created = serializers.SerializerMethodField(
+        help_text="Reversals: the debt it left per currency, where the member held fewer "
+        "points than it took back (the member's next credits pay it first)."
+    )
+    written_off = serializers.SerializerMethodField(
+        help_text="Reversals: points it could not take back and wrote off, per currency "
+        "(currencies that allow no debt)."
+    )
+    notices = serializers.SerializerMethodField(
+        help_text="Plain sentences about effects worth telling the caller: points already "
+        "expired when posted (dated past their expiry), debt created, points written off."
+    )
+    lines = serializers.SerializerMethodField()
     attributes = AttributesField()
-    entries = LedgerEntrySerializer(many=True, help_text="The ledger entries it produced.")
+    entries = serializers.SerializerMethodField(help_text="The ledger entries it produced.")
     created_at = OffsetDateTimeField()
 
     class Meta:
@@ -517,6 +552,9 @@ class TransactionSerializer(serializers.ModelSerializer):
             "reason",
             "original_external_id",
             "unrecovered_points",
+            "debt_created",
+            "written_off",
+            "notices",
             "lines",
             "attributes",
             "entries",
@@ -550,12 +588,67 @@ class TransactionSerializer(serializers.ModelSerializer):
     def get_unrecovered_points(self, txn: Transaction) -> str:
         if not txn.unrecovered_points:
             return "0"
+        written_off = self.context["outcome"].written_off
         currency = txn.points_currency or (
-            txn.entries.first().currency if txn.entries.exists() else None
+            next(iter(written_off)) if len(written_off) == 1 else None
         )
         if currency is None:
             return str(txn.unrecovered_points)
         return f"{from_units(txn.unrecovered_points, currency):f}"
+
+    @extend_schema_field(CurrencyPointsSerializer(many=True))
+    def get_debt_created(self, txn: Transaction) -> list[dict]:
+        return _per_currency(self.context["outcome"].debt)
+
+    @extend_schema_field(CurrencyPointsSerializer(many=True))
+    def get_written_off(self, txn: Transaction) -> list[dict]:
+        return _per_currency(self.context["outcome"].written_off)
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_notices(self, txn: Transaction) -> list[str]:
+        outcome = self.context["outcome"]
+        notices = []
+        expiry_dates: dict[str, set] = {}
+        for entry in self.context["entries"]:
+            if entry.points > 0 and entry.expires_on is not None:
+                expiry_dates.setdefault(entry.currency.code, set()).add(entry.expires_on)
+        for currency, points in outcome.expired_when_posted.items():
+            on = ", ".join(str(d) for d in sorted(expiry_dates.get(currency.code, ())))
+            notices.append(
+                f"{_points(points, currency)} credited by this transaction expired as it was "
+                f"posted: it is dated before their expiry date ({on}) had passed."
+            )
+        for currency, points in outcome.debt.items():
+            notices.append(
+                f"The member held too few {currency.code} to give back: this reversal left "
+                f"a debt of {_points(points, currency)}, which the member's next "
+                f"{currency.code} credits pay first."
+            )
+        for currency, points in outcome.written_off.items():
+            notices.append(
+                f"{_points(points, currency)} could not be taken back and were written off "
+                f"({currency.code} allows no debt)."
+            )
+        return notices
+
+    @extend_schema_field(TransactionLineSerializer(many=True))
+    def get_lines(self, txn: Transaction) -> list:
+        return TransactionLineSerializer(self.context["lines"], many=True).data
+
+    @extend_schema_field(LedgerEntrySerializer(many=True))
+    def get_entries(self, txn: Transaction) -> list:
+        return LedgerEntrySerializer(self.context["entries"], many=True, context=self.context).data
+
+
+def _points(units: int, currency) -> str:
+    return f"{from_units(units, currency):f} {currency.code}"
+
+
+def _per_currency(points: dict) -> list[dict]:
+    return [
+        {"currency": currency.code, "points": f"{from_units(units, currency):f}"}
+        for currency, units in sorted(points.items(), key=lambda item: item[0].code)
+    ]
 
 
 # --- simulation ----------------------------------------------------------------------------

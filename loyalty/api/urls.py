@@ -1,4 +1,4 @@
-"""/api/v1/ (SPEC §14)."""
+"""/api/v1/ (docs/api.md)."""
 
 from django.urls import path, re_path
 

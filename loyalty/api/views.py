@@ -1,4 +1,4 @@
-"""REST API v1 (SPEC §14): validate -> service -> render.
+"""REST API v1 (docs/api.md): validate -> service -> render.
 
 Every view is scoped to one program: the API key's (or, for a staff session, the one named by
 `?program=CODE`). Members and transactions of other programs do not exist here (404).
@@ -6,7 +6,10 @@ Every view is scoped to one program: the API key's (or, for a staff session, the
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db.models import Prefetch
+from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -17,7 +20,7 @@ from drf_spectacular.utils import (
 from rest_framework import generics, pagination, status
 from rest_framework.response import Response
 
-from loyalty import selectors
+from loyalty import dates, selectors
 from loyalty.api import serializers as s
 from loyalty.api.filters import LedgerFilter, MemberFilter
 from loyalty.api.permissions import require_scope
@@ -187,8 +190,13 @@ class ApiView(generics.GenericAPIView):
 
 
 def balances_data(member: Member) -> list[dict]:
+    """Balances as of now and the next expiries: three queries (currencies with the stored
+    balances, the due buckets, the expiring sums)."""
+    views = selectors.member_balances(member)
     expiring: dict[int, list[dict]] = {}
-    for item in selectors.member_expiring_points(member):
+    for item in selectors.member_expiring_points(
+        member, currencies=[view.currency for view in views]
+    ):
         expiring.setdefault(item.currency.id, []).append(
             {"expires_on": item.expires_on, "points": from_units(item.points, item.currency)}
         )
@@ -196,20 +204,10 @@ def balances_data(member: Member) -> list[dict]:
         {
             "currency": view.currency.code,
             "kind": view.currency.kind,
-            **{
-                name: view.display(getattr(view, name))
-                for name in (
-                    "available",
-                    "pending",
-                    "debt",
-                    "lifetime_earned",
-                    "redeemed",
-                    "expired",
-                )
-            },
+            **{name: view.display(getattr(view, name)) for name in selectors.BALANCE_FIELDS},
             "expiring": expiring.get(view.currency.id, []),
         }
-        for view in selectors.member_balances(member)
+        for view in views
     ]
 
 
@@ -271,6 +269,31 @@ def benefits_data(member: Member) -> list[dict]:
     ]
 
 
+def program_today(program: Program) -> dt.date:
+    return dates.local_date(timezone.now(), program.timezone)
+
+
+def transaction_data(
+    program: Program, txn: Transaction, *, lines: list, entries: list[LedgerEntry]
+) -> dict:
+    """The transaction as the API shows it, from its rows at hand (nothing re-read; one or
+    two queries more for a reversal or for credits dated past their expiry)."""
+    context = {
+        "lines": lines,
+        "entries": entries,
+        "outcome": selectors.transaction_outcome(txn, entries, program=program),
+        "today": program_today(program),
+    }
+    return s.TransactionSerializer(txn, context=context).data
+
+
+def posted_transaction_data(program: Program, txn: Transaction, lines: list) -> dict:
+    """A transaction this request has just written, rendered from the row the service saved
+    and the lines as sent (they are written as sent); only its entries are read (one query,
+    until the service returns the entries it wrote)."""
+    return transaction_data(program, txn, lines=lines, entries=selectors.transaction_entries(txn))
+
+
 def transaction_detail(program: Program, external_id: str) -> dict:
     txn = (
         Transaction.objects.filter(program=program, external_id=external_id)
@@ -279,9 +302,9 @@ def transaction_detail(program: Program, external_id: str) -> dict:
             "lines",
             Prefetch(
                 "entries",
-                queryset=LedgerEntry.objects.select_related(
-                    "member", "currency", "rule", "transaction"
-                ).order_by("id"),
+                queryset=LedgerEntry.objects.select_related("member", "currency", "rule").order_by(
+                    "id"
+                ),
             ),
         )
         .first()
@@ -291,7 +314,10 @@ def transaction_detail(program: Program, external_id: str) -> dict:
             f"No transaction {external_id!r} in program {program.code}.",
             fields={"external_id": external_id},
         )
-    return s.TransactionSerializer(txn).data
+    entries = list(txn.entries.all())
+    for entry in entries:
+        entry.transaction = txn
+    return transaction_data(program, txn, lines=list(txn.lines.all()), entries=entries)
 
 
 # --- members -------------------------------------------------------------------------------
@@ -485,7 +511,10 @@ class MemberLedgerView(ApiView):
     def get(self, request, number: str):
         queryset = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(queryset)
-        return self.get_paginated_response(s.LedgerEntrySerializer(page, many=True).data)
+        context = {"today": program_today(self.program)}
+        return self.get_paginated_response(
+            s.LedgerEntrySerializer(page, many=True, context=context).data
+        )
 
 
 # --- transactions --------------------------------------------------------------------------
@@ -521,12 +550,23 @@ class TransactionCreateView(ApiView):
         )
         serializer = s.TransactionRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = transaction_post(
-            program=self.program, request=serializer.to_request(), actor=self.actor
-        )
+        request_data = serializer.to_request()
+        result = transaction_post(program=self.program, request=request_data, actor=self.actor)
+        if not result.created:
+            return Response(transaction_detail(self.program, result.transaction.external_id))
+        # The lines written are the request's lines, in order (line_number = position).
+        lines = [
+            {
+                "sku": line.sku,
+                "category": line.category,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+            }
+            for line in request_data.lines
+        ]
         return Response(
-            transaction_detail(self.program, result.transaction.external_id),
-            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+            posted_transaction_data(self.program, result.transaction, lines),
+            status=status.HTTP_201_CREATED,
         )
 
 
@@ -616,7 +656,9 @@ class TransferView(ApiView):
             points_currency=data["points_currency"],
             actor=self.actor,
         )
+        if not result.created:
+            return Response(transaction_detail(self.program, result.transaction.external_id))
         return Response(
-            transaction_detail(self.program, result.transaction.external_id),
-            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+            posted_transaction_data(self.program, result.transaction, lines=[]),
+            status=status.HTTP_201_CREATED,
         )

@@ -1,5 +1,5 @@
 """GET members/{number}/tiers/ and members/{number}/benefits/, the member body's tiers and the
-`tier` filter of the member list (SPEC §14)."""
+`tier` filter of the member list (docs/api.md)."""
 
 from decimal import Decimal
 

@@ -1,6 +1,8 @@
 """Transactions through the API: post (each type), idempotent replay, conflicts, refusals that
 change nothing, reading one back, simulation, transfers, and isolation between programs."""
 
+import datetime as dt
+
 import pytest
 
 from loyalty.models import Balance, LedgerEntry, Transaction
@@ -324,3 +326,144 @@ def test_transfer_refusals(api, program, funded):
     for body, status, code in cases:
         assert_error(api.post("/api/v1/transfers/", body, format="json"), status, code)
     assert (available(funded), available(friend)) == (1000, 0)
+
+
+# --- what a transaction did beyond its entries ----------------------------------------------
+
+
+def reversal(member, external_id="return-1", original="order-1", amount=None):
+    body = {
+        "external_id": external_id,
+        "member": member.membership_number,
+        "type": "reversal",
+        "original_external_id": original,
+        "occurred_at": "2025-05-03T16:00:00+02:00",
+    }
+    if amount is not None:
+        body["amount"] = amount
+    return body
+
+
+def spend_80_of_100(api, member):
+    """A purchase of 100.00 (100 PTS, 100 TQP), then a redemption of 80 PTS: 20 PTS left."""
+    api.post("/api/v1/transactions/", purchase(member, amount="100.00", lines=[]), format="json")
+    response = api.post("/api/v1/transactions/", redemption(member, points="80"), format="json")
+    assert response.status_code == 201, response.content
+
+
+def test_a_plain_purchase_says_nothing_more(api, base_rules, member):
+    body = api.post("/api/v1/transactions/", purchase(member), format="json").json()
+    assert (body["debt_created"], body["written_off"], body["notices"]) == ([], [], [])
+    assert body["unrecovered_points"] == "0"
+    assert [e["expired"] for e in body["entries"]] == [False, False]
+
+
+def test_a_reversal_that_finds_too_few_points_says_how_much_debt_it_created(
+    api, base_rules, member
+):
+    # given 20 PTS left of a purchase's 100
+    spend_80_of_100(api, member)
+    # when the whole purchase is returned
+    response = api.post("/api/v1/transactions/", reversal(member), format="json")
+    # then 20 PTS are taken back and 80 PTS become debt; TQP are all there
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["debt_created"] == [{"currency": "PTS", "points": "80"}]
+    assert body["written_off"] == [] and body["unrecovered_points"] == "0"
+    assert len(body["notices"]) == 1 and "debt of 80 PTS" in body["notices"][0]
+    balance = Balance.objects.get(member=member, currency__code="PTS")
+    assert (balance.available, balance.debt) == (0, 80)
+    # and reading it back says the same
+    assert api.get("/api/v1/transactions/return-1/").json() == body
+
+
+def test_a_reversal_in_a_currency_without_debt_says_what_it_wrote_off(api, base_rules, member, pts):
+    pts.allow_debt = False
+    pts.save()
+    spend_80_of_100(api, member)
+    body = api.post("/api/v1/transactions/", reversal(member), format="json").json()
+    assert body["debt_created"] == []
+    assert body["written_off"] == [{"currency": "PTS", "points": "80"}]
+    assert body["unrecovered_points"] == "80"
+    assert any("80 PTS could not be taken back" in notice for notice in body["notices"])
+    balance = Balance.objects.get(member=member, currency__code="PTS")
+    assert (balance.available, balance.debt) == (0, 0)
+    assert Transaction.objects.get(external_id="return-1").unrecovered_points == 80
+
+
+def test_partial_returns_write_off_each_its_own_shortfall(api, base_rules, member, pts):
+    pts.allow_debt = False
+    pts.save()
+    spend_80_of_100(api, member)
+    # the first half takes back 50 PTS of which 20 are there; the second, 50 of none
+    first = api.post(
+        "/api/v1/transactions/", reversal(member, "return-1", amount="50.00"), format="json"
+    ).json()
+    second = api.post(
+        "/api/v1/transactions/", reversal(member, "return-2", amount="50.00"), format="json"
+    ).json()
+    assert first["written_off"] == [{"currency": "PTS", "points": "30"}]
+    assert second["written_off"] == [{"currency": "PTS", "points": "50"}]
+    assert api.get("/api/v1/transactions/return-1/").json() == first
+
+
+def test_a_reversal_of_a_redemption_creates_no_debt(api, funded):
+    api.post("/api/v1/transactions/", redemption(funded), format="json")
+    body = api.post(
+        "/api/v1/transactions/", reversal(funded, original="redeem-1"), format="json"
+    ).json()
+    assert [(e["kind"], e["points"]) for e in body["entries"]] == [("reversal", "500")]
+    assert (body["debt_created"], body["written_off"], body["notices"]) == ([], [], [])
+
+
+def test_a_backdated_accrual_whose_points_already_expired_says_so(api, base_rules, member, pts):
+    # given points that expire at the end of the month a year after they are earned
+    pts.expiry_policy, pts.expiry_months, pts.expiry_round_to = "rolling", 12, "end_of_month"
+    pts.save()
+    # when a purchase dated two years ago is posted
+    body = purchase(member, occurred_at="2023-03-10T12:00:00+01:00", amount="40.00", lines=[])
+    response = api.post("/api/v1/transactions/", body, format="json")
+    # then its PTS credit is expired at once, and the response says so
+    assert response.status_code == 201, response.content
+    posted = response.json()
+    flags = {(e["currency"], e["expires_on"], e["expired"]) for e in posted["entries"]}
+    assert flags == {("PTS", "2024-03-31", True), ("TQP", None, False)}
+    assert len(posted["notices"]) == 1
+    assert "40 PTS" in posted["notices"][0] and "2024-03-31" in posted["notices"][0]
+    assert "expired" in posted["notices"][0]
+    balance = Balance.objects.get(member=member, currency__code="PTS")
+    assert (balance.available, balance.expired) == (0, 40)
+    assert api.get("/api/v1/transactions/order-1/").json() == posted
+
+
+def test_an_accrual_that_pays_a_debt_reports_only_what_expired(api, base_rules, member, pts):
+    # given a debt of 80 PTS (see above) and points that expire a year after
+    spend_80_of_100(api, member)
+    api.post("/api/v1/transactions/", reversal(member), format="json")
+    pts.expiry_policy, pts.expiry_months, pts.expiry_round_to = "rolling", 12, "end_of_month"
+    pts.save()
+    # when a purchase of 100.00 dated two years ago is posted
+    body = purchase(
+        member, "order-2", occurred_at="2023-03-10T12:00:00+01:00", amount="100.00", lines=[]
+    )
+    posted = api.post("/api/v1/transactions/", body, format="json").json()
+    # then 80 of its PTS paid the debt and only the other 20 expired
+    assert len(posted["notices"]) == 1 and posted["notices"][0].startswith("20 PTS")
+    balance = Balance.objects.get(member=member, currency__code="PTS")
+    assert (balance.available, balance.debt, balance.expired) == (0, 0, 20)
+
+
+def test_a_ledger_page_flags_expired_credits(api, base_rules, member, pts):
+    pts.expiry_policy, pts.expiry_months, pts.expiry_round_to = "rolling", 12, "end_of_month"
+    pts.save()
+    old = purchase(member, occurred_at="2023-03-10T12:00:00+01:00", amount="40.00", lines=[])
+    api.post("/api/v1/transactions/", old, format="json")
+    recent = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    new = purchase(member, "order-2", occurred_at=recent.isoformat(), lines=[])
+    api.post("/api/v1/transactions/", new, format="json")
+    page = api.get(f"/api/v1/members/{member.membership_number}/ledger/?currency=PTS").json()
+    assert [(e["kind"], e["points"], e["expired"]) for e in page["results"]] == [
+        ("accrual", "120", False),
+        ("expiry", "-40", False),
+        ("accrual", "40", True),
+    ]
