@@ -1,8 +1,12 @@
-"""Human-friendly codes: membership numbers and referral codes without ambiguous characters."""
+"""Human-friendly codes: membership numbers and referral codes without ambiguous characters.
+
+A membership number is "M-" and eight digits from 2 to 9 in two groups of four
+(`M-4827-5936`); a referral code is eight characters of `ALPHABET`.
+"""
 
 import secrets
 
-# No I, O, 0, 1 (nor L): easy to read out over the phone and to type from a receipt.
+# No I, L, O, 0 or 1: easy to read out over the phone and to type from a receipt.
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 DIGITS = "23456789"
 
@@ -12,10 +16,12 @@ def random_code(length: int, alphabet: str = ALPHABET) -> str:
 
 
 def membership_number() -> str:
-    """Like 'M-4827-5936': ten digits, grouped, with the ambiguous 0/1 left out."""
+    """Like 'M-4827-5936': eight digits, 2 to 9 only (no 0 or 1 to mistake for O or I),
+    grouped by four so that they can be read out."""
     digits = random_code(8, DIGITS)
     return f"M-{digits[:4]}-{digits[4:]}"
 
 
 def referral_code() -> str:
+    """Eight of the 31 characters of `ALPHABET`: short to type, 31^8 (about 850 billion) codes."""
     return random_code(8)

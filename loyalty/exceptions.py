@@ -1,7 +1,33 @@
-"""Refusals of business rules. Each has a stable `code`; one DRF handler maps it to a status.
+"""Refusals of business rules: every `LoyaltyError` is defined here, so this module is the one
+list of error codes an integrator can get. Each has a stable `code` and an HTTP status, which
+the one DRF exception handler answers with.
 
 Services raise these; the admin shows `message`, the API renders
 `{"error": {"code", "message", "fields"}}`, imports write them into the rejects file.
+
+    code                          status  when
+    invalid                       400     the request is malformed (shape, type, unknown reference)
+    not_found                     404     no such member, transaction or program
+    idempotency_conflict          409     the external_id exists with a different payload
+    member_exists                 409     the membership number is taken in the program
+    insufficient_points           422     a redemption, transfer or debit beyond what is available
+    member_not_active             422     the member is not active (or closed) and may not do that
+    member_has_debt               422     a redemption while the member owes points
+    unknown_member                422     no member with that number in the program
+    unknown_currency              422     not a currency of the program
+    unknown_partner               422     not a partner of the program
+    currency_not_redeemable       422     the currency cannot be spent
+    invalid_reversal              422     the original cannot be returned, or not by that much
+    program_not_active            422     the program takes no enrollments or postings now
+    occurred_in_future            422     the transaction is dated ahead of the clock
+    invalid_merge                 422     two members that cannot be merged
+    invalid_tier_change           422     a manual tier change that cannot be made
+    invalid_rule_status_change    422     an earning rule cannot move to that status
+    loyalty_error                 422     a refusal with no more specific code
+    invalid_earning_rule          400     an earning rule the engine could not run
+    invalid_program_definition    400     a program definition document is invalid
+    simulation_unsupported        400     adjustments and reversals cannot be simulated
+    import_file_unusable          400     an import file that cannot be imported at all
 """
 
 
@@ -15,6 +41,9 @@ class LoyaltyError(Exception):
         self.fields = fields or {}
         if code:
             self.code = code
+
+
+# --- the request ----------------------------------------------------------------------------
 
 
 class ValidationFailed(LoyaltyError):
@@ -36,8 +65,31 @@ class IdempotencyConflict(LoyaltyError):
     http_status = 409
 
 
-class InsufficientPoints(LoyaltyError):
-    code = "insufficient_points"
+class OccurredInFuture(LoyaltyError):
+    """A transaction dated ahead of the clock: HTTP 422, nothing written."""
+
+    code = "occurred_in_future"
+
+
+class SimulationUnsupported(LoyaltyError):
+    """Adjustments and reversals cannot be simulated: what they do is not a rule's decision."""
+
+    code = "simulation_unsupported"
+    http_status = 400
+
+
+# --- members ------------------------------------------------------------------------------
+
+
+class MemberExists(LoyaltyError):
+    """The membership number is taken in the program: HTTP 409."""
+
+    code = "member_exists"
+    http_status = 409
+
+
+class UnknownMember(LoyaltyError):
+    code = "unknown_member"
 
 
 class MemberNotActive(LoyaltyError):
@@ -48,8 +100,27 @@ class MemberHasDebt(LoyaltyError):
     code = "member_has_debt"
 
 
+class InvalidMerge(LoyaltyError):
+    code = "invalid_merge"
+
+
+class InvalidTierChange(LoyaltyError):
+    code = "invalid_tier_change"
+
+
+# --- points -------------------------------------------------------------------------------
+
+
+class InsufficientPoints(LoyaltyError):
+    code = "insufficient_points"
+
+
 class UnknownCurrency(LoyaltyError):
     code = "unknown_currency"
+
+
+class UnknownPartner(LoyaltyError):
+    code = "unknown_partner"
 
 
 class CurrencyNotRedeemable(LoyaltyError):
@@ -58,6 +129,9 @@ class CurrencyNotRedeemable(LoyaltyError):
 
 class InvalidReversal(LoyaltyError):
     code = "invalid_reversal"
+
+
+# --- programs and rules ---------------------------------------------------------------------
 
 
 class ProgramNotActive(LoyaltyError):
@@ -83,3 +157,13 @@ class InvalidRuleStatusChange(LoyaltyError):
     """A rule cannot move to the requested status (an ended rule activated, for instance)."""
 
     code = "invalid_rule_status_change"
+
+
+# --- imports --------------------------------------------------------------------------------
+
+
+class ImportFileError(LoyaltyError):
+    """The file as a whole cannot be imported; nothing was written."""
+
+    code = "import_file_unusable"
+    http_status = 400

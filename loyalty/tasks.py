@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from loyalty import jobs
+from loyalty.services.imports import import_job_preview, import_job_run
 
 
 @shared_task(name="loyalty.tasks.run_jobs_task")
@@ -20,8 +21,6 @@ def run_jobs_task(
 def import_job_task(job_id: int, dry_run: bool) -> str:
     """Run an import job's dry run or import (files over IMPORT_ASYNC_ROWS rows). Safe to
     deliver twice: a job that is past that step is left as it is, and imports are idempotent."""
-    from reports.services import import_job_preview, import_job_run
-
     job = import_job_preview(job_id=job_id) if dry_run else import_job_run(job_id=job_id)
     return job.status
 

@@ -11,6 +11,7 @@ are new transactions.
 - `transactions`: the journal and the ledger (entries, buckets, allocations, balances)
 - `tiers`: tier groups, tiers, benefits, current tiers and tier history
 - `events`: the outbox of member events
+- `imports`: file imports (upload, dry run, confirm, progress, rejects) and the import history
 - `index`: the home page in three parts (working screens, configuration, ledger internals)
 - `common`: links, formatting, filters and mixins the others share
 """
@@ -18,6 +19,7 @@ are new transactions.
 from loyalty.admin import (  # noqa: F401  (each module registers its admins)
     earning_rules,
     events,
+    imports,
     members,
     programs,
     tiers,

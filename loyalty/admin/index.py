@@ -15,7 +15,7 @@ WORKING_SCREENS = (
     ("loyalty", "EarningRule"),
     ("loyalty", "TierGroup"),
     ("partners", "Partner"),
-    ("reports", "ImportJob"),
+    ("loyalty", "ImportJob"),
     ("django_celery_beat", "PeriodicTask"),
 )
 LEDGER_INTERNALS = (
@@ -27,7 +27,7 @@ LEDGER_INTERNALS = (
 )
 # Names that say what a screen is for where the model's own name does not.
 SCREEN_NAMES = {
-    ("reports", "ImportJob"): "Imports",
+    ("loyalty", "ImportJob"): "Imports",
     ("django_celery_beat", "PeriodicTask"): "Jobs (periodic tasks)",
 }
 

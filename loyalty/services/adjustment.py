@@ -11,6 +11,7 @@ from loyalty.services.requests import TransactionRequest
 
 
 def points_adjust_locked(
+    *,
     writer: LedgerWriter,
     program: Program,
     member: Member,

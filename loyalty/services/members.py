@@ -22,7 +22,14 @@ from django.utils import timezone
 
 from loyalty import codes
 from loyalty.bulk import build, bulk_insert_copy
-from loyalty.exceptions import LoyaltyError, MemberNotActive, ProgramNotActive, ValidationFailed
+from loyalty.exceptions import (
+    InvalidMerge,
+    LoyaltyError,
+    MemberExists,
+    MemberNotActive,
+    ProgramNotActive,
+    ValidationFailed,
+)
 from loyalty.models import (
     Bucket,
     LedgerEntry,
@@ -61,15 +68,6 @@ PROFILE_FIELDS = (
 # The arguments of `member_enrol` besides the profile: the keys of a `members_enrol_many` row.
 ENROL_ARGUMENTS = ("membership_number", "referral_code", "enrolled_at")
 ENROL_CHUNK = 2000  # rows per database transaction of `members_enrol_many`
-
-
-class MemberExists(LoyaltyError):
-    code = "member_exists"
-    http_status = 409
-
-
-class InvalidMerge(LoyaltyError):
-    code = "invalid_merge"
 
 
 def member_enrol(

@@ -23,9 +23,10 @@ from loyalty import dates, rules
 from loyalty.bulk import build
 from loyalty.exceptions import (
     IdempotencyConflict,
-    LoyaltyError,
     MemberNotActive,
     UnknownCurrency,
+    UnknownMember,
+    UnknownPartner,
     ValidationFailed,
 )
 from loyalty.expiry_dates import expiry_date_for
@@ -53,14 +54,6 @@ ACTIVITY_SUBTYPES = ("purchase", "engagement")
 class PostResult:
     transaction: Transaction
     created: bool
-
-
-class UnknownMember(LoyaltyError):
-    code = "unknown_member"
-
-
-class UnknownPartner(LoyaltyError):
-    code = "unknown_partner"
 
 
 # --- conversions ---------------------------------------------------------------------------
@@ -204,7 +197,7 @@ def transaction_post(
     check_not_future(request, now)
     try:
         with db_transaction.atomic():
-            return _post_locked(program, request, actor, now)
+            return _post_locked(program=program, request=request, actor=actor, now=now)
     except IntegrityError:
         # Lost a race for the same external_id (posted for another member meanwhile).
         existing = _existing(program, request.external_id)
@@ -235,7 +228,7 @@ def replay_or_conflict(existing: Transaction, payload: dict, external_id: str) -
 
 
 def _post_locked(
-    program: Program, request: TransactionRequest, actor: str, now: dt.datetime
+    *, program: Program, request: TransactionRequest, actor: str, now: dt.datetime
 ) -> PostResult:
     member = _lock_member(program, request)
     context = PostingContext(program)
@@ -259,16 +252,25 @@ def _post_locked(
         if request.type == Transaction.Type.REDEMPTION:
             from loyalty.services.redemption import points_redeem_locked
 
-            points_redeem_locked(writer, program, member, txn, request)
+            points_redeem_locked(
+                writer=writer, program=program, member=member, txn=txn, request=request
+            )
         elif request.type == Transaction.Type.ADJUSTMENT:
             from loyalty.services.adjustment import points_adjust_locked
 
-            points_adjust_locked(writer, program, member, txn, request)
+            points_adjust_locked(
+                writer=writer, program=program, member=member, txn=txn, request=request
+            )
         elif request.type == Transaction.Type.REVERSAL:
             from loyalty.services.reversal import transaction_reverse_locked
 
             transaction_reverse_locked(
-                writer, program, member, txn, request, extensions=context.extensions
+                writer=writer,
+                program=program,
+                member=member,
+                txn=txn,
+                request=request,
+                extensions=context.extensions,
             )
         # A credit dated in the past may already be due for expiry.
         settle(writer, member, now)

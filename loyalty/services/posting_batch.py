@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from loyalty import dates
 from loyalty.bulk import among, bulk_insert_copy, bulk_update_values
-from loyalty.exceptions import IdempotencyConflict, LoyaltyError
+from loyalty.exceptions import IdempotencyConflict, LoyaltyError, UnknownMember
 from loyalty.models import (
     Bucket,
     Currency,
@@ -55,7 +55,6 @@ from loyalty.services.posting import (
     ACTIVITY_SUBTYPES,
     PostingContext,
     PreparedAccrual,
-    UnknownMember,
     _referral_on_first_purchase,
     accrual_apply,
     accrual_prepare,

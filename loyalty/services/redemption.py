@@ -41,6 +41,7 @@ def check_can_spend(writer: LedgerWriter, member: Member, currency: Currency, po
 
 
 def points_redeem_locked(
+    *,
     writer: LedgerWriter,
     program: Program,
     member: Member,

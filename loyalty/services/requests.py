@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from loyalty.exceptions import LoyaltyError, ValidationFailed
+from loyalty.exceptions import OccurredInFuture, ValidationFailed
 from loyalty.models import Transaction
 
 TYPES = {t.value for t in Transaction.Type} - {Transaction.Type.TRANSFER}
@@ -129,12 +129,6 @@ class TransactionRequest:
                 errors[f"lines[{index}].unit_price"] = "Must not be negative."
         if errors:
             raise ValidationFailed("The transaction is malformed.", fields=errors)
-
-
-class OccurredInFuture(LoyaltyError):
-    """A transaction dated ahead of the clock: HTTP 422, nothing written."""
-
-    code = "occurred_in_future"
 
 
 def future_tolerance() -> dt.timedelta:

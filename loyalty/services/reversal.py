@@ -32,12 +32,12 @@ def _refuse(message: str) -> None:
 
 
 def transaction_reverse_locked(
+    *,
     writer: LedgerWriter,
     program: Program,
     member: Member,
     txn: Transaction,
     request: TransactionRequest,
-    *,
     extensions: Sequence[PostingExtension] = (),
 ) -> None:
     original = (

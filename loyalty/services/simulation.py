@@ -27,12 +27,17 @@ from decimal import Decimal
 from django.utils import timezone
 
 from loyalty import rules
-from loyalty.exceptions import LoyaltyError, UnknownCurrency, ValidationFailed
+from loyalty.exceptions import (
+    LoyaltyError,
+    SimulationUnsupported,
+    UnknownCurrency,
+    UnknownMember,
+    ValidationFailed,
+)
 from loyalty.extensions.caps import AwardCounts
 from loyalty.models import Currency, EarningRule, Member, Program, Transaction
 from loyalty.services.posting import (
     PostingContext,
-    UnknownMember,
     _partner,
     accrual_prepare,
     active_rules,
@@ -46,11 +51,6 @@ from loyalty.services.posting import (
 from loyalty.services.requests import LineRequest, TransactionRequest, check_not_future
 
 WHAT_IF_CHUNK = 500
-
-
-class SimulationUnsupported(LoyaltyError):
-    code = "simulation_unsupported"
-    http_status = 400
 
 
 # --- results -------------------------------------------------------------------------------

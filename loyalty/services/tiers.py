@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from loyalty import dates
 from loyalty.bulk import build, bulk_insert_copy, bulk_update_values
-from loyalty.exceptions import LoyaltyError, ValidationFailed
+from loyalty.exceptions import InvalidTierChange, ValidationFailed
 from loyalty.models import (
     Bucket,
     LedgerEntry,
@@ -53,10 +53,6 @@ DAY = dt.timedelta(days=1)
 TICK = dt.timedelta(microseconds=1)
 # Entries that are not earning or taking back qualifying points.
 NOT_QUALIFYING_KINDS = (Kind.EXPIRY, Kind.ESCROW_RELEASE, Kind.QUALIFYING_RESET)
-
-
-class InvalidTierChange(LoyaltyError):
-    code = "invalid_tier_change"
 
 
 # --- periods and validity (pure) ------------------------------------------------------------------

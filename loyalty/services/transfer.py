@@ -10,12 +10,11 @@ from django.db import IntegrityError
 from django.db import transaction as db_transaction
 from django.utils import timezone
 
-from loyalty.exceptions import MemberNotActive, ValidationFailed
+from loyalty.exceptions import MemberNotActive, UnknownMember, ValidationFailed
 from loyalty.models import LedgerEntry, Member, Program, Transaction
 from loyalty.services.ledger import LedgerWriter, lock_members, settle
 from loyalty.services.posting import (
     PostResult,
-    UnknownMember,
     program_currency,
     replay_or_conflict,
     to_units,

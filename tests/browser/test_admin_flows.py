@@ -11,9 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from loyalty import dates
-from loyalty.models import EarningRule, Transaction
+from loyalty.models import EarningRule, ImportJob, Transaction
 from loyalty.selectors import member_balances
-from reports.models import ImportJob
 from tests.browser.conftest import MAX_WIDTH, page_width
 from tests.factories import MemberFactory
 from tests.loyalty.test_tiers import make_group

@@ -13,8 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from loyalty.models import Transaction
-from reports.models import ImportJob
+from loyalty.models import ImportJob, Transaction
 from tests.factories import MemberFactory, ProgramFactory
 from tests.loyalty.imports_helpers import csv_bytes, database_url, state, write
 

@@ -10,8 +10,10 @@ from django.db import connection
 
 from loyalty.models import Balance, LedgerEntry, Transaction, TransactionLine
 from loyalty.selectors import ledger_drifts
-from loyalty.services import imports, posting_batch
+from loyalty.services import posting_batch
 from loyalty.services.imports import ImportFileError
+from loyalty.services.imports import run as import_run
+from loyalty.services.imports import transactions as transactions_import
 from loyalty.services.ledger import LedgerWriter
 from tests.factories import MemberFactory
 from tests.loyalty.imports_helpers import (
@@ -668,8 +670,8 @@ def test_an_interrupted_import_leaves_whole_transactions_and_a_rerun_completes_i
 
 def test_a_crash_between_chunks_is_resumed_by_idempotency(base_rules, alice, monkeypatch):
     # given chunks of 3 transactions and a crash after the second chunk was posted
-    monkeypatch.setattr(imports, "CHUNK_TRANSACTIONS", 3)
-    real = imports.transactions_post_many
+    monkeypatch.setattr(import_run, "CHUNK_TRANSACTIONS", 3)
+    real = transactions_import.transactions_post_many
     chunks = {"n": 0}
 
     def crash_after_two_chunks(**kwargs):
@@ -678,13 +680,13 @@ def test_a_crash_between_chunks_is_resumed_by_idempotency(base_rules, alice, mon
             raise KeyboardInterrupt
         return real(**kwargs)
 
-    monkeypatch.setattr(imports, "transactions_post_many", crash_after_two_chunks)
+    monkeypatch.setattr(transactions_import, "transactions_post_many", crash_after_two_chunks)
     content = purchase_file(alice, 8)
     with pytest.raises(KeyboardInterrupt):
         transactions(alice.program, content)
     assert Transaction.objects.count() == 6
 
-    monkeypatch.setattr(imports, "transactions_post_many", real)
+    monkeypatch.setattr(transactions_import, "transactions_post_many", real)
     report, _ = transactions(alice.program, content)
 
     assert (report.duplicates, report.created) == (6, 2)
@@ -754,7 +756,7 @@ def test_an_import_refreshes_the_planner_statistics_of_the_tables_it_fills(
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE loyalty_transaction")
     assert estimated_rows("loyalty_transaction") == Transaction.objects.count() == 0
-    monkeypatch.setattr(imports, "ANALYZE_MIN_ROWS", 5)
+    monkeypatch.setattr(import_run, "ANALYZE_MIN_ROWS", 5)
 
     # when 12 purchases are imported
     report, _ = transactions(

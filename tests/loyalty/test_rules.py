@@ -5,8 +5,10 @@ The last ones post through `transaction_post` to check what the ledger records.
 """
 
 import datetime as dt
+import re
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -29,6 +31,7 @@ UTC = dt.UTC
 SCALES = {"PTS": 1, "TQP": 1, "CASH": 100}
 # Saturday 2025-03-15, noon UTC.
 SATURDAY = dt.datetime(2025, 3, 15, 12, tzinfo=UTC)
+EARNING_RULES_DOC = Path(__file__).resolve().parents[2] / "docs" / "earning-rules.md"
 
 
 def snap(**fields) -> TransactionSnapshot:
@@ -482,6 +485,89 @@ def test_validate_rule_definition_accepts_every_documented_key():
     validate_rule_definition(conditions, award)
     validate_rule_definition({}, multiplier("1.5"))
     assert tuple(conditions) == rules.CONDITION_KEYS
+
+
+def test_unknown_condition_keys_and_award_types_are_refused_as_before():
+    with pytest.raises(RuleDefinitionError) as info:
+        validate_rule_definition({"colour": ["red"], "size": "L", "subtypes": []}, per_amount())
+    assert str(info.value) == "conditions: unknown keys ['colour', 'size']"
+    for kind in ("lottery", None, ["fixed"], {"type": "fixed"}):
+        with pytest.raises(RuleDefinitionError) as info:
+            validate_rule_definition({}, {"type": kind, "currency": "PTS", "points": "5"})
+        assert str(info.value) == "award.type: must be one of ['per_amount', 'fixed', 'multiplier']"
+
+
+# --- one class per kind ----------------------------------------------------------------------
+
+
+def doc_table_keys(heading: str) -> list[str]:
+    """The first column of the table under `heading` in docs/earning-rules.md (header row
+    left out)."""
+    text = EARNING_RULES_DOC.read_text(encoding="utf-8")
+    section = text[text.index(heading) :]
+    section = section[section.index("| --- ") : section.index("\n## ", 1)]
+    return re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
+
+
+def test_every_documented_condition_key_has_its_class_in_the_checking_order():
+    documented = doc_table_keys("## Conditions")
+    assert documented == list(rules.CONDITIONS) == list(rules.CONDITION_KEYS)
+    for key, condition in rules.CONDITIONS.items():
+        assert isinstance(condition, rules.Condition)
+        assert condition.key == key
+
+
+def test_every_documented_award_type_has_its_class():
+    documented = doc_table_keys("## Awards")
+    assert documented == list(rules.AWARDS) == list(rules.AWARD_TYPES)
+    for kind, award in rules.AWARDS.items():
+        assert isinstance(award, rules.AwardKind)
+        assert award.type == kind
+    assert [kind for kind, award in rules.AWARDS.items() if award.after_base] == ["multiplier"]
+
+
+def test_why_not_walks_the_conditions_in_the_documented_order():
+    # given a rule of which every condition and both abuse caps fail
+    snapshot = snap(channel="store", lines=[{"sku": "A", "category": "food", "unit_price": "5.00"}])
+    conditions = {
+        "subtypes": ["engagement"],
+        "events": ["app_login"],
+        "channels": ["online"],
+        "partners": ["fuel"],
+        "skus": ["B"],
+        "categories": ["drinks"],
+        "min_amount": "10",
+        "tiers": ["gold"],
+        "segments": ["vip"],
+        "weekdays": ["mon"],
+        "attributes": {"newsletter": True},
+    }
+    award = fixed("5", max_per_member_per_day=1, max_per_member_per_month=3)
+    expected = [
+        ("subtypes", "subtype 'purchase' is not in ['engagement']"),
+        ("events", "event '(none)' is not in ['app_login']"),
+        ("channels", "channel 'store' is not in ['online']"),
+        ("partners", "partner '(none)' is not in ['fuel']"),
+        ("skus", "no line matches {'skus': ['B'], 'categories': ['drinks']}"),
+        ("categories", "no line matches {'categories': ['drinks']}"),
+        ("min_amount", "amount 5.00 is under the minimum 10"),
+        ("tiers", "member tier (none) is not in ['gold']"),
+        ("segments", "member is in none of the segments ['vip']"),
+        ("weekdays", "weekday sat is not in ['mon']"),
+        ("attributes", "member attribute 'newsletter' is None, not True"),
+    ]
+    # when the failing condition is removed, one after the other
+    for key, reason in expected:
+        r = rule(conditions=dict(conditions), award=award, awards_today=1, awards_this_month=3)
+        # then each says why in turn, with the text it always gave
+        assert first_failed_condition(r, snapshot) == reason
+        del conditions[key]
+    r = rule(conditions=conditions, award=award, awards_today=1, awards_this_month=3)
+    assert first_failed_condition(r, snapshot) == "daily cap reached (1 of 1 today)"
+    r = rule(conditions=conditions, award=award, awards_today=0, awards_this_month=3)
+    assert first_failed_condition(r, snapshot) == "monthly cap reached (3 of 3 this month)"
+    r = rule(conditions=conditions, award=award, awards_today=0, awards_this_month=2)
+    assert first_failed_condition(r, snapshot) is None
 
 
 # --- through the ledger --------------------------------------------------------------------

@@ -21,8 +21,15 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from loyalty.services.imports import KINDS, ImportFileError, import_file, resolve_program
-from reports.services import import_job_begin, import_job_end, import_job_progress
+from loyalty.services.imports import (
+    KINDS,
+    ImportFileError,
+    import_file,
+    import_job_begin,
+    import_job_end,
+    import_job_progress,
+    resolve_program,
+)
 
 EXIT_REJECTED = 1
 EXIT_UNUSABLE = 2
@@ -99,7 +106,7 @@ class Command(BaseCommand):
 
 
 class _History:
-    """The run in the import history (reports.ImportJob), from its start: a file refused as
+    """The run in the import history (loyalty.ImportJob), from its start: a file refused as
     a whole, or a dry run, leaves no trace."""
 
     def __init__(self, kind, program, file_name: str, actor: str, *, record: bool):

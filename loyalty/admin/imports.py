@@ -2,14 +2,16 @@
 run (every row's outcome and errors, nothing written), confirm, follow the progress, download
 the rejects; and the import history.
 
-Thin by design: the views call `reports.services` (job life) and so
-`loyalty.services.imports` (the one import pipeline of the admin, `import_csv` and Celery).
+Thin by design: the views call the import job services of `loyalty.services.imports` (the one
+import pipeline of the admin, `import_csv` and Celery); a file too big to import while the page
+waits is handed to the Celery task `import_job_task`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from functools import partial
 
 from django import forms
 from django.conf import settings
@@ -21,11 +23,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from loyalty.models import Program
-from loyalty.services.imports import ImportFileError
+from loyalty.exceptions import ImportFileError
+from loyalty.models import ImportJob, Program
+from loyalty.services import imports
 from loyalty.spreadsheets import unescape_cell
-from reports import services
-from reports.models import ImportJob
+from loyalty.tasks import import_job_task
 
 PREVIEW_ROWS = 1000  # reasons shown on the job page; all of them are in the rejects file
 IMPORT_PERMISSIONS = {
@@ -35,7 +37,7 @@ IMPORT_PERMISSIONS = {
 
 
 def may_import(user, kind: str) -> bool:
-    return user.has_perm("reports.add_importjob") and user.has_perms(IMPORT_PERMISSIONS[kind])
+    return user.has_perm("loyalty.add_importjob") and user.has_perms(IMPORT_PERMISSIONS[kind])
 
 
 class ImportUploadForm(forms.Form):
@@ -130,7 +132,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         ]
 
     def add_view(self, request, form_url="", extra_context=None):
-        return HttpResponseRedirect(reverse("admin:reports_importjob_upload"))
+        return HttpResponseRedirect(reverse("admin:loyalty_importjob_upload"))
 
     # -- upload and dry run --------------------------------------------------------------
 
@@ -144,11 +146,12 @@ class ImportJobAdmin(admin.ModelAdmin):
                 if not may_import(request.user, kind):
                     raise PermissionDenied
                 try:
-                    job = services.import_job_create(
+                    job = imports.import_job_create(
                         kind=kind,
                         program=form.cleaned_data["program"],
                         upload=form.cleaned_data["file"],
                         user=request.user,
+                        background=_in_background,
                     )
                 except ImportFileError as exc:
                     form.add_error("file", exc.message)
@@ -158,7 +161,7 @@ class ImportJobAdmin(admin.ModelAdmin):
             form = ImportUploadForm(initial=request.GET.dict())
         return self._render(
             request,
-            "admin/reports/importjob/upload.html",
+            "admin/loyalty/importjob/upload.html",
             {"title": "Import a CSV or XLSX file", "form": form, "async_rows": _async_rows()},
         )
 
@@ -168,7 +171,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         preview = _first_rejects(job.preview_rejects) if job.preview_rejects else ([], 0)
         return self._render(
             request,
-            "admin/reports/importjob/job.html",
+            "admin/loyalty/importjob/job.html",
             {
                 "title": str(job),
                 "job": job,
@@ -181,13 +184,15 @@ class ImportJobAdmin(admin.ModelAdmin):
         )
 
     def confirm_view(self, request, object_id):
-        return self._act(request, object_id, services.import_job_confirm, "Import started.")
+        confirm = partial(imports.import_job_confirm, background=_in_background)
+        return self._act(request, object_id, confirm, "Import started.")
 
     def retry_view(self, request, object_id):
-        return self._act(request, object_id, services.import_job_retry, "Import started again.")
+        retry = partial(imports.import_job_retry, background=_in_background)
+        return self._act(request, object_id, retry, "Import started again.")
 
     def discard_view(self, request, object_id):
-        return self._act(request, object_id, services.import_job_discard, "Preview discarded.")
+        return self._act(request, object_id, imports.import_job_discard, "Preview discarded.")
 
     def _act(self, request, object_id, service, done: str):
         job = self._job(request, object_id)
@@ -223,7 +228,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         return job
 
     def _job_url(self, job: ImportJob) -> str:
-        return reverse("admin:reports_importjob_change", args=[job.pk])
+        return reverse("admin:loyalty_importjob_change", args=[job.pk])
 
     def _render(self, request, template: str, context: dict):
         context = {
@@ -238,7 +243,12 @@ class ImportJobAdmin(admin.ModelAdmin):
 
 
 def _async_rows() -> int:
-    return services.async_rows()
+    return imports.async_rows()
+
+
+def _in_background(job_id: int, dry_run: bool) -> None:
+    """Queue a big file's dry run or import for a Celery worker."""
+    import_job_task.delay(job_id, dry_run)
 
 
 def _first_rejects(stored) -> tuple[list[list[str]], int]:

@@ -1,10 +1,12 @@
-"""Import jobs: the life of an import started in the admin (docs/imports.md), around the one import
-pipeline of `loyalty.services.imports`.
+"""Import jobs: the life of an import started in the admin (docs/imports.md), and the history of
+the imports run by `manage.py import_csv`, around the one import pipeline (`import_file`).
 
 upload (`import_job_create`: the file is checked as a whole and stored) -> dry run
 (`import_job_preview`: every row's outcome, nothing written) -> confirmation
 (`import_job_confirm`) -> import (`import_job_run`). Files of more than IMPORT_ASYNC_ROWS rows
-run their dry run and their import as a Celery task, with progress on the job. A job that
+run their dry run and their import in the background, with progress on the job: the caller
+passes `background`, which queues a step (the admin passes the Celery task's `delay`, so
+services never import a door). A job that
 failed, or whose worker died, can be run again: the import is idempotent, so the second run
 completes the first.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -24,11 +26,14 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction as db_transaction
 from django.utils import timezone
 
-from loyalty.models import Program
-from loyalty.services import imports
-from reports.models import ImportJob
+from loyalty.models import ImportJob, Program
+from loyalty.services.imports.report import ImportReport
+from loyalty.services.imports.run import import_file, inspect_file
 
 DEFAULT_ASYNC_ROWS = 5000
+
+# Queues one step of a job in the background: background(job_id, dry_run).
+Background = Callable[[int, bool], object]
 
 
 def async_rows() -> int:
@@ -37,12 +42,18 @@ def async_rows() -> int:
 
 
 def import_job_create(
-    *, kind: str, program: Program, upload: UploadedFile, user=None, actor: str = ""
+    *,
+    kind: str,
+    program: Program,
+    upload: UploadedFile,
+    background: Background,
+    user=None,
+    actor: str = "",
 ) -> ImportJob:
     """Check an uploaded file as a whole (format, encoding, columns; ImportFileError if it
     is unusable, storing nothing), store it, and start its dry run."""
     upload.seek(0)
-    layout = imports.inspect_file(kind=kind, source=upload, filename=upload.name)
+    layout = inspect_file(kind=kind, source=upload, filename=upload.name)
     upload.seek(0)
     job = ImportJob(
         program=program,
@@ -57,27 +68,27 @@ def import_job_create(
     )
     job.file.save(Path(upload.name).name, upload, save=False)
     job.save()
-    _start(job, dry_run=True)
+    _start(job, dry_run=True, background=background)
     return job
 
 
-def import_job_confirm(*, job: ImportJob) -> bool:
+def import_job_confirm(*, job: ImportJob, background: Background) -> bool:
     """Start the import of a previewed job (once: a second confirmation does nothing)."""
     started = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.PREVIEWED).update(
         status=ImportJob.Status.IMPORTING, started_at=timezone.now()
     )
     if started:
-        _start(job, dry_run=False)
+        _start(job, dry_run=False, background=background)
     return bool(started)
 
 
-def import_job_retry(*, job: ImportJob) -> bool:
+def import_job_retry(*, job: ImportJob, background: Background) -> bool:
     """Run a failed import again; rows already imported come back as duplicates."""
     started = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.FAILED).update(
         status=ImportJob.Status.IMPORTING, error="", started_at=timezone.now()
     )
     if started:
-        _start(job, dry_run=False)
+        _start(job, dry_run=False, background=background)
     return bool(started)
 
 
@@ -92,17 +103,15 @@ def import_job_discard(*, job: ImportJob) -> bool:
     return bool(discarded)
 
 
-def _start(job: ImportJob, *, dry_run: bool) -> None:
-    """Run now when the file is small, else in Celery once this transaction commits."""
+def _start(job: ImportJob, *, dry_run: bool, background: Background) -> None:
+    """Run now when the file is small, else in the background once this transaction commits."""
     if job.rows_total <= async_rows():
         if dry_run:
             import_job_preview(job_id=job.pk)
         else:
             import_job_run(job_id=job.pk)
         return
-    from loyalty.tasks import import_job_task
-
-    db_transaction.on_commit(lambda: import_job_task.delay(job.pk, dry_run))
+    db_transaction.on_commit(lambda: background(job.pk, dry_run))
 
 
 def import_job_preview(*, job_id: int) -> ImportJob:
@@ -113,7 +122,7 @@ def import_job_preview(*, job_id: int) -> ImportJob:
     with _rejects_file() as (rejects, binary):
         try:
             with job.file.open("rb") as source:
-                report = imports.import_file(
+                report = import_file(
                     kind=job.kind,
                     program=job.program,
                     source=source,
@@ -140,13 +149,13 @@ def import_job_run(*, job_id: int) -> ImportJob:
     if job.status != ImportJob.Status.IMPORTING:
         return job  # done already (a task delivered twice)
 
-    def progress(report: imports.ImportReport) -> None:
+    def progress(report: ImportReport) -> None:
         import_job_progress(job=job, report=report)
 
     with _rejects_file() as (rejects, binary):
         try:
             with job.file.open("rb") as source:
-                report = imports.import_file(
+                report = import_file(
                     kind=job.kind,
                     program=job.program,
                     source=source,
@@ -187,12 +196,12 @@ def import_job_begin(
     )
 
 
-def import_job_progress(*, job: ImportJob, report: imports.ImportReport) -> None:
+def import_job_progress(*, job: ImportJob, report: ImportReport) -> None:
     ImportJob.objects.filter(pk=job.pk).update(rows_done=report.rows_done, **_counts(report))
 
 
 def import_job_end(
-    *, job: ImportJob, report: imports.ImportReport | None, error: Exception | None = None
+    *, job: ImportJob, report: ImportReport | None, error: Exception | None = None
 ) -> None:
     """Record how a command's import ended: its counts, or the error that stopped it."""
     values = {"finished_at": timezone.now()}
@@ -206,7 +215,7 @@ def import_job_end(
     ImportJob.objects.filter(pk=job.pk).update(**values)
 
 
-def _counts(report: imports.ImportReport) -> dict[str, int]:
+def _counts(report: ImportReport) -> dict[str, int]:
     return {
         "created": report.created,
         "updated": report.updated,

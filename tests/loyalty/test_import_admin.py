@@ -1,6 +1,6 @@
 """Imports in the admin: upload, a dry run that lists every row's reasons and writes
 nothing, confirmation, the rejects file; big files through Celery with a progress bar; the
-import history (reports.ImportJob)."""
+import history (loyalty.ImportJob)."""
 
 import io
 
@@ -10,14 +10,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from config.celery_app import app
-from loyalty.models import Transaction
-from reports.models import ImportJob
+from loyalty.models import ImportJob, Transaction
 from tests.factories import MemberFactory
 from tests.loyalty.imports_helpers import csv_bytes, state, xlsx_bytes
 
 HEADER = ["external_id", "membership_number", "type", "subtype", "occurred_at", "amount"]
 T = "2025-05-02T10:00:00+02:00"
-UPLOAD = reverse("admin:reports_importjob_upload")
+UPLOAD = reverse("admin:loyalty_importjob_upload")
 
 
 @pytest.fixture(autouse=True)
@@ -42,11 +41,11 @@ def upload(client, program, content: bytes, name="sales.csv", kind="transactions
 
 
 def job_page(client, job) -> str:
-    return client.get(reverse("admin:reports_importjob_change", args=[job.pk])).content.decode()
+    return client.get(reverse("admin:loyalty_importjob_change", args=[job.pk])).content.decode()
 
 
 def post_action(client, job, action: str, **kwargs):
-    return client.post(reverse(f"admin:reports_importjob_{action}", args=[job.pk]), **kwargs)
+    return client.post(reverse(f"admin:loyalty_importjob_{action}", args=[job.pk]), **kwargs)
 
 
 def test_upload_previews_every_rows_reasons_without_writing_then_confirm_imports(
@@ -83,7 +82,7 @@ def test_upload_previews_every_rows_reasons_without_writing_then_confirm_imports
     assert Transaction.objects.filter(external_id="s-1").exists()
     assert "Import started." in response.content.decode()
     rejects = admin_client.get(
-        reverse("admin:reports_importjob_download", args=[job.pk, "rejects"])
+        reverse("admin:loyalty_importjob_download", args=[job.pk, "rejects"])
     )
     body = b"".join(rejects.streaming_content).decode()
     assert body.splitlines()[0] == "row,column,reason"
@@ -179,7 +178,7 @@ def test_actions_need_post(admin_client, alice):
     job = ImportJob.objects.get()
 
     assert (
-        admin_client.get(reverse("admin:reports_importjob_confirm", args=[job.pk])).status_code
+        admin_client.get(reverse("admin:loyalty_importjob_confirm", args=[job.pk])).status_code
         == 405
     )
 
@@ -206,7 +205,7 @@ def test_the_history_lists_who_imported_what_and_the_changelists_link_to_the_upl
 ):
     upload(admin_client, alice.program, sales(["h-1", "A-1", "accrual", "purchase", T, "1"]))
 
-    history = admin_client.get(reverse("admin:reports_importjob_changelist")).content.decode()
+    history = admin_client.get(reverse("admin:loyalty_importjob_changelist")).content.decode()
     members = admin_client.get(reverse("admin:loyalty_member_changelist")).content.decode()
     transactions = admin_client.get(reverse("admin:loyalty_transaction_changelist"))
 
@@ -214,7 +213,7 @@ def test_the_history_lists_who_imported_what_and_the_changelists_link_to_the_upl
     assert f"{UPLOAD}?kind=members" in members
     assert f"{UPLOAD}?kind=transactions" in transactions.content.decode()
     assert admin_client.get(UPLOAD + "?kind=members").status_code == 200
-    assert admin_client.get(reverse("admin:reports_importjob_add")).status_code == 302
+    assert admin_client.get(reverse("admin:loyalty_importjob_add")).status_code == 302
 
 
 def test_the_import_task_is_registered_with_celery():

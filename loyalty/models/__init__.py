@@ -1,0 +1,48 @@
+"""Loyalty's models, one module per area; every model is importable from `loyalty.models`.
+
+- `programs`: programs and their point currencies
+- `members`: members and the record of who changed them
+- `rules`: earning rules (data interpreted by `loyalty.rules`)
+- `journal`: the transaction journal and its basket lines
+- `ledger`: ledger entries, buckets, allocations and balances, with the ledger's invariants
+- `tiers`: benefits, tier groups, tiers, members' current tiers and tier history
+- `events`: the outbox of member events
+- `api_keys`: keys of the REST API
+- `imports`: the import history (import jobs)
+
+Indexes: a foreign key marked `db_index=False` is served by a composite index or unique
+constraint that starts with it (see its model's Meta); imports write millions of these rows,
+and each index is one more write per row.
+"""
+
+from loyalty.models.api_keys import ApiKey
+from loyalty.models.events import MemberEvent
+from loyalty.models.imports import ImportJob
+from loyalty.models.journal import Transaction, TransactionLine
+from loyalty.models.ledger import Balance, Bucket, BucketAllocation, LedgerEntry
+from loyalty.models.members import Member, MemberChange
+from loyalty.models.programs import Currency, Program
+from loyalty.models.rules import EarningRule
+from loyalty.models.tiers import Benefit, MemberTier, Tier, TierGroup, TierHistory
+
+__all__ = [
+    "ApiKey",
+    "Balance",
+    "Benefit",
+    "Bucket",
+    "BucketAllocation",
+    "Currency",
+    "EarningRule",
+    "ImportJob",
+    "LedgerEntry",
+    "Member",
+    "MemberChange",
+    "MemberEvent",
+    "MemberTier",
+    "Program",
+    "Tier",
+    "TierGroup",
+    "TierHistory",
+    "Transaction",
+    "TransactionLine",
+]

@@ -1,0 +1,114 @@
+"""Members and the record of who changed them (enrolment, updates, merges, erasure)."""
+
+from django.db import models
+
+from loyalty.models.programs import Program
+
+
+class Member(models.Model):
+    class Type(models.TextChoices):
+        INDIVIDUAL = "individual"
+        CORPORATE = "corporate"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        INACTIVE = "inactive"
+        SUSPENDED = "suspended"
+        CLOSED = "closed"
+
+    program = models.ForeignKey(
+        Program, on_delete=models.PROTECT, related_name="members", db_index=False
+    )
+    membership_number = models.CharField(max_length=40)
+    type = models.CharField(max_length=12, choices=Type.choices, default=Type.INDIVIDUAL)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
+    company_name = models.CharField(max_length=200, blank=True)
+    tax_id = models.CharField(max_length=50, blank=True)
+    email = models.EmailField(blank=True)
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    birth_date = models.DateField(null=True, blank=True)
+    locale = models.CharField(max_length=20, blank=True)
+    country = models.CharField(max_length=2, blank=True)
+    consent_email = models.BooleanField(default=False)
+    consent_sms = models.BooleanField(default=False)
+    consent_push = models.BooleanField(default=False)
+    enrolled_at = models.DateTimeField()
+    enrollment_channel = models.CharField(max_length=20, blank=True)
+    referral_code = models.CharField(max_length=20, unique=True)
+    referred_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="referrals"
+    )
+    attributes = models.JSONField(default=dict, blank=True)
+    # Last qualifying activity (processed purchase or engagement): drives inactivity expiry.
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="merged_members"
+    )
+    erased_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-enrolled_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["program", "membership_number"], name="member_number_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["program", "email"]),
+            models.Index(fields=["program", "last_name", "first_name"]),
+            models.Index(fields=["program", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        name = self.display_name
+        return f"{self.membership_number} {name}".strip()
+
+    @property
+    def display_name(self) -> str:
+        if self.type == self.Type.CORPORATE and self.company_name:
+            return self.company_name
+        return f"{self.first_name} {self.last_name}".strip()
+
+
+class MemberChange(models.Model):
+    """Who changed a member, and how: one row per enrolment, profile update, merge and
+    erasure, written in the database transaction of the change.
+
+    It names the fields changed, never their values, so an erasure leaves no personal data
+    behind here either. A full history of values is another matter (a later audit log).
+    """
+
+    class Action(models.TextChoices):
+        ENROLLED = "enrolled"
+        UPDATED = "updated"
+        MERGED = "merged"  # the survivor: a duplicate was merged into it
+        MERGED_INTO = "merged_into"  # the duplicate, closed
+        ERASED = "erased"
+
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+")
+    member = models.ForeignKey(
+        Member, on_delete=models.PROTECT, related_name="changes", db_index=False
+    )
+    action = models.CharField(max_length=12, choices=Action.choices)
+    actor = models.CharField(max_length=150, blank=True)
+    fields = models.JSONField(default=list, blank=True, help_text="Names of the fields changed.")
+    other_member = models.ForeignKey(
+        Member,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The other member of a merge.",
+    )
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [models.Index(fields=["member", "-occurred_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.member.membership_number} by {self.actor or '?'}"

@@ -1,0 +1,140 @@
+"""The entry points of an import: `import_file` (the whole file in chunks, or a dry run in one
+transaction rolled back), `inspect_file` (the file checked, nothing written) and
+`resolve_program`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from django.db import transaction as db_transaction
+
+from loyalty.bulk import PlannerStatistics
+from loyalty.exceptions import ImportFileError
+from loyalty.models import Program
+from loyalty.services.imports.columns import KINDS, MEMBERS
+from loyalty.services.imports.members import MemberImport
+from loyalty.services.imports.reading import Layout, data_rows, open_table, scan
+from loyalty.services.imports.report import ImportReport, RejectsWriter
+from loyalty.services.imports.transactions import (
+    TransactionImport,
+    group_rows,
+    parse_transaction_row,
+)
+
+# Rows per chunk for members, transactions (groups of rows) per chunk for transactions.
+CHUNK_MEMBERS = 2000
+CHUNK_TRANSACTIONS = 2000
+# A table an import has added this many rows to (and as many as it held) is analyzed again
+# between chunks (loyalty.bulk.PlannerStatistics).
+ANALYZE_MIN_ROWS = 10_000
+
+
+def resolve_program(code: str | None) -> Program:
+    """The program named by `code`, or the only one when no code is given (imports and
+    exports); ImportFileError otherwise."""
+    if code:
+        program = Program.objects.filter(code=code).first()
+        if program is None:
+            known = ", ".join(Program.objects.values_list("code", flat=True)) or "none"
+            raise ImportFileError(
+                f"Unknown program {code!r} (programs: {known}).", fields={"program": code}
+            )
+        return program
+    programs = list(Program.objects.all()[:2])
+    if len(programs) != 1:
+        raise ImportFileError(
+            "Name the program with --program CODE (there is more than one)."
+            if programs
+            else "There is no program yet.",
+            fields={"program": "required"},
+        )
+    return programs[0]
+
+
+def import_file(
+    *,
+    kind: str,
+    program: Program,
+    source: IO[bytes] | str | Path,
+    filename: str = "",
+    dry_run: bool = False,
+    actor: str = "",
+    rejects: IO[str] | None = None,
+    progress: Callable[[ImportReport], None] | None = None,
+) -> ImportReport:
+    """Import a members or transactions file (CSV or XLSX) into `program`.
+
+    Raises ImportFileError, having written nothing, when the file is unusable. Otherwise
+    returns the counts; conflicts and rejects are written to `rejects` as CSV (row, column,
+    reason). `progress` is called at the start and after every chunk with the report so far;
+    in a dry run it runs inside the transaction that is rolled back, so it must not record
+    progress in the database.
+    """
+    if kind not in KINDS:
+        raise ImportFileError(f"Unknown kind {kind!r}: choose {' or '.join(KINDS)}.")
+    if isinstance(source, str | Path):
+        with open(source, "rb") as handle:
+            return import_file(
+                kind=kind,
+                program=program,
+                source=handle,
+                filename=filename or str(source),
+                dry_run=dry_run,
+                actor=actor,
+                rejects=rejects,
+                progress=progress,
+            )
+    table = open_table(source, filename=filename)
+    layout = scan(table, kind)
+    report = ImportReport(kind=kind, dry_run=dry_run, rows_total=layout.rows_total)
+    writer = RejectsWriter(rejects)
+    if dry_run:
+        with db_transaction.atomic():
+            _run(table, layout, program, report, writer, actor, progress)
+            db_transaction.set_rollback(True)
+    else:
+        _run(table, layout, program, report, writer, actor, progress)
+    return report
+
+
+def inspect_file(*, kind: str, source: IO[bytes], filename: str = "") -> Layout:
+    """Check a file as a whole (format, encoding, columns) and count its rows, writing
+    nothing; raises ImportFileError. The admin calls it on upload."""
+    if kind not in KINDS:
+        raise ImportFileError(f"Unknown kind {kind!r}: choose {' or '.join(KINDS)}.")
+    return scan(open_table(source, filename=filename), kind)
+
+
+def _run(table, layout, program, report, writer, actor, progress) -> None:
+    rows = data_rows(table, layout)
+    statistics = PlannerStatistics(min_rows=ANALYZE_MIN_ROWS)  # large files outgrow them
+    if progress is not None:
+        progress(report)  # the start: rows_total is known
+    if layout.kind == MEMBERS:
+        members = MemberImport(program, report, writer, actor)
+        for chunk in _batches(rows, CHUNK_MEMBERS):
+            members.chunk(chunk)
+            statistics.refresh()
+            if progress is not None:
+                progress(report)
+        return
+    transactions = TransactionImport(program, report, writer, actor)
+    parsed = (parse_transaction_row(row, program) for row in rows)
+    for chunk in _batches(group_rows(parsed), CHUNK_TRANSACTIONS):
+        transactions.chunk(chunk)
+        statistics.refresh()
+        if progress is not None:
+            progress(report)
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

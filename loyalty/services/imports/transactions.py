@@ -1,0 +1,266 @@
+"""The transactions import: rows parsed, consecutive rows of one `external_id` grouped into one
+`TransactionRequest`, and the requests of a chunk posted by `transactions_post_many` (the
+posting service's batch path). A transaction with an invalid row is rejected whole."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from loyalty.exceptions import LoyaltyError, ValidationFailed
+from loyalty.models import Program, Transaction
+from loyalty.services import posting_batch
+from loyalty.services.imports.cells import CellError, choice, date, decimal, text, timestamp
+from loyalty.services.imports.columns import (
+    HEADER_COLUMNS,
+    LINE_COLUMNS,
+    REQUIRED_COLUMNS,
+    SERVICE_FIELD_COLUMNS,
+    TRANSACTION_COLUMNS,
+    TRANSACTIONS,
+)
+from loyalty.services.imports.reading import Row
+from loyalty.services.imports.report import (
+    CONFLICT,
+    REJECTED,
+    ImportReport,
+    RejectsWriter,
+    service_reason,
+)
+from loyalty.services.posting_batch import PostOutcome
+from loyalty.services.requests import LineRequest, TransactionRequest
+
+LINE_FIELD = re.compile(r"^lines\[(\d+)\]\.(\w+)$")
+
+TRANSACTION_TYPES = sorted({t.value for t in Transaction.Type} - {Transaction.Type.TRANSFER})
+TRANSACTION_TEXT_LENGTHS = {
+    "external_id": 100,
+    "membership_number": 40,
+    "subtype": 20,
+    "event": 50,
+    "partner": 50,
+    "points_currency": 20,
+    "original_external_id": 100,
+    "reason": 1000,
+    "sku": 100,
+    "category": 100,
+}
+MONEY_CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Enum values, read once: `Choices.values` builds its list anew on every call.
+CHANNELS = frozenset(Transaction.Channel.values)
+
+
+@dataclass
+class TransactionRow:
+    number: int
+    external_id: str  # the raw key, which groups rows even when it is invalid
+    values: dict[str, Any] = field(default_factory=dict)  # parsed header columns
+    line: LineRequest | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+def parse_transaction_row(row: Row, program: Program) -> TransactionRow:
+    result = TransactionRow(
+        number=row.number, external_id=row.values.get("external_id", ""), errors=list(row.errors)
+    )
+    line: dict[str, Any] = {}
+    for column, value in row.values.items():
+        if not value:
+            continue
+        try:
+            parsed: Any
+            if column == "type":
+                parsed = choice(value, TRANSACTION_TYPES)
+            elif column == "subtype":
+                parsed = text(value, max_length=20).lower()
+            elif column == "channel":
+                parsed = choice(value, CHANNELS)
+            elif column == "occurred_at":
+                parsed = timestamp(value, program.timezone)
+            elif column == "expires_at":
+                parsed = date(value)
+            elif column == "currency":
+                parsed = value.upper()
+                if not MONEY_CURRENCY.match(parsed):
+                    raise CellError("must be an ISO 4217 currency code such as EUR", value)
+            elif column in ("amount", "unit_price"):
+                parsed = decimal(value, places=2, digits=14)
+            elif column == "quantity":
+                parsed = decimal(value, places=3, digits=12)
+            elif column == "points":
+                parsed = decimal(value, places=6, digits=18, negative=True)
+            else:
+                parsed = text(value, max_length=TRANSACTION_TEXT_LENGTHS[column])
+        except CellError as exc:
+            result.errors.append((column, str(exc)))
+            continue
+        if column in LINE_COLUMNS:
+            line[column] = parsed
+        else:
+            result.values[column] = parsed
+    for column in REQUIRED_COLUMNS[TRANSACTIONS]:
+        if not row.values.get(column) and not any(c == column for c, _ in result.errors):
+            result.errors.append((column, "is required"))
+    if line:
+        result.line = LineRequest(**line)
+    return result
+
+
+@dataclass
+class TransactionGroup:
+    """The consecutive rows of one external_id: one transaction, its rows its lines."""
+
+    rows: list[TransactionRow]
+    request: TransactionRequest | None = None
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # (row, column, reason)
+
+    @property
+    def external_id(self) -> str:
+        return self.rows[0].external_id
+
+    def line_rows(self) -> list[int]:
+        return [r.number for r in self.rows if r.line is not None]
+
+
+def group_rows(rows: Iterable[TransactionRow]) -> Iterator[TransactionGroup]:
+    """Consecutive rows sharing an external_id form one group; a row without one is alone."""
+    group: TransactionGroup | None = None
+    for row in rows:
+        if group is not None and row.external_id and row.external_id == group.external_id:
+            group.rows.append(row)
+            continue
+        if group is not None:
+            yield group
+        group = TransactionGroup([row])
+    if group is not None:
+        yield group
+
+
+def build_request(group: TransactionGroup) -> None:
+    """Validate a group as one transaction and set its `request`, or its `errors`."""
+    for row in group.rows:
+        group.errors.extend((row.number, column, reason) for column, reason in row.errors)
+    first = group.rows[0]
+    for row in group.rows[1:]:
+        for column in HEADER_COLUMNS:
+            value = row.values.get(column)
+            if value is not None and value != first.values.get(column):
+                group.errors.append(
+                    (
+                        row.number,
+                        column,
+                        f"differs from row {first.number}, the first row of external_id "
+                        f"{group.external_id!r} (rows of one transaction share its columns)",
+                    )
+                )
+    if group.errors:
+        return
+    header = first.values
+    request = TransactionRequest(
+        external_id=header["external_id"],
+        member=header["membership_number"],
+        type=header["type"],
+        occurred_at=header["occurred_at"],
+        subtype=header.get("subtype", ""),
+        event=header.get("event", ""),
+        amount=header.get("amount"),
+        currency=header.get("currency", ""),
+        channel=header.get("channel", ""),
+        partner=header.get("partner", ""),
+        lines=tuple(r.line for r in group.rows if r.line is not None),
+        points=header.get("points"),
+        points_currency=header.get("points_currency", ""),
+        expires_at=header.get("expires_at"),
+        reason=header.get("reason", ""),
+        original_external_id=header.get("original_external_id", ""),
+    )
+    try:
+        request.check_shape()
+    except ValidationFailed as exc:
+        group.errors.extend(_locate(group, exc))
+        return
+    group.request = request
+
+
+def _locate(group: TransactionGroup, error: LoyaltyError) -> list[tuple[int, str, str]]:
+    """A service's refusal of a group as (row, column, reason): field messages at the row and
+    column they concern (lines[i].x at the row of line i), the message at the first row."""
+    first = group.rows[0].number
+    line_rows = group.line_rows()
+    located = []
+    for name, message in (error.fields or {}).items():
+        name = str(name)
+        row, column = first, SERVICE_FIELD_COLUMNS.get(name, name)
+        line = LINE_FIELD.match(name)
+        if line and int(line.group(1)) < len(line_rows):
+            row, column = line_rows[int(line.group(1))], line.group(2)
+        if column not in TRANSACTION_COLUMNS:
+            column = ""
+        located.append((row, column, service_reason(error, str(message))))
+    return located or [(first, "", error.message)]
+
+
+def transactions_post_many(
+    *, program: Program, requests: Sequence[TransactionRequest], actor: str
+) -> list[PostOutcome]:
+    """Post requests in order through the batched posting service; one outcome per request,
+    in order. A refusal never stops the others.
+
+    Contract: the result is what posting the requests one after another would give (see
+    `loyalty.services.posting_batch`). The same external_id may occur more than once; a later
+    one is a duplicate (same payload) or a conflict of the earlier one. A crash may stop it at
+    any request; what was committed before it is whole transactions, none is partly written.
+    """
+    return posting_batch.transactions_post_many(program=program, requests=requests, actor=actor)
+
+
+class TransactionImport:
+    def __init__(self, program: Program, report: ImportReport, rejects: RejectsWriter, actor):
+        self.program = program
+        self.report = report
+        self.rejects = rejects
+        self.actor = actor
+
+    def chunk(self, groups: list[TransactionGroup]) -> None:
+        for group in groups:
+            build_request(group)
+        valid = [g for g in groups if g.request is not None]
+        outcomes = transactions_post_many(
+            program=self.program, requests=[g.request for g in valid], actor=self.actor
+        )
+        if len(outcomes) != len(valid):  # pragma: no cover - a broken implementation
+            raise RuntimeError("transactions_post_many must return one outcome per request")
+        results = dict(zip(map(id, valid), outcomes, strict=True))
+        for group in groups:
+            outcome = results.get(id(group))
+            if outcome is None:
+                self._reject(group, group.errors, REJECTED)
+            elif outcome.status in (CONFLICT, REJECTED):
+                error = outcome.error or LoyaltyError(f"Not posted ({outcome.status}).")
+                self._reject(group, _locate(group, error), outcome.status)
+            else:
+                self._count(group, outcome.status)
+
+    def _count(self, group: TransactionGroup, status: str) -> None:
+        self.report.count(status, len(group.rows))
+        self.report.transactions[status] = self.report.transactions.get(status, 0) + 1
+
+    def _reject(self, group: TransactionGroup, errors, status: str) -> None:
+        """List every row of a transaction that was not posted: the reasons at their rows,
+        the other rows pointing to the first reason."""
+        listed = set()
+        for row, column, reason in errors:
+            self.rejects.add(row, column, reason)
+            listed.add(row)
+        first = min(listed)
+        for row in group.rows:
+            if row.number not in listed:
+                self.rejects.add(
+                    row.number,
+                    "",
+                    f"not posted: row {first} of transaction {group.external_id!r} "
+                    f"{'conflicts' if status == CONFLICT else 'is refused'}",
+                )
+        self._count(group, status)
