@@ -49,8 +49,9 @@ test: install-dev
 	@url="$${DATABASE_URL:-$$($(BIN)/python -m config.embedded_db url)}" && \
 	DATABASE_URL="$$url" $(BIN)/pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
+## Style, formatting and the layering contracts of .importlinter.
 lint: install-dev
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 demo-stop:
 	-$(BIN)/python -m config.embedded_db stop

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db.models import (
+    Case,
     Count,
     Exists,
     F,
@@ -22,10 +23,13 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Sum,
+    When,
 )
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from loyalty import dates
+from loyalty import dates, tier_periods
+from loyalty.expiry_dates import inactivity_expiry_date
 from loyalty.models import (
     Balance,
     Benefit,
@@ -42,6 +46,7 @@ from loyalty.models import (
     TierHistory,
     Transaction,
 )
+from loyalty.proportions import share
 
 BALANCE_FIELDS = ("available", "pending", "debt", "lifetime_earned", "redeemed", "expired")
 
@@ -108,8 +113,6 @@ def member_due_buckets(
     """(releases, expiries) due at `at`: the same buckets, in the same order, as
     `loyalty.services.ledger.due_buckets` finds for the writers to settle, read in one query
     given the program's `currencies` (for the inactivity policy)."""
-    from loyalty.services.expiry import inactivity_expiry_date
-
     today = dates.local_date(at, member.program.timezone)
     dormant = {
         c.id
@@ -240,17 +243,15 @@ class TierStatus:
 def member_tier_statuses(member: Member, *, at: dt.datetime | None = None) -> list[TierStatus]:
     """Per tier group: the current tier and its validity, the qualifying points of the
     current period (net of reversals) and what is missing for the next tier."""
-    from loyalty.services import tiers as tier_rules
-
     at = at or timezone.now()
     today = dates.local_date(at, member.program.timezone)
-    enrolled_on = tier_rules.enrolled_on(member)
+    enrolled_on = tier_periods.enrolled_on(member)
     states = {s.group_id: s for s in MemberTier.objects.filter(member=member)}
     statuses = []
     for group, tier in member_current_tiers(member):
         state = states.get(group.id)
-        period = tier_rules.period_containing(group, enrolled_on, today)
-        points = tier_rules.qualifying_points(member, group, period, before=None)
+        period = tier_periods.period_containing(group, enrolled_on, today)
+        points = qualifying_points(member, group, period, before=None)
         ladder = sorted(group.tiers.all(), key=lambda t: (t.threshold, t.id))
         higher = [t for t in ladder if t.threshold > tier.threshold]
         next_tier = higher[0] if higher else None
@@ -449,8 +450,6 @@ def _reversal_write_off(txn: Transaction, entries: list[LedgerEntry]) -> dict[Cu
     write anything off. Their sum is the transaction's `unrecovered_points`."""
     if not txn.unrecovered_points or txn.original_id is None:
         return {}
-    from loyalty.services.reversal import share
-
     original = txn.original
     credits = LedgerEntry.objects.filter(
         transaction_id=original.id, kind=LedgerEntry.Kind.ACCRUAL, points__gt=0
@@ -609,3 +608,60 @@ def ledger_drifts(program: Program | None = None) -> list[Drift]:
             )
         )
     return drifts
+
+
+# --- qualifying points of tiers ---------------------------------------------------------------
+
+# Entries that are not earning or taking back qualifying points.
+NOT_QUALIFYING_KINDS = (
+    LedgerEntry.Kind.EXPIRY,
+    LedgerEntry.Kind.ESCROW_RELEASE,
+    LedgerEntry.Kind.QUALIFYING_RESET,
+)
+
+
+def qualifying_entries(member: Member, group: TierGroup) -> QuerySet[LedgerEntry]:
+    """The member's qualifying-currency entries with `attributed_at` (when the points were
+    earned: a reversal's original transaction, a merged credit's bucket) and `effective_at`
+    (when the entry's own transaction occurred)."""
+    return group_qualifying_entries(group).filter(member=member)
+
+
+def group_qualifying_entries(group: TierGroup) -> QuerySet[LedgerEntry]:
+    """`qualifying_entries` of every member of the group's program."""
+    return (
+        LedgerEntry.objects.filter(
+            currency_id=group.qualifying_currency_id, transaction__isnull=False
+        )
+        .exclude(kind__in=NOT_QUALIFYING_KINDS)
+        .annotate(
+            attributed_at=Case(
+                When(
+                    kind=LedgerEntry.Kind.REVERSAL,
+                    transaction__original__isnull=False,
+                    then=F("transaction__original__occurred_at"),
+                ),
+                default=Coalesce(F("bucket__occurred_at"), F("transaction__occurred_at")),
+            ),
+            effective_at=F("transaction__occurred_at"),
+        )
+    )
+
+
+def qualifying_points(
+    member: Member,
+    group: TierGroup,
+    period: tier_periods.Period,
+    *,
+    before: dt.datetime | None,
+) -> int:
+    """QP (smallest units) of `period` counting entries whose transaction occurred before
+    `before` (None: every entry posted so far)."""
+    tz_name = member.program.timezone
+    entries = qualifying_entries(member, group).filter(
+        attributed_at__gte=dates.start_of_day(period.start, tz_name),
+        attributed_at__lt=dates.start_of_day(period.end + tier_periods.DAY, tz_name),
+    )
+    if before is not None:
+        entries = entries.filter(effective_at__lt=before)
+    return entries.aggregate(total=Sum("points"))["total"] or 0

@@ -21,6 +21,7 @@ from django.db.models import Sum
 from loyalty.exceptions import InvalidReversal
 from loyalty.models import Bucket, BucketAllocation, LedgerEntry, Member, Program, Transaction
 from loyalty.pipeline import PostingExtension
+from loyalty.proportions import share
 from loyalty.services.ledger import LedgerWriter
 from loyalty.services.requests import TransactionRequest
 
@@ -126,12 +127,6 @@ def returned_shares(
         )
     txn.amount = cumulative - before
     return before, cumulative
-
-
-def share(points: int, before, cumulative, total) -> int:
-    if total is None or cumulative is None or not total:
-        return points
-    return int(points * cumulative // total) - int(points * before // total)
 
 
 def take_back(

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction as db_transaction
-from django.db.models import Case, Exists, F, OuterRef, QuerySet, Sum, When
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import Exists, OuterRef, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from loyalty import dates
@@ -45,50 +45,28 @@ from loyalty.models import (
     TierHistory,
     Transaction,
 )
+from loyalty.selectors import (  # noqa: F401  (part of this module's vocabulary)
+    NOT_QUALIFYING_KINDS,
+    group_qualifying_entries,
+    qualifying_entries,
+    qualifying_points,
+)
 from loyalty.services.events import EventType, member_event_record
+from loyalty.tier_periods import (  # noqa: F401  (part of this module's vocabulary)
+    Period,
+    anniversary_in,
+    enrolled_on,
+    next_anniversary,
+    period_containing,
+)
 
 Reason = TierHistory.Reason
 Kind = LedgerEntry.Kind
 DAY = dt.timedelta(days=1)
 TICK = dt.timedelta(microseconds=1)
-# Entries that are not earning or taking back qualifying points.
-NOT_QUALIFYING_KINDS = (Kind.EXPIRY, Kind.ESCROW_RELEASE, Kind.QUALIFYING_RESET)
 
 
 # --- periods and validity (pure) ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Period:
-    """A qualifying period: `start` to `end`, both days included."""
-
-    start: dt.date
-    end: dt.date
-
-
-def anniversary_in(origin: dt.date, year: int) -> dt.date:
-    """`origin`'s anniversary in `year` (29 February falls on 28 February in common years)."""
-    return dates.safe_date(year, origin.month, origin.day)
-
-
-def next_anniversary(origin: dt.date, day: dt.date) -> dt.date:
-    """The first anniversary of `origin` on or after `day`."""
-    candidate = anniversary_in(origin, day.year)
-    return candidate if candidate >= day else anniversary_in(origin, day.year + 1)
-
-
-def period_containing(group: TierGroup, enrolled_on: dt.date, day: dt.date) -> Period:
-    """The qualifying period containing `day`: calendar-aligned years from `period_start`
-    (fixed model) or years from the member's enrolment date (anniversary model)."""
-    if group.model == TierGroup.PeriodModel.FIXED:
-        month, day_of_month = group.period_month_day
-        origin = dt.date(2000, month, day_of_month)  # 2000 is a leap year
-    else:
-        origin = enrolled_on
-    start = anniversary_in(origin, day.year)
-    if start > day:
-        start = anniversary_in(origin, day.year - 1)
-    return Period(start, anniversary_in(origin, start.year + 1) - DAY)
 
 
 def extend(group: TierGroup, enrolled_on: dt.date, day: dt.date) -> dt.date:
@@ -163,53 +141,6 @@ def highest_reached(group: TierGroup, qp_units: int) -> Tier:
 
 def rank(group: TierGroup, tier: Tier) -> int:
     return next(i for i, t in enumerate(ladder(group)) if t.pk == tier.pk)
-
-
-def enrolled_on(member: Member) -> dt.date:
-    return dates.local_date(member.enrolled_at, member.program.timezone)
-
-
-def qualifying_entries(member: Member, group: TierGroup) -> QuerySet[LedgerEntry]:
-    """The member's qualifying-currency entries with `attributed_at` (when the points were
-    earned: a reversal's original transaction, a merged credit's bucket) and `effective_at`
-    (when the entry's own transaction occurred)."""
-    return group_qualifying_entries(group).filter(member=member)
-
-
-def group_qualifying_entries(group: TierGroup) -> QuerySet[LedgerEntry]:
-    """`qualifying_entries` of every member of the group's program."""
-    return (
-        LedgerEntry.objects.filter(
-            currency_id=group.qualifying_currency_id, transaction__isnull=False
-        )
-        .exclude(kind__in=NOT_QUALIFYING_KINDS)
-        .annotate(
-            attributed_at=Case(
-                When(
-                    kind=Kind.REVERSAL,
-                    transaction__original__isnull=False,
-                    then=F("transaction__original__occurred_at"),
-                ),
-                default=Coalesce(F("bucket__occurred_at"), F("transaction__occurred_at")),
-            ),
-            effective_at=F("transaction__occurred_at"),
-        )
-    )
-
-
-def qualifying_points(
-    member: Member, group: TierGroup, period: Period, *, before: dt.datetime | None
-) -> int:
-    """QP (smallest units) of `period` counting entries whose transaction occurred before
-    `before` (None: every entry posted so far)."""
-    tz_name = member.program.timezone
-    entries = qualifying_entries(member, group).filter(
-        attributed_at__gte=dates.start_of_day(period.start, tz_name),
-        attributed_at__lt=dates.start_of_day(period.end + DAY, tz_name),
-    )
-    if before is not None:
-        entries = entries.filter(effective_at__lt=before)
-    return entries.aggregate(total=Sum("points"))["total"] or 0
 
 
 # --- state and changes ----------------------------------------------------------------------------
