@@ -82,4 +82,7 @@ def database_url(settings: dict) -> str:
     credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
     host = quote(settings.get("HOST") or "", safe="")
     port = f":{settings['PORT']}" if settings.get("PORT") else ""
-    return f"postgres://{credentials}{host}{port}/{quote(settings['NAME'], safe='')}"
+    url = f"postgres://{credentials}{host}{port}/{quote(settings['NAME'], safe='')}"
+    # The embedded server is reached through its socket directory, given as an option.
+    socket_dir = (settings.get("OPTIONS") or {}).get("host")
+    return f"{url}?host={socket_dir}" if socket_dir else url
