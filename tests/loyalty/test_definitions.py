@@ -28,6 +28,7 @@ from loyalty.services.posting import transaction_post
 from loyalty.services.requests import TransactionRequest
 from partners.models import Partner, PartnerCategory, PartnerProduct, PartnerProgram
 from tests.factories import MemberFactory, PartnerFactory
+from tests.loyalty.imports_helpers import database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -613,11 +614,7 @@ def test_export_program_command_refuses_an_unknown_code():
 
 def _manage(*args: str) -> subprocess.CompletedProcess:
     """Run manage.py against this test's database (what `python manage.py` exits with)."""
-    settings = connection.settings_dict
-    url = (
-        f"postgres://{settings['USER']}@{settings['HOST'] or '127.0.0.1'}:"
-        f"{settings['PORT'] or 5432}/{settings['NAME']}"
-    )
+    url = database_url(connection.settings_dict)
     env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings"}
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
