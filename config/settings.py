@@ -75,6 +75,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Errors escaping a non-DRF view under /api/ answer the API's JSON shape (413, 500).
+    "loyalty.api.middleware.ApiErrorMiddleware",
     # Last, as its docs ask: turns a locked-out login into the lockout response.
     "axes.middleware.AxesMiddleware",
 ]
@@ -182,6 +184,8 @@ CELERY_BEAT_SCHEDULE = {
 # API keys (`Authorization: Api-Key <key>`) or a staff user's admin session; scopes per view;
 # every error as {"error": {"code", "message", "fields"}} (loyalty/api/exception_handler.py).
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="1200/min")  # per key
+# Failed authentications per client address, in the shared cache (against key guessing).
+API_AUTH_FAILURE_RATE = env.str("API_AUTH_FAILURE_RATE", default="20/min")
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

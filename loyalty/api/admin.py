@@ -1,4 +1,5 @@
-"""Admin of API keys: creating one shows the raw key once; keys are revoked, never edited.
+"""Admin of API keys: creating one shows the raw key once, on the page that answers the POST
+(never in a cookie or a message); keys are revoked, never edited.
 
 Registered from `LoyaltyConfig.ready()` (loyalty/admin.py belongs to the back office)."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 
 from loyalty.exceptions import LoyaltyError
 from loyalty.models import ApiKey
@@ -78,11 +80,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
             raise
         obj.pk = key.pk
         obj.prefix, obj.hashed_key, obj.created_at = key.prefix, key.hashed_key, key.created_at
-        self.message_user(
-            request,
-            f"API key created. Copy it now, it is not shown again: {raw_key}",
-            messages.WARNING,
-        )
+        obj.scopes = key.scopes
+        obj.raw_key = raw_key  # for response_add only; never saved
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The created key's page, rendered from the POST itself (no redirect, so the raw key
+        travels in this one response and never in a cookie)."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API key created",
+            "key": obj,
+            "raw_key": obj.raw_key,
+        }
+        response = TemplateResponse(request, "admin/loyalty/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False

@@ -5,24 +5,53 @@
 `LoyaltyError`s keep their code and status (400 malformed, 404, 409, 422 business rule);
 DRF's own exceptions keep their stable codes (see `_code`).
 Serializer errors become one message per field, keyed by dotted paths (`lines[0].quantity`).
+Errors are always rendered as JSON, whatever the Accept header asked for. A value the database
+cannot store is a 400 (`out_of_range`); anything unforeseen is a logged JSON 500
+(`server_error`), never an HTML page.
 """
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.db import DataError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from loyalty.exceptions import LoyaltyError
+
+logger = logging.getLogger("loyalty.api")
+
+SERVER_ERROR_MESSAGE = "An unexpected error occurred; it has been logged."
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
 
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+    default_detail = "The request body is too large."
+
+
+class OutOfRange(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "out_of_range"
+    default_detail = "A value of the request is too large (or not storable)."
+
+
 def api_exception_handler(exc, context):
+    request = context.get("request")
+    if request is not None:
+        # Errors are JSON even for `Accept: text/html` (the browsable API renders successes).
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = "application/json"
     if isinstance(exc, LoyaltyError):
         set_rollback()
         fields = {str(k): str(v) for k, v in (exc.fields or {}).items()}
@@ -31,8 +60,19 @@ def api_exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge()
+    elif isinstance(exc, DataError):
+        logger.warning("API request refused by the database: %s", exc)
+        exc = OutOfRange()
     if not isinstance(exc, exceptions.APIException):
-        return None  # a bug: Django's 500 handling (and the error log) takes over
+        # A bug: logged with its traceback, answered in the error shape.
+        logger.error("Unexpected error in the API", exc_info=exc)
+        set_rollback()
+        return Response(
+            error_body("server_error", SERVER_ERROR_MESSAGE),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
     headers = {}
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header

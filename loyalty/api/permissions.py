@@ -1,9 +1,16 @@
 """Scopes and throttling.
 
-A view declares `required_scopes` per HTTP method; a key must hold that scope, a staff
-session holds every scope. Views whose scope depends on the body (a redemption needs
-`redemptions:write`, other transactions `transactions:write`) call `require_scope`.
-Throttling counts requests per key (per user for sessions) at `API_THROTTLE_RATE`.
+A view declares `required_scopes` per HTTP method; views whose scope depends on the body (a
+redemption needs `redemptions:write`, an adjustment `adjustments:write`, other transactions
+`transactions:write`) call `require_scope`.
+
+An API key holds the scopes it was given. A staff session holds a scope when the user has the
+Django permissions behind it (`session_permissions`): view for reads, add/change for writes,
+the admin's adjust-points permission for adjustments; vouchers and reports scopes (no models
+yet) only for superusers, who hold every scope. Sessions are not yet limited per program.
+
+Throttling counts requests per key (per user for sessions) at `API_THROTTLE_RATE`, and failed
+authentications per client address at `API_AUTH_FAILURE_RATE`.
 """
 
 from __future__ import annotations
@@ -13,12 +20,34 @@ from rest_framework import exceptions, permissions, throttling
 
 from loyalty.models import ApiKey
 
+ADJUST_PERMISSIONS = ("loyalty.add_transaction", "loyalty.view_member")  # the admin's own
+_READ_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def session_permissions(scope: str, method: str) -> tuple[str, ...] | None:
+    """The Django permissions a session user needs for `scope` on `method`; None: no
+    permission grants it (superusers only)."""
+    if scope == "members:read":
+        return ("loyalty.view_member",)
+    if scope == "members:write":
+        return ("loyalty.add_member",) if method == "POST" else ("loyalty.change_member",)
+    if scope in ("transactions:write", "redemptions:write"):
+        return ("loyalty.add_transaction",)
+    if scope == "adjustments:write":
+        return ADJUST_PERMISSIONS
+    return None
+
 
 class MissingScope(exceptions.PermissionDenied):
     default_code = "missing_scope"
 
-    def __init__(self, scope: str):
-        super().__init__(f"This API key lacks the scope {scope}.", code="missing_scope")
+    def __init__(self, scope: str, *, session: bool = False):
+        message = (
+            f"Your account lacks the permissions of the scope {scope}."
+            if session
+            else f"This API key lacks the scope {scope}."
+        )
+        super().__init__(message, code="missing_scope")
         self.scope = scope
 
 
@@ -26,12 +55,17 @@ def has_scope(request, scope: str) -> bool:
     if isinstance(request.auth, ApiKey):
         return scope in request.auth.scopes
     user = request.user
-    return bool(user and user.is_authenticated and user.is_staff)
+    if not (user and user.is_authenticated and user.is_staff and user.is_active):
+        return False
+    if user.is_superuser:
+        return True
+    needed = session_permissions(scope, request.method)
+    return needed is not None and user.has_perms(needed)
 
 
 def require_scope(request, scope: str) -> None:
     if not has_scope(request, scope):
-        raise MissingScope(scope)
+        raise MissingScope(scope, session=not isinstance(request.auth, ApiKey))
 
 
 class HasScope(permissions.BasePermission):
@@ -44,7 +78,7 @@ class HasScope(permissions.BasePermission):
         if isinstance(scopes, str):
             scopes = (scopes,)
         if scopes and not any(has_scope(request, scope) for scope in scopes):
-            raise MissingScope(" or ".join(scopes))
+            raise MissingScope(" or ".join(scopes), session=not isinstance(request.auth, ApiKey))
         return True
 
 

@@ -5,6 +5,7 @@ timestamps with an offset."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 from django.utils.dateparse import parse_datetime
@@ -72,15 +73,45 @@ def _no_nul(value) -> None:
             _no_nul(item)
 
 
+ATTRIBUTES_MAX_DEPTH = 5
+ATTRIBUTES_MAX_KEYS = 100
+ATTRIBUTES_MAX_BYTES = 16 * 1024
+
+
 class AttributesField(serializers.JSONField):
-    """A free JSON object."""
+    """A free JSON object, bounded: at most ATTRIBUTES_MAX_DEPTH levels of objects/arrays,
+    ATTRIBUTES_MAX_KEYS keys in all and ATTRIBUTES_MAX_BYTES bytes as JSON, so a stored
+    value always renders (API responses, admin pages)."""
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
         _no_nul(value)
+        _check_attribute_bounds(value)
         return value
+
+
+def _check_attribute_bounds(value: dict) -> None:
+    keys, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > ATTRIBUTES_MAX_DEPTH:
+            raise serializers.ValidationError(
+                f"Nested too deep: at most {ATTRIBUTES_MAX_DEPTH} levels of objects and arrays."
+            )
+        children = item.values() if isinstance(item, dict) else item
+        keys += len(item) if isinstance(item, dict) else 0
+        stack.extend((child, depth + 1) for child in children)
+    if keys > ATTRIBUTES_MAX_KEYS:
+        raise serializers.ValidationError(f"Too many keys: at most {ATTRIBUTES_MAX_KEYS}.")
+    size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    if size > ATTRIBUTES_MAX_BYTES:
+        raise serializers.ValidationError(
+            f"Too large: at most {ATTRIBUTES_MAX_BYTES} bytes as JSON ({size} sent)."
+        )
 
 
 extend_schema_field({"type": "object", "additionalProperties": True})(AttributesField)
@@ -384,6 +415,8 @@ class TransactionLineSerializer(serializers.Serializer):
 
 
 TRANSACTION_TYPES = ["accrual", "redemption", "adjustment", "reversal"]
+MAX_LINES = 1000
+MAX_AMOUNT = Decimal("999999999999.99")  # a transaction's amount column: 14 digits, 2 decimals
 
 
 class TransactionRequestSerializer(serializers.Serializer):
@@ -424,7 +457,7 @@ class TransactionRequestSerializer(serializers.Serializer):
     partner = serializers.CharField(
         max_length=50, required=False, allow_blank=True, help_text="Partner code."
     )
-    lines = LineSerializer(many=True, required=False)
+    lines = LineSerializer(many=True, required=False, max_length=MAX_LINES)
     attributes = AttributesField(required=False)
     points = serializers.DecimalField(
         max_digits=18,
@@ -445,6 +478,22 @@ class TransactionRequestSerializer(serializers.Serializer):
     original_external_id = serializers.CharField(
         max_length=100, required=False, allow_blank=True, help_text="Reversals: what to reverse."
     )
+
+    def validate_lines(self, lines: list[dict]) -> list[dict]:
+        """The lines' total (quantity x unit price, summed) must fit a transaction's amount
+        (at most MAX_AMOUNT), or the rules that read it would compute points the ledger
+        cannot store."""
+        total = Decimal(0)
+        for index, line in enumerate(lines):
+            line_total = line["quantity"] * line["unit_price"]
+            if line_total > MAX_AMOUNT:
+                raise serializers.ValidationError(
+                    {f"[{index}]": f"quantity x unit_price must not exceed {MAX_AMOUNT}."}
+                )
+            total += line_total
+        if total > MAX_AMOUNT:
+            raise serializers.ValidationError(f"The lines' total must not exceed {MAX_AMOUNT}.")
+        return lines
 
     def to_request(self) -> TransactionRequest:
         data = self.validated_data

@@ -6,6 +6,7 @@ Every view is scoped to one program: the API key's (or, for a staff session, the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from django.db.models import Prefetch
@@ -17,18 +18,19 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
-from rest_framework import generics, pagination, status
+from rest_framework import exceptions, generics, pagination, status
 from rest_framework.response import Response
 
 from loyalty import dates, selectors
 from loyalty.api import serializers as s
 from loyalty.api.filters import LedgerFilter, MemberFilter
-from loyalty.api.permissions import require_scope
+from loyalty.api.parsers import StrictJSONParser
+from loyalty.api.permissions import has_scope, require_scope
 from loyalty.exceptions import NotFound, ValidationFailed
 from loyalty.models import ApiKey, LedgerEntry, Member, Program, Transaction
 from loyalty.services.members import member_enrol, member_update
 from loyalty.services.posting import from_units, transaction_post
-from loyalty.services.simulation import transaction_simulate
+from loyalty.services.simulation import Refusal, transaction_simulate
 from loyalty.services.transfer import points_transfer
 
 # --- documentation helpers -----------------------------------------------------------------
@@ -36,12 +38,14 @@ from loyalty.services.transfer import points_transfer
 ERROR_DESCRIPTIONS = {
     400: "Malformed request: `error.fields` has a message per field.",
     401: "No API key, an unknown one, or a revoked one.",
-    403: "The key lacks the scope this operation needs (`error.fields.scope`).",
+    403: "The key (or the session's permissions) lacks the scope this operation needs "
+    "(`error.fields.scope`).",
     404: "No such member or transaction in the key's program.",
     409: "Conflict: the external_id exists with other values (`error.fields` names them), "
     "or the membership number is taken.",
     422: "A business rule refuses it (insufficient_points, member_not_active, ...).",
-    429: "Too many requests for this key; retry after `Retry-After` seconds.",
+    429: "Too many requests for this key, or too many failed authentications from this "
+    "address; retry after `Retry-After` seconds.",
 }
 
 
@@ -151,6 +155,7 @@ class ApiView(generics.GenericAPIView):
     scopes of which one is enough."""
 
     required_scopes: dict[str, str | tuple[str, ...]] = {}
+    parser_classes = [StrictJSONParser]
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -335,6 +340,16 @@ class LedgerPagination(pagination.CursorPagination):
     max_page_size = 200
     ordering = "-id"
 
+    def decode_cursor(self, request):
+        """DRF's decoding, plus: the position is an entry id (digits that fit the id column),
+        so a crafted cursor is a 404 'Invalid cursor', never a failing query."""
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            position = cursor.position
+            if not (position.isascii() and position.isdigit() and len(position) <= 18):
+                raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor
+
 
 class MemberListView(ApiView):
     required_scopes = {"GET": "members:read", "POST": "members:write"}
@@ -386,6 +401,12 @@ class MemberListView(ApiView):
 class MemberDetailView(ApiView):
     required_scopes = {"GET": "members:read", "PATCH": "members:write"}
     serializer_class = s.MemberDetailSerializer
+
+    def get_serializer_class(self):
+        # The browsable API's PATCH form shows the fields a PATCH takes, from the member.
+        if getattr(self, "request", None) is not None and self.request.method == "PATCH":
+            return s.MemberUpdateSerializer
+        return s.MemberDetailSerializer
 
     @extend_schema(
         operation_id="members_retrieve",
@@ -520,8 +541,21 @@ class MemberLedgerView(ApiView):
 # --- transactions --------------------------------------------------------------------------
 
 
+TYPE_SCOPES = {"redemption": "redemptions:write", "adjustment": "adjustments:write"}
+WRITE_SCOPES = ("transactions:write", "redemptions:write", "adjustments:write")
+
+
+def transaction_scope(data) -> str:
+    """The scope a transaction body needs, by its type (docs/api.md, "Authentication and
+    scopes"): checked before validation, so a body a key may not post is a 403, not a 400."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    if not isinstance(kind, str):
+        return "transactions:write"
+    return TYPE_SCOPES.get(kind, "transactions:write")
+
+
 class TransactionCreateView(ApiView):
-    required_scopes = {"POST": ("transactions:write", "redemptions:write")}
+    required_scopes = {"POST": WRITE_SCOPES}
     serializer_class = s.TransactionRequestSerializer
 
     @extend_schema(
@@ -531,7 +565,8 @@ class TransactionCreateView(ApiView):
         "`external_id`: the same body again answers 200 with the original transaction and "
         "writes nothing; another body with that external_id answers 409 naming the differing "
         "fields. A refused transaction writes nothing. Scope: redemptions:write for "
-        "`type=redemption`, transactions:write for the others.",
+        "`type=redemption`, adjustments:write for `type=adjustment`, transactions:write for "
+        "the others.",
         request=s.TransactionRequestSerializer,
         responses={
             201: OpenApiResponse(s.TransactionSerializer, description="Posted."),
@@ -544,10 +579,7 @@ class TransactionCreateView(ApiView):
         tags=["transactions"],
     )
     def post(self, request):
-        kind = request.data.get("type") if isinstance(request.data, dict) else None
-        require_scope(
-            request, "redemptions:write" if kind == "redemption" else "transactions:write"
-        )
+        require_scope(request, transaction_scope(request.data))
         serializer = s.TransactionRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         request_data = serializer.to_request()
@@ -571,7 +603,7 @@ class TransactionCreateView(ApiView):
 
 
 class TransactionSimulateView(ApiView):
-    required_scopes = {"POST": "transactions:write"}
+    required_scopes = {"POST": WRITE_SCOPES}
     serializer_class = s.TransactionRequestSerializer
 
     @extend_schema(
@@ -581,16 +613,21 @@ class TransactionSimulateView(ApiView):
         "and their points, and why the others do not. Redemptions: the balance check and its "
         "effect. What a post would refuse is in `refusal` (with the post's error code); "
         "adjustments and reversals are not simulated (400 simulation_unsupported). "
-        "Scope: transactions:write.",
+        "Scope: the one posting the body needs (redemptions:write for a redemption); "
+        "balances and balance-revealing refusals are shown only with members:read too.",
         request=s.TransactionRequestSerializer,
         responses={200: s.SimulationSerializer, **errors(400, 403)},
         examples=[PURCHASE_EXAMPLE, REDEMPTION_EXAMPLE],
         tags=["transactions"],
     )
     def post(self, request):
+        require_scope(request, transaction_scope(request.data))
         serializer = s.TransactionRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = transaction_simulate(program=self.program, request=serializer.to_request())
+        refuse_out_of_range(result)
+        if not has_scope(request, "members:read"):
+            hide_balances(result)
         data = {
             "would_post": result.would_post,
             "replay": result.replay,
@@ -605,14 +642,46 @@ class TransactionSimulateView(ApiView):
         return Response(s.SimulationSerializer(data).data)
 
 
+BALANCE_REFUSALS = ("insufficient_points", "member_has_debt")
+LEDGER_MAX_UNITS = 2**63 - 1  # the ledger's points columns (bigint)
+
+
+def refuse_out_of_range(result) -> None:
+    """Credits the ledger cannot store make a post answer 400 out_of_range (the database
+    refuses them): the simulation says so instead of `would_post`."""
+    units: dict[str, int] = {}
+    for award in result.awards:
+        units[award.currency] = units.get(award.currency, 0) + award.units
+    too_large = sorted(code for code, total in units.items() if abs(total) > LEDGER_MAX_UNITS)
+    if result.refusal is None and too_large:
+        result.refusal = Refusal(
+            "out_of_range",
+            f"The points computed ({', '.join(too_large)}) are too large to be stored.",
+            {"points": "too large"},
+        )
+
+
+def hide_balances(result) -> None:
+    """Without members:read a simulation tells whether a post would pass, not the balances."""
+    result.balance_effects = []
+    refusal = result.refusal
+    if refusal is not None and refusal.code in BALANCE_REFUSALS:
+        result.refusal = dataclasses.replace(
+            refusal,
+            message="A post would be refused; its detail shows balances (needs members:read).",
+            fields={},
+        )
+
+
 class TransactionDetailView(ApiView):
-    required_scopes = {"GET": ("members:read", "transactions:write", "redemptions:write")}
+    required_scopes = {"GET": ("members:read", *WRITE_SCOPES)}
     serializer_class = s.TransactionSerializer
 
     @extend_schema(
         operation_id="transactions_retrieve",
         summary="A transaction with its ledger entries",
-        description="Scope: any of members:read, transactions:write, redemptions:write.",
+        description="Scope: any of members:read, transactions:write, redemptions:write, "
+        "adjustments:write.",
         parameters=[EXTERNAL_ID],
         responses={200: s.TransactionSerializer, **errors(403, 404)},
         tags=["transactions"],

@@ -23,6 +23,7 @@ SCOPES = (
     "members:write",
     "transactions:write",
     "redemptions:write",
+    "adjustments:write",
     "vouchers:read",
     "vouchers:write",
     "reports:read",

@@ -4,13 +4,13 @@ import datetime as dt
 import io
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from loyalty.models import ApiKey
+from loyalty.models import ApiKey, Transaction
 from loyalty.services.api_keys import (
     SCOPES,
     api_key_authenticate,
@@ -79,8 +79,26 @@ def test_revoked_key_gets_401(program, make_client):
     key = ApiKey.objects.get(hashed_key=hash_key(client.raw_key))
     assert client.get("/api/v1/members/").status_code == 200
     api_key_revoke(api_key=key)
-    error = assert_error(client.get("/api/v1/members/"), 401, "authentication_failed")
-    assert "revoked" in error["message"]
+    revoked = assert_error(client.get("/api/v1/members/"), 401, "authentication_failed")
+    unknown = APIClient()
+    unknown.credentials(HTTP_AUTHORIZATION="Api-Key " + "x" * 43)
+    assert assert_error(unknown.get("/api/v1/members/"), 401, "authentication_failed") == revoked
+
+
+def test_failed_authentications_are_throttled_per_address(make_client, settings):
+    settings.API_AUTH_FAILURE_RATE = "3/min"
+    good = make_client()
+    bad = APIClient(REMOTE_ADDR="10.0.0.1")
+    bad.credentials(HTTP_AUTHORIZATION="Api-Key wrong")
+    for _ in range(3):
+        assert_error(bad.get("/api/v1/members/"), 401, "authentication_failed")
+    response = bad.get("/api/v1/members/")
+    assert_error(response, 429, "throttled")
+    assert int(response["Retry-After"]) > 0
+    # Even a valid key is throttled from that address; other addresses are not.
+    bad.credentials(HTTP_AUTHORIZATION=f"Api-Key {good.raw_key}")
+    assert_error(bad.get("/api/v1/members/"), 429, "throttled")
+    assert good.get("/api/v1/members/", REMOTE_ADDR="10.0.0.2").status_code == 200
 
 
 def test_a_request_marks_the_key_used(program, make_client):
@@ -114,7 +132,19 @@ ENDPOINTS = [
         },
         "redemptions:write",
     ),
+    (
+        "post",
+        "/api/v1/transactions/",
+        {**PURCHASE, "type": "adjustment", "subtype": "", "points": "-1", "reason": "x"},
+        "adjustments:write",
+    ),
     ("post", "/api/v1/transactions/simulate/", PURCHASE, "transactions:write"),
+    (
+        "post",
+        "/api/v1/transactions/simulate/",
+        {**PURCHASE, "type": "redemption", "subtype": "reward", "points": "1"},
+        "redemptions:write",
+    ),
     (
         "post",
         "/api/v1/transfers/",
@@ -156,8 +186,20 @@ def test_reading_a_transaction_needs_one_of_three_scopes(make_client, funded):
 # --- staff sessions ------------------------------------------------------------------------
 
 
+def staff_user(username: str, *codenames: str) -> User:
+    user = User.objects.create_user(username, password="x", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return User.objects.get(pk=user.pk)  # a fresh permission cache
+
+
+def session(user: User) -> APIClient:
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
 def test_staff_session_names_its_program(program, member):
-    staff = User.objects.create_user("manager", password="x", is_staff=True)
+    staff = staff_user("manager", "view_member")
     client = APIClient()
     client.force_login(staff)
     assert_error(client.get("/api/v1/members/"), 400, "invalid")
@@ -169,6 +211,95 @@ def test_staff_session_names_its_program(program, member):
     ]
     browsable = client.get("/api/v1/members/?program=coffee", HTTP_ACCEPT="text/html")
     assert browsable.status_code == 200 and b"<html" in browsable.content
+
+
+def test_a_session_with_view_member_only_reads(program, funded, base_rules):
+    client = session(staff_user("viewer", "view_member"))
+    url = f"/api/v1/members/{funded.membership_number}/?program=coffee"
+    assert client.get(url).status_code == 200
+    assert client.get("/api/v1/members/?program=coffee").status_code == 200
+    body = {**PURCHASE, "member": funded.membership_number}
+    adjustment = {
+        **body,
+        "external_id": "adj-1",
+        "type": "adjustment",
+        "subtype": "",
+        "points": "1000000",
+        "points_currency": "PTS",
+        "reason": "x",
+    }
+    for data in (body, adjustment):
+        error = assert_error(
+            client.post("/api/v1/transactions/?program=coffee", data, format="json"),
+            403,
+            "missing_scope",
+        )
+        assert "account" in error["message"]
+    assert_error(client.patch(url, {"email": "x@example.com"}, format="json"), 403, "missing_scope")
+    assert_error(
+        client.post("/api/v1/members/?program=coffee", {"first_name": "A"}, format="json"),
+        403,
+        "missing_scope",
+    )
+    funded.refresh_from_db()
+    assert funded.email != "x@example.com"
+    assert not Transaction.objects.filter(external_id__in=["order-1", "adj-1"]).exists()
+
+
+@pytest.mark.parametrize(
+    ("codenames", "allowed"),
+    [
+        (["add_transaction"], {"purchase"}),
+        (["add_transaction", "view_member"], {"purchase", "adjustment", "read"}),
+        (["change_member"], {"patch"}),
+        (["add_member"], {"enrol"}),
+        (["view_transaction", "change_transaction"], set()),
+    ],
+)
+def test_session_scopes_follow_django_permissions(program, funded, base_rules, codenames, allowed):
+    client = session(staff_user("clerk", *codenames))
+    number = funded.membership_number
+    calls = {
+        "read": ("get", f"/api/v1/members/{number}/balances/", None),
+        "patch": ("patch", f"/api/v1/members/{number}/", {"first_name": "Ann"}),
+        "enrol": ("post", "/api/v1/members/", {"first_name": "Bob"}),
+        "purchase": ("post", "/api/v1/transactions/", {**PURCHASE, "member": number}),
+        "adjustment": (
+            "post",
+            "/api/v1/transactions/",
+            {
+                **PURCHASE,
+                "external_id": "adj-1",
+                "member": number,
+                "type": "adjustment",
+                "subtype": "",
+                "points": "5",
+                "points_currency": "PTS",
+                "reason": "goodwill",
+            },
+        ),
+    }
+    for name, (method, path, data) in calls.items():
+        response = getattr(client, method)(f"{path}?program=coffee", data, format="json")
+        if name in allowed:
+            assert response.status_code in (200, 201), (name, response.content)
+        else:
+            assert_error(response, 403, "missing_scope")
+
+
+def test_vouchers_and_reports_scopes_are_for_superusers_only(program):
+    from loyalty.api.permissions import has_scope
+
+    class Request:
+        auth = None
+        method = "GET"
+
+    request = Request()
+    request.user = staff_user("all", *Permission.objects.values_list("codename", flat=True))
+    assert has_scope(request, "members:read")
+    assert not has_scope(request, "vouchers:read") and not has_scope(request, "reports:read")
+    request.user = User.objects.create_superuser("root", password="x")
+    assert all(has_scope(request, scope) for scope in SCOPES)
 
 
 def test_non_staff_session_is_not_authenticated(program):
@@ -235,13 +366,16 @@ def test_admin_shows_the_new_key_once_and_revokes(program, admin_client):
     response = admin_client.post(
         "/admin/loyalty/apikey/add/",
         {"program": program.pk, "name": "pos", "scopes": ["members:read"]},
-        follow=True,
     )
-    assert response.status_code == 200
+    assert response.status_code == 200  # the page answers the POST itself: no redirect
+    assert "no-store" in response["Cache-Control"]
     key = ApiKey.objects.get(name="pos")
-    shown = [str(m) for m in response.context["messages"]]
-    raw_key = next(m for m in shown if "not shown again" in m).rsplit(" ", 1)[-1]
+    raw_key = response.context["raw_key"]
+    assert raw_key in response.content.decode() and "not shown again" in response.content.decode()
     assert hash_key(raw_key) == key.hashed_key and key.scopes == ["members:read"]
+    assert all(raw_key not in morsel.value for morsel in response.cookies.values())
+    assert all(raw_key not in morsel.value for morsel in admin_client.cookies.values())
+    assert raw_key not in admin_client.get("/admin/loyalty/apikey/").content.decode()
     listing = admin_client.get("/admin/loyalty/apikey/")
     assert key.prefix in listing.content.decode()
     admin_client.post(
@@ -251,3 +385,24 @@ def test_admin_shows_the_new_key_once_and_revokes(program, admin_client):
     )
     key.refresh_from_db()
     assert key.revoked_at is not None
+
+
+def test_simulate_shows_balances_only_with_members_read(make_client, funded):
+    body = {
+        **PURCHASE,
+        "member": funded.membership_number,
+        "type": "redemption",
+        "subtype": "reward",
+        "points": "5000",
+        "points_currency": "PTS",
+    }
+    url = "/api/v1/transactions/simulate/"
+    blind = make_client(scopes=["redemptions:write"]).post(url, body, format="json").json()
+    assert blind["would_post"] is False and blind["balance_effects"] == []
+    assert blind["refusal"]["code"] == "insufficient_points"
+    assert "1000" not in blind["refusal"]["message"] and blind["refusal"]["fields"] == {}
+    full = make_client(scopes=["redemptions:write", "members:read"]).post(url, body, format="json")
+    assert "1000" in full.json()["refusal"]["message"]
+    body["points"] = "10"
+    ok = make_client(scopes=["redemptions:write", "members:read"]).post(url, body, format="json")
+    assert ok.json()["balance_effects"][0]["available_before"] == "1000"
