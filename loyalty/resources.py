@@ -144,7 +144,7 @@ class TransactionResource(Resource):
     created_at = column("created_at")
 
     def dehydrate_membership_number(self, row: TransactionRow) -> str:
-        return row.transaction.member.membership_number
+        return row.transaction.membership_number
 
     def dehydrate_occurred_at(self, row: TransactionRow) -> str:
         return iso(row.transaction.occurred_at)

@@ -68,7 +68,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         "program",
         "kind",
         "file_name",
-        "status",
+        "state_display",
         "progress_display",
         "created",
         "updated",
@@ -95,9 +95,14 @@ class ImportJobAdmin(admin.ModelAdmin):
     def who(self, job: ImportJob) -> str:
         return job.actor or (job.created_by.get_username() if job.created_by else "-")
 
+    @admin.display(description="status", ordering="status")
+    def state_display(self, job: ImportJob) -> str:
+        """The status, "interrupted" for an import whose process is gone (resumable)."""
+        return job.state
+
     @admin.display(description="progress")
     def progress_display(self, job: ImportJob) -> str:
-        if job.status == ImportJob.Status.IMPORTING:
+        if job.status == ImportJob.Status.IMPORTING and not job.is_interrupted:
             return format_html(
                 '<progress max="100" value="{}"></progress> {}%', job.percent, job.percent
             )
@@ -189,7 +194,7 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def retry_view(self, request, object_id):
         retry = partial(imports.import_job_retry, background=_in_background)
-        return self._act(request, object_id, retry, "Import started again.")
+        return self._act(request, object_id, retry, "Import started again (it completes the run).")
 
     def discard_view(self, request, object_id):
         return self._act(request, object_id, imports.import_job_discard, "Preview discarded.")

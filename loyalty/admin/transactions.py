@@ -144,6 +144,13 @@ class TransactionAdmin(MemberColumnsMixin, ReadOnlyAdminMixin, admin.ModelAdmin)
             )
         return changelist
 
+    @admin.display(description="member", ordering="member__membership_number")
+    def member_number(self, obj: Transaction):
+        """A recorded refusal of an unknown member has none: the number it was posted for."""
+        if obj.member_id is None:
+            return f"{obj.payload.get('member', '')} (unknown)"
+        return super().member_number(obj)
+
     @admin.display(description="occurred at", ordering="occurred_at")
     def occurred(self, obj: Transaction) -> str:
         return short_datetime(obj.occurred_at)

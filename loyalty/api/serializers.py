@@ -547,7 +547,7 @@ class TransactionSerializer(serializers.ModelSerializer):
     ledger entries), `lines`, `outcome` (`selectors.TransactionOutcome`) and `today` (the
     program's date), so a freshly posted transaction is rendered from what was written."""
 
-    member = serializers.CharField(source="member.membership_number")
+    member = serializers.CharField(source="membership_number")
     counterparty = serializers.SerializerMethodField(
         help_text="Transfers: the receiving membership number."
     )

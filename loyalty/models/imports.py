@@ -6,10 +6,22 @@ happened to them.
 Its table kept its data when the model moved here from the reports app (migration 0008).
 """
 
+import datetime as dt
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from loyalty.models.programs import Program
+
+# A running import beats at least after every chunk; silent this long, its process is gone.
+DEFAULT_STALE_SECONDS = 600
+
+
+def stale_after() -> dt.timedelta:
+    """How long an import may go without a heartbeat before it shows as interrupted
+    (setting IMPORT_STALE_SECONDS)."""
+    return dt.timedelta(seconds=getattr(settings, "IMPORT_STALE_SECONDS", DEFAULT_STALE_SECONDS))
 
 
 class ImportJob(models.Model):
@@ -43,6 +55,9 @@ class ImportJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life of the running import."
+    )
     rows_total = models.PositiveIntegerField(default=0)
     rows_done = models.PositiveIntegerField(default=0)
     created = models.PositiveIntegerField(default=0)
@@ -68,8 +83,25 @@ class ImportJob(models.Model):
         return f"{self.kind} import #{self.pk} ({self.file_name})"
 
     @property
+    def is_interrupted(self) -> bool:
+        """An import whose process died (killed, worker lost): no heartbeat for
+        `stale_after()`. It can be resumed: importing again completes it."""
+        if self.status != self.Status.IMPORTING:
+            return False
+        last = self.heartbeat_at or self.started_at or self.created_at
+        return last is not None and timezone.now() - last > stale_after()
+
+    @property
     def is_running(self) -> bool:
-        return self.status in (self.Status.PREVIEWING, self.Status.IMPORTING)
+        return (
+            self.status in (self.Status.PREVIEWING, self.Status.IMPORTING)
+            and not self.is_interrupted
+        )
+
+    @property
+    def state(self) -> str:
+        """The status as shown: "interrupted" for an import whose process is gone."""
+        return "interrupted" if self.is_interrupted else self.get_status_display()
 
     @property
     def percent(self) -> int:

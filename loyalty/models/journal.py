@@ -1,5 +1,8 @@
 """The transaction journal: one row per business event, unique by (program, external_id),
-the idempotency key of every write, with the basket lines of purchases."""
+the idempotency key of every write, with the basket lines of purchases.
+
+A refusal an import recorded is a row too (status rejected, no entries, its reason): its
+member may be unknown, so `member` is null then, and only then (a CHECK constraint)."""
 
 from decimal import Decimal
 
@@ -48,7 +51,13 @@ class Transaction(models.Model):
     )
     external_id = models.CharField(max_length=100)
     member = models.ForeignKey(
-        Member, on_delete=models.PROTECT, related_name="transactions", db_index=False
+        Member,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="transactions",
+        db_index=False,
+        help_text="Null only for a recorded refusal of an unknown member (see payload).",
     )
     counterparty = models.ForeignKey(
         Member,
@@ -85,6 +94,9 @@ class Transaction(models.Model):
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PROCESSED)
     rejection_reason = models.TextField(blank=True)
+    # A recorded refusal's error code and per-field reasons, replayed as they were.
+    rejection_code = models.CharField(max_length=40, blank=True)
+    rejection_fields = models.JSONField(default=dict, blank=True)
     # Points a reversal could not recover when the currency does not allow debt (written off).
     unrecovered_points = models.BigIntegerField(default=0)
     # The normalised request, compared field by field on replay (idempotency conflicts).
@@ -101,6 +113,10 @@ class Transaction(models.Model):
             models.CheckConstraint(
                 condition=Q(unrecovered_points__gte=0), name="transaction_unrecovered_nonneg"
             ),
+            models.CheckConstraint(
+                condition=Q(member__isnull=False) | Q(status="rejected"),
+                name="transaction_member_null_only_rejected",
+            ),
         ]
         indexes = [
             models.Index(fields=["member", "-occurred_at"]),
@@ -110,6 +126,14 @@ class Transaction(models.Model):
 
     def __str__(self) -> str:
         return self.external_id
+
+    @property
+    def membership_number(self) -> str:
+        """The member's number, or the one the request named when an import's refusal was
+        recorded for a member the program does not have."""
+        if self.member_id is not None:
+            return self.member.membership_number
+        return (self.payload or {}).get("member", "")
 
 
 class TransactionLine(models.Model):

@@ -5,6 +5,13 @@ Idempotency: (program, external_id) is unique in the database. A replay with the
 canonical payload returns the original transaction and writes nothing; a different payload is
 refused with the names of the fields that differ. Concurrent posts of one external_id are
 serialised by the member lock, or (for different members) by the unique constraint.
+
+Recorded refusals: a post with `record_refusal=True` (imports, through the batched path)
+that a business rule refuses (a 422: unknown member, not enough points, ...) leaves a journal
+row with status rejected, its reason and payload, and no entries. A replay of that
+external_id, through any door, raises the same refusal again instead of posting: a re-run
+import cannot post against later balances what a first run refused. A plain post (the API)
+records nothing: a refusal leaves the database as it was.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from loyalty import dates, rules
 from loyalty.bulk import build
 from loyalty.exceptions import (
     IdempotencyConflict,
+    LoyaltyError,
     MemberNotActive,
     UnknownCurrency,
     UnknownMember,
@@ -186,16 +194,19 @@ def transaction_post(
     request: TransactionRequest,
     actor: str = "",
     now: dt.datetime | None = None,
+    record_refusal: bool = False,
 ) -> PostResult:
     """Post one transaction. Returns (transaction, created); raises a LoyaltyError on refusal,
-    in which case nothing was written."""
+    in which case nothing was written, unless `record_refusal` asks to record a business
+    refusal (`refusal_recordable`) as a rejected journal row, so that a replay refuses it
+    again (imports, which are re-run)."""
     request.check_shape()
     now = now or timezone.now()
     existing = _existing(program, request.external_id)
     if existing is not None:
         return PostResult(_replay(existing, request), created=False)
-    check_not_future(request, now)
     try:
+        check_not_future(request, now)
         with db_transaction.atomic():
             return _post_locked(program=program, request=request, actor=actor, now=now)
     except IntegrityError:
@@ -204,6 +215,13 @@ def transaction_post(
         if existing is None:
             raise
         return PostResult(_replay(existing, request), created=False)
+    except LoyaltyError as error:
+        if not (record_refusal and refusal_recordable(error)):
+            raise
+        if not refusal_record(program=program, request=request, error=error, actor=actor):
+            # Posted meanwhile by someone else: that is the outcome to replay.
+            return PostResult(_replay(_existing(program, request.external_id), request), False)
+        raise
 
 
 def _existing(program: Program, external_id: str) -> Transaction | None:
@@ -216,7 +234,7 @@ def _replay(existing: Transaction, request: TransactionRequest) -> Transaction:
 
 def replay_or_conflict(existing: Transaction, payload: dict, external_id: str) -> Transaction:
     """The original transaction when `payload` equals what was posted, else a 409 that names
-    the fields that differ."""
+    the fields that differ. The original is a recorded refusal: its refusal, raised again."""
     differing = sorted(k for k in payload if existing.payload.get(k) != payload[k])
     if differing:
         raise IdempotencyConflict(
@@ -224,7 +242,89 @@ def replay_or_conflict(existing: Transaction, payload: dict, external_id: str) -
             f"for: {', '.join(differing)}.",
             fields={k: "differs from the original transaction" for k in differing},
         )
+    if existing.status == Transaction.Status.REJECTED:
+        raise refusal_of(existing)
     return existing
+
+
+# --- recorded refusals ---------------------------------------------------------------------
+
+
+def refusal_recordable(error: LoyaltyError) -> bool:
+    """Whether a refusal is recorded when asked: a business rule refusing a well-formed
+    request (HTTP 422). A malformed request (400) is refused by its payload alone, so a
+    replay refuses it anyway; a conflict (409) has its row already."""
+    return error.http_status == 422 and not isinstance(error, IdempotencyConflict)
+
+
+def rejection_build(
+    *,
+    program: Program,
+    request: TransactionRequest,
+    error: LoyaltyError,
+    actor: str,
+    member: Member | None,
+) -> Transaction:
+    """A refusal as a journal row, unsaved: status rejected, its reason, code and fields,
+    the request's own columns and payload; no points, partner or original (it moved
+    nothing, and what it named may not exist). `member` is None when it is unknown."""
+    return build(
+        Transaction,
+        program=program,
+        external_id=request.external_id,
+        member=member,
+        type=request.type,
+        subtype=request.subtype,
+        event=request.event,
+        occurred_at=request.occurred_at,
+        amount=request.amount,
+        money_currency=request.currency,
+        channel=request.channel,
+        attributes=request.attributes,
+        expires_on=request.expires_at,
+        reason=request.reason,
+        payload=request.canonical(),
+        actor=actor,
+        status=Transaction.Status.REJECTED,
+        rejection_reason=error.message,
+        rejection_code=error.code,
+        rejection_fields={str(k): str(v) for k, v in (error.fields or {}).items()},
+    )
+
+
+def refusal_record(
+    *, program: Program, request: TransactionRequest, error: LoyaltyError, actor: str
+) -> bool:
+    """Record a refusal (its own database transaction); False when the external_id was
+    taken meanwhile (the caller replays what is there)."""
+    member = Member.objects.filter(program=program, membership_number=request.member).first()
+    txn = rejection_build(program=program, request=request, error=error, actor=actor, member=member)
+    try:
+        with db_transaction.atomic():
+            txn.save(force_insert=True)
+    except IntegrityError:
+        if _existing(program, request.external_id) is None:
+            raise
+        return False
+    return True
+
+
+def _error_classes() -> dict[str, type[LoyaltyError]]:
+    classes: dict[str, type[LoyaltyError]] = {}
+    pending = [LoyaltyError]
+    while pending:
+        cls = pending.pop()
+        classes.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return classes
+
+
+def refusal_of(rejected: Transaction) -> LoyaltyError:
+    """The refusal a rejected row recorded, as the same error (class, code, message and
+    fields) the first post raised."""
+    code = rejected.rejection_code or LoyaltyError.code
+    cls = _error_classes().get(code, LoyaltyError)
+    return cls(rejected.rejection_reason, fields=dict(rejected.rejection_fields), code=code)
 
 
 def _post_locked(

@@ -22,8 +22,11 @@ run, as a single post loads them for its run of one.
 
 Each run is one database transaction under the row locks of its members (primary-key
 order), so a crash loses whole transactions only, and re-posting the same requests completes
-the work (idempotency by external_id). Refusals are per request: a refused request writes
-nothing and the others go on.
+the work (idempotency by external_id). Refusals are per request and the others go on. A
+business refusal of a well-formed request (`refusal_recordable`: unknown member, not enough
+points, ...) is recorded as a rejected journal row with its reason and no entries, in the
+database transaction that decided it, so that posting the same requests again refuses it
+again instead of posting it against later balances; a malformed request writes nothing.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ from loyalty.services.posting import (
     accrual_apply,
     accrual_prepare,
     journal_build,
+    refusal_recordable,
+    rejection_build,
     replay_or_conflict,
     settlement_due_after,
     transaction_post,
@@ -171,21 +176,25 @@ class _BatchPoster:
                 outcomes[index] = _replay(request, known[request.external_id])
                 continue
             if request.external_id in first_of:
-                # The same id again in one batch: once the first is posted, this one is its
-                # replay (or a conflict); if the first was refused, this one is tried afresh.
+                # The same id again in one batch: once the first is posted, or its refusal
+                # recorded, this one is its replay (or a conflict); if the first was refused
+                # as malformed (nothing recorded), this one is tried afresh.
                 self._flush(requests, run, outcomes)
                 run, run_members, run_ids = [], {}, set()
                 first = outcomes[first_of[request.external_id]]
                 if first.transaction is not None:
                     outcomes[index] = _replay(request, first.transaction)
                     continue
+            first_of[request.external_id] = index
+            member_id = member_ids.get(request.member)
             try:
                 check_not_future(request, self.now_for(request))
             except LoyaltyError as error:
-                outcomes[index] = PostOutcome(request, PostOutcome.REJECTED, error=error)
+                if member_id in run_members:  # its journal row goes after theirs
+                    self._flush(requests, run, outcomes)
+                    run, run_members, run_ids = [], {}, set()
+                outcomes[index] = self._refused(request, error)
                 continue
-            first_of[request.external_id] = index
-            member_id = member_ids.get(request.member)
             if request.type not in RUN_TYPES or member_id is None:
                 # Not batched: transaction_post decides (and refuses an unknown member). The
                 # run waits only if this request reads what it would write: its member's
@@ -238,14 +247,42 @@ class _BatchPoster:
     def _post_one(self, request: TransactionRequest) -> PostOutcome:
         try:
             result = transaction_post(
-                program=self.program, request=request, actor=self.actor, now=self.now_for(request)
+                program=self.program,
+                request=request,
+                actor=self.actor,
+                now=self.now_for(request),
+                record_refusal=True,
             )
         except IdempotencyConflict as error:
             return PostOutcome(request, PostOutcome.CONFLICT, error=error)
         except LoyaltyError as error:
-            return PostOutcome(request, PostOutcome.REJECTED, error=error)
+            recorded = (
+                Transaction.objects.filter(
+                    program=self.program,
+                    external_id=request.external_id,
+                    status=Transaction.Status.REJECTED,
+                ).first()
+                if refusal_recordable(error)
+                else None
+            )
+            return PostOutcome(request, PostOutcome.REJECTED, transaction=recorded, error=error)
         status = PostOutcome.CREATED if result.created else PostOutcome.DUPLICATE
         return PostOutcome(request, status, transaction=result.transaction)
+
+    def _refused(self, request: TransactionRequest, error: LoyaltyError) -> PostOutcome:
+        """A refusal decided before any run: recorded at once (its own database transaction)
+        when it is a business refusal."""
+        if not refusal_recordable(error):
+            return PostOutcome(request, PostOutcome.REJECTED, error=error)
+        member = Member.objects.filter(
+            program=self.program, membership_number=request.member
+        ).first()
+        txn = rejection_build(
+            program=self.program, request=request, error=error, actor=self.actor, member=member
+        )
+        with db_transaction.atomic():
+            txn.save(force_insert=True)
+        return PostOutcome(request, PostOutcome.REJECTED, transaction=txn, error=error)
 
     # --- a run of accruals ----------------------------------------------------------------
     def _flush(self, requests, run: list[int], outcomes: list, referrals=frozenset()) -> None:
@@ -316,6 +353,7 @@ class _BatchPoster:
         reversals = _RunReversals(self.context, due, writer, requests)
         outcomes: list[PostOutcome] = []
         written: list[tuple[TransactionRequest, Transaction, list[TransactionLine]]] = []
+        journal: list[Transaction] = []  # written and refused, in the order of the requests
         stopped = None
         for index, request in enumerate(requests):
             member = members_by_number.get(request.member)
@@ -336,13 +374,26 @@ class _BatchPoster:
                 else:
                     accrual = accrual_prepare(self.context, member, request, self.actor)
             except LoyaltyError as error:
-                outcomes.append(PostOutcome(request, PostOutcome.REJECTED, error=error))
+                rejected = None
+                if refusal_recordable(error):
+                    rejected = rejection_build(
+                        program=self.program,
+                        request=request,
+                        error=error,
+                        actor=self.actor,
+                        member=member,
+                    )
+                    journal.append(rejected)
+                outcomes.append(
+                    PostOutcome(request, PostOutcome.REJECTED, transaction=rejected, error=error)
+                )
                 continue
             writer.event_groups = {}  # one request is one service call, as when posted alone
             due.settle(writer, member, now)
             due.add_new(member, writer)
             if request.type == Transaction.Type.REVERSAL:
                 txn = reversals.apply(member, reversal)
+                journal.append(txn)
                 due.add_new(member, writer)
                 due.settle(writer, member, now)
                 written.append((request, txn, reversal.lines))
@@ -353,9 +404,10 @@ class _BatchPoster:
                 if settlement_due_after(self.context, accrual, now):
                     due.settle(writer, member, now)
                 txn = accrual.txn
+                journal.append(txn)
                 written.append((request, txn, accrual.lines))
             outcomes.append(PostOutcome(request, PostOutcome.CREATED, transaction=txn))
-        bulk_insert_copy(Transaction, [txn for _, txn, _ in written])
+        bulk_insert_copy(Transaction, journal)
         bulk_insert_copy(TransactionLine, [line for _, _, lines in written for line in lines])
         bulk_update_values(Transaction, reversals.reversed_in_database(), ["status"])
         moved = _moved_points(writer)  # by transaction id, once the transactions have ids
@@ -552,10 +604,14 @@ class _RunReversals:
 
 
 def _replay(request: TransactionRequest, existing: Transaction) -> PostOutcome:
+    """A request whose external_id exists: a duplicate, a conflict, or (the existing row a
+    recorded refusal) that refusal again."""
     try:
         txn = replay_or_conflict(existing, request.canonical(), request.external_id)
     except IdempotencyConflict as error:
         return PostOutcome(request, PostOutcome.CONFLICT, error=error)
+    except LoyaltyError as error:
+        return PostOutcome(request, PostOutcome.REJECTED, transaction=existing, error=error)
     return PostOutcome(request, PostOutcome.DUPLICATE, transaction=txn)
 
 

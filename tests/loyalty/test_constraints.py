@@ -42,6 +42,7 @@ TESTED = {
     "escrow_release_is_positive_available",
     "transaction_external_id_unique",
     "transaction_unrecovered_nonneg",
+    "transaction_member_null_only_rejected",
     "transaction_line_unique",
     "qualifying_currency_not_redeemable",
     "currency_decimals_max_6",
@@ -244,6 +245,18 @@ def test_same_external_id_is_allowed_in_another_program(member):
 def test_unrecovered_points_are_not_negative(member):
     with refused("transaction_unrecovered_nonneg"):
         make_txn(member, unrecovered_points=-1)
+
+
+def test_only_a_recorded_refusal_may_have_no_member(member):
+    # (a refusal of an unknown member, recorded by an import, has none)
+    Transaction.objects.create(
+        program=member.program, external_id="r-1", type="accrual", occurred_at=T0, status="rejected"
+    )
+
+    with refused("transaction_member_null_only_rejected"):
+        Transaction.objects.create(
+            program=member.program, external_id="p-1", type="accrual", occurred_at=T0
+        )
 
 
 def test_transaction_line_numbers_are_unique(member):

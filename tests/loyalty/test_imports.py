@@ -411,7 +411,19 @@ def test_a_refusal_of_the_posting_service_rejects_the_transaction_with_its_reaso
     report, rejects = transactions(program, content)
 
     assert (report.rejected, report.created) == (3, 0)
-    assert state() == before
+    # the refusals are recorded in the journal (status rejected, no entries, their reason),
+    # so that importing the file again refuses them again; nothing else is written
+    assert state() == {**before, "Transaction": 3}
+    recorded = Transaction.objects.order_by("external_id")
+    assert [(t.external_id, t.status, t.rejection_code) for t in recorded] == [
+        ("c-1", "rejected", "unknown_currency"),
+        ("r-1", "rejected", "insufficient_points"),
+        ("u-1", "rejected", "unknown_member"),
+    ]
+    again, rejects_again = transactions(program, content)
+    assert (again.rejected, again.created, again.duplicates) == (3, 0, 0)
+    assert state() == {**before, "Transaction": 3}
+    assert rejects_again == rejects
     # each reason is the service's message, as the API gives it
     assert reasons_at(rejects, 2) == [
         ("points", "Insufficient points: 0 PTS available, 500 requested.")

@@ -138,7 +138,10 @@ def test_an_extensions_refusal_refuses_the_posting_and_writes_nothing(extension_
     assert refused.value.code == "blocked_by_promotion"
     assert simulated.refusal.code == "blocked_by_promotion"
     assert (outcome.status, outcome.error.code) == ("rejected", "blocked_by_promotion")
-    assert not Transaction.objects.filter(program=program, external_id="a").exists()
+    # the single post wrote nothing; the batch (imports) recorded the refusal, without entries
+    recorded = Transaction.objects.get(program=program, external_id="a")
+    assert (recorded.status, recorded.rejection_code) == ("rejected", "blocked_by_promotion")
+    assert not recorded.entries.exists()
 
 
 @pytest.mark.django_db
@@ -221,14 +224,16 @@ def test_a_transaction_dated_in_the_future_is_refused_and_nothing_is_written():
 
     with pytest.raises(LoyaltyError) as refused:
         transaction_post(program=program, request=future, now=NOW)
-    [outcome] = transactions_post_many(program=program, requests=[future], now=NOW)
+    assert not Transaction.objects.filter(program=program, external_id="f").exists()
     simulated = transaction_simulate(program=program, request=future, now=NOW)
+    [outcome] = transactions_post_many(program=program, requests=[future], now=NOW)
 
     assert (refused.value.code, refused.value.http_status) == ("occurred_in_future", 422)
     assert "future" in refused.value.message and "occurred_at" in refused.value.fields
     assert (outcome.status, outcome.error.code) == ("rejected", "occurred_in_future")
     assert simulated.refusal.code == "occurred_in_future"
-    assert not Transaction.objects.filter(program=program, external_id="f").exists()
+    # the batch (imports) recorded the refusal, which moved no points
+    assert Transaction.objects.get(program=program, external_id="f").status == "rejected"
     assert LedgerEntry.objects.count() == entries_before
 
 

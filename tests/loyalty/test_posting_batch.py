@@ -237,6 +237,7 @@ def _post_one_by_one(program, requests, *, as_of_occurrence=False):
                 program=program,
                 request=request,
                 now=request.occurred_at if as_of_occurrence else NOW,
+                record_refusal=True,  # as batched posting records them
             )
         except LoyaltyError as error:
             statuses.append(("rejected", error.code))
@@ -439,7 +440,7 @@ def _purchase(external_id, member, amount="10.00", **extra):
 
 
 @pytest.mark.django_db
-def test_refused_requests_write_nothing_and_the_others_go_on():
+def test_refusals_are_recorded_without_entries_and_the_others_go_on():
     program = _load("one")
     Member.objects.filter(membership_number="M3").update(status="suspended")
     requests = [
@@ -460,10 +461,21 @@ def test_refused_requests_write_nothing_and_the_others_go_on():
         ("created", None),
     ]
     assert set(
-        Transaction.objects.filter(program=program, subtype="purchase").values_list(
-            "external_id", flat=True
-        )
+        Transaction.objects.filter(
+            program=program, subtype="purchase", status="processed"
+        ).values_list("external_id", flat=True)
     ) == {"a", "e"}
+    # Business refusals are recorded (status rejected, no entries); the malformed one is not.
+    recorded = Transaction.objects.filter(program=program, status="rejected").order_by(
+        "external_id"
+    )
+    assert [(t.external_id, t.rejection_code, t.member_id is None) for t in recorded] == [
+        ("b", "unknown_member", True),
+        ("c", "member_not_active", False),
+        ("d", "unknown_partner", False),
+    ]
+    assert [o.transaction for o in outcomes[1:4]] == list(recorded)
+    assert not LedgerEntry.objects.filter(transaction__status="rejected").exists()
     assert not LedgerEntry.objects.filter(member__membership_number="M3", member__program=program)
 
 

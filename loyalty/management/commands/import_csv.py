@@ -2,7 +2,9 @@
 
 Imports a CSV or XLSX file through `loyalty.services.imports` (docs/imports.md), with a
 progress bar on stderr and a summary on stdout. Conflicts and rejected rows are listed in
-FILE.rejects.csv (row, column, reason), written next to FILE.
+FILE.rejects.csv (row, column, reason), written next to FILE once the import ends; until then
+they go to an anonymous temporary file outside FILE's directory, which the system removes
+however the process ends (even killed), so an interrupted run leaves nothing beside FILE.
 
 Exit codes: 0 every row was applied or was a duplicate; 1 some row was rejected (conflicts
 count as rejected): the summary says how many and where they are listed, and the rest was
@@ -13,7 +15,7 @@ written (a `CommandError`).
 
 from __future__ import annotations
 
-import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -69,9 +71,8 @@ class Command(BaseCommand):
         actor = (actor or f"import_csv {path.name}")[:150]
         bar = _ProgressBar(self.stderr)
         history = _History(kind, found, path.name, actor, record=not dry_run)
-        handle, temporary = tempfile.mkstemp(prefix=".rejects-", dir=rejects_path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8", newline="") as rejects:
+        with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as rejects:
+            try:
                 report = import_file(
                     kind=kind,
                     program=found,
@@ -81,17 +82,17 @@ class Command(BaseCommand):
                     rejects=rejects,
                     progress=lambda report: (bar.update(report), history.update(report)),
                 )
-        except ImportFileError as exc:
-            os.unlink(temporary)
-            raise CommandError(exc.message, returncode=EXIT_UNUSABLE) from exc
-        except BaseException as exc:
-            os.unlink(temporary)
-            history.end(None, exc)
-            raise
-        finally:
-            bar.close()
-        history.end(report)
-        os.replace(temporary, rejects_path)
+            except ImportFileError as exc:
+                raise CommandError(exc.message, returncode=EXIT_UNUSABLE) from exc
+            except BaseException as exc:
+                history.end(None, exc)
+                raise
+            finally:
+                bar.close()
+            history.end(report)
+            rejects.seek(0)
+            with open(rejects_path, "w", encoding="utf-8", newline="") as listed:
+                shutil.copyfileobj(rejects, listed)
         for warning in report.warnings:
             self.stderr.write(self.style.WARNING(f"warning: {warning}"))
         self.stdout.write(report.summary())

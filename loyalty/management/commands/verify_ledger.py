@@ -1,10 +1,12 @@
-"""python manage.py verify_ledger [--program CODE]: exit 1 with a report on any drift."""
+"""python manage.py verify_ledger [--program CODE]: exit 1 with a report on any drift: a
+stored balance that differs from the sum of its entries, or an entry written for a rejected
+transaction (a recorded refusal moves no points)."""
 
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from loyalty.models import Balance, Program
+from loyalty.models import Balance, LedgerEntry, Program, Transaction
 from loyalty.selectors import ledger_drifts
 
 
@@ -21,14 +23,25 @@ class Command(BaseCommand):
             if scope is None:
                 raise CommandError(f"No program {program!r}.")
         drifts = ledger_drifts(scope)
+        on_rejected = LedgerEntry.objects.filter(transaction__status=Transaction.Status.REJECTED)
+        if scope is not None:
+            on_rejected = on_rejected.filter(transaction__program=scope)
+        refused = sorted(set(on_rejected.values_list("transaction__external_id", flat=True)))
         checked = (
             Balance.objects.filter(member__program=scope).count()
             if scope
             else (Balance.objects.count())
         )
-        if not drifts:
+        if refused:
+            self.stdout.write(
+                f"DRIFT: entries written for {len(refused)} rejected transaction(s): "
+                + ", ".join(refused[:20])
+            )
+        if not drifts and not refused:
             self.stdout.write(self.style.SUCCESS(f"OK: {checked} balances match their entries."))
             return
+        if not drifts:
+            sys.exit(1)
         self.stdout.write(f"DRIFT: {len(drifts)} differences in {checked} balances")
         self.stdout.write("member\tcurrency\tfield\tstored\tfrom_entries")
         for d in drifts:

@@ -6,9 +6,11 @@ upload (`import_job_create`: the file is checked as a whole and stored) -> dry r
 (`import_job_confirm`) -> import (`import_job_run`). Files of more than IMPORT_ASYNC_ROWS rows
 run their dry run and their import in the background, with progress on the job: the caller
 passes `background`, which queues a step (the admin passes the Celery task's `delay`, so
-services never import a door). A job that
-failed, or whose worker died, can be run again: the import is idempotent, so the second run
-completes the first.
+services never import a door). A running import records a heartbeat after every chunk; one
+silent for longer than `stale_after()` shows as interrupted (its process was killed or its
+worker lost). A job that failed or was interrupted can be run again: the import is
+idempotent (refusals included, which the journal records), so the second run completes the
+first and the ledger ends as one clean run would leave it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction as db_transaction
+from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from loyalty.models import ImportJob, Program
+from loyalty.models.imports import stale_after
 from loyalty.services.imports.report import ImportReport
 from loyalty.services.imports.run import import_file, inspect_file
 
@@ -74,8 +79,9 @@ def import_job_create(
 
 def import_job_confirm(*, job: ImportJob, background: Background) -> bool:
     """Start the import of a previewed job (once: a second confirmation does nothing)."""
+    now = timezone.now()
     started = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.PREVIEWED).update(
-        status=ImportJob.Status.IMPORTING, started_at=timezone.now()
+        status=ImportJob.Status.IMPORTING, started_at=now, heartbeat_at=now
     )
     if started:
         _start(job, dry_run=False, background=background)
@@ -83,9 +89,15 @@ def import_job_confirm(*, job: ImportJob, background: Background) -> bool:
 
 
 def import_job_retry(*, job: ImportJob, background: Background) -> bool:
-    """Run a failed import again; rows already imported come back as duplicates."""
-    started = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.FAILED).update(
-        status=ImportJob.Status.IMPORTING, error="", started_at=timezone.now()
+    """Run a failed or interrupted import again (once: the update claims it); rows already
+    imported come back as duplicates, rows refused as the same refusals."""
+    now = timezone.now()
+    interrupted = Q(status=ImportJob.Status.IMPORTING) & Q(last_sign__lt=now - stale_after())
+    started = (
+        ImportJob.objects.annotate(last_sign=Coalesce("heartbeat_at", "started_at", "created_at"))
+        .filter(Q(status=ImportJob.Status.FAILED) | interrupted, pk=job.pk)
+        .exclude(file="")
+        .update(status=ImportJob.Status.IMPORTING, error="", started_at=now, heartbeat_at=now)
     )
     if started:
         _start(job, dry_run=False, background=background)
@@ -183,6 +195,7 @@ def import_job_begin(
     *, kind: str, program: Program, file_name: str, actor: str, rows_total: int
 ) -> ImportJob:
     """The history of an import run outside the admin (`manage.py import_csv`)."""
+    now = timezone.now()
     return ImportJob.objects.create(
         program=program,
         kind=kind,
@@ -192,12 +205,16 @@ def import_job_begin(
         file_format=Path(file_name).suffix.lstrip(".").lower()[:10],
         actor=actor,
         rows_total=rows_total,
-        started_at=timezone.now(),
+        started_at=now,
+        heartbeat_at=now,
     )
 
 
 def import_job_progress(*, job: ImportJob, report: ImportReport) -> None:
-    ImportJob.objects.filter(pk=job.pk).update(rows_done=report.rows_done, **_counts(report))
+    """The counts so far, and a heartbeat: the import is alive."""
+    ImportJob.objects.filter(pk=job.pk).update(
+        rows_done=report.rows_done, heartbeat_at=timezone.now(), **_counts(report)
+    )
 
 
 def import_job_end(

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from django.conf import settings
 from django.db import transaction as db_transaction
 
 from loyalty.bulk import PlannerStatistics
@@ -23,7 +24,8 @@ from loyalty.services.imports.transactions import (
     parse_transaction_row,
 )
 
-# Rows per chunk for members, transactions (groups of rows) per chunk for transactions.
+# Rows per chunk for members, transactions (groups of rows) per chunk for transactions
+# (settings IMPORT_CHUNK_MEMBERS, IMPORT_CHUNK_TRANSACTIONS override them).
 CHUNK_MEMBERS = 2000
 CHUNK_TRANSACTIONS = 2000
 # A table an import has added this many rows to (and as many as it held) is analyzed again
@@ -114,7 +116,7 @@ def _run(table, layout, program, report, writer, actor, progress) -> None:
         progress(report)  # the start: rows_total is known
     if layout.kind == MEMBERS:
         members = MemberImport(program, report, writer, actor)
-        for chunk in _batches(rows, CHUNK_MEMBERS):
+        for chunk in _batches(rows, _chunk_size("IMPORT_CHUNK_MEMBERS", CHUNK_MEMBERS)):
             members.chunk(chunk)
             statistics.refresh()
             if progress is not None:
@@ -122,11 +124,18 @@ def _run(table, layout, program, report, writer, actor, progress) -> None:
         return
     transactions = TransactionImport(program, report, writer, actor)
     parsed = (parse_transaction_row(row, program) for row in rows)
-    for chunk in _batches(group_rows(parsed), CHUNK_TRANSACTIONS):
+    size = _chunk_size("IMPORT_CHUNK_TRANSACTIONS", CHUNK_TRANSACTIONS)
+    for chunk in _batches(group_rows(parsed), size):
         transactions.chunk(chunk)
         statistics.refresh()
         if progress is not None:
             progress(report)
+
+
+def _chunk_size(setting: str, default: int) -> int:
+    """Progress (and the job's heartbeat) is recorded after each chunk: smaller chunks
+    report it more often, larger ones cost fewer queries per row."""
+    return max(1, int(getattr(settings, setting, default)))
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
