@@ -49,9 +49,10 @@ test: install-dev
 	@url="$${DATABASE_URL:-$$($(BIN)/python -m config.embedded_db url)}" && \
 	DATABASE_URL="$$url" $(BIN)/pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
-## Style, formatting and the layering contracts of .importlinter.
+## Style, formatting, the layering contracts of .importlinter and bandit's security checks.
 lint: install-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
+	$(BIN)/bandit -q -r config loyalty partners promotions vouchers reports -x '*/migrations/*'
 
 demo-stop:
 	-$(BIN)/python -m config.embedded_db stop

@@ -232,7 +232,8 @@ class LedgerWriter:
     ) -> LedgerEntry:
         """Add points as a new bucket: pending until `available_at`, else available
         (paying any debt first). `reverses` links a moved credit (merge) to its origin."""
-        assert points > 0
+        if points <= 0:  # a programming error: services only credit positive points
+            raise ValueError(f"A credit must be positive, not {points}.")
         pending = available_at is not None and available_at > self.now
         entry = self._entry(
             member,
@@ -310,7 +311,8 @@ class LedgerWriter:
         has checked; an assertion), "debt" (the rest becomes debt) or "write_off" (the rest is
         dropped and returned as the third value). Returns (entry, [(bucket, taken)], unrecovered).
         """
-        assert points > 0
+        if points <= 0:  # a programming error: services only debit positive points
+            raise ValueError(f"A debit must be positive, not {points}.")
         today = dates.local_date(self.now, member.program.timezone)
         if (
             first_bucket is not None
