@@ -518,3 +518,43 @@ def settle_buckets(
             continue  # still in escrow: it expires once released
         bucket.member = member
         writer.expire_bucket(bucket)
+
+
+def bucket_move(
+    writer: LedgerWriter, *, bucket: Bucket, target: Member, transaction: Transaction
+) -> None:
+    """Move what a bucket holds to another member (a merge): a `merge` debit of the bucket's
+    member and a `merge` credit of `target` with the bucket's dates (expiry kept; still
+    pending if it was), naming the bucket's origin."""
+    points = bucket.remaining
+    pending = not bucket.released
+    if pending:
+        writer.take_from_pending(
+            bucket=bucket,
+            points=points,
+            transaction=transaction,
+            reverses=bucket.entry,
+            kind=LedgerEntry.Kind.MERGE,
+        )
+    else:
+        writer.debit(
+            member=bucket.member,
+            currency=bucket.currency,
+            points=points,
+            kind=LedgerEntry.Kind.MERGE,
+            transaction=transaction,
+            first_bucket=bucket,
+            note="moved to survivor",
+        )
+    writer.credit(
+        member=target,
+        currency=bucket.currency,
+        points=points,
+        kind=LedgerEntry.Kind.MERGE,
+        occurred_at=bucket.occurred_at,
+        transaction=transaction,
+        available_at=bucket.available_at if pending else None,
+        expires_on=bucket.expires_on,
+        note="moved from duplicate",
+        reverses=bucket.entry,
+    )

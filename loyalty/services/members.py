@@ -41,7 +41,7 @@ from loyalty.models import (
     Transaction,
 )
 from loyalty.services.events import EventType, member_event_build, member_event_record
-from loyalty.services.ledger import LedgerWriter, lock_members, settle
+from loyalty.services.ledger import LedgerWriter, bucket_move, lock_members, settle
 from loyalty.services.posting import SYSTEM_PREFIX, transaction_post
 from loyalty.services.posting_batch import transactions_post_many
 from loyalty.services.requests import TransactionRequest
@@ -510,7 +510,7 @@ def member_merge(
             "currency"
         )
         for bucket in buckets:
-            _move_bucket(writer, bucket, duplicate, survivor, txn)
+            bucket_move(writer, bucket=bucket, target=survivor, transaction=txn)
         for balance in list(duplicate.balances.select_related("currency")):
             debt = writer.balance(duplicate, balance.currency).debt
             if debt:
@@ -584,41 +584,6 @@ def _move_aggregates(writer: LedgerWriter, survivor: Member, duplicate: Member) 
         survivor.save(update_fields=["last_activity_at", "updated_at"])
         moved.append("last_activity_at")
     return moved
-
-
-def _move_bucket(writer: LedgerWriter, bucket: Bucket, source: Member, target: Member, txn):
-    points = bucket.remaining
-    pending = not bucket.released
-    if pending:
-        writer.take_from_pending(
-            bucket=bucket,
-            points=points,
-            transaction=txn,
-            reverses=bucket.entry,
-            kind=LedgerEntry.Kind.MERGE,
-        )
-    else:
-        writer.debit(
-            member=source,
-            currency=bucket.currency,
-            points=points,
-            kind=LedgerEntry.Kind.MERGE,
-            transaction=txn,
-            first_bucket=bucket,
-            note="moved to survivor",
-        )
-    writer.credit(
-        member=target,
-        currency=bucket.currency,
-        points=points,
-        kind=LedgerEntry.Kind.MERGE,
-        occurred_at=bucket.occurred_at,
-        transaction=txn,
-        available_at=bucket.available_at if pending else None,
-        expires_on=bucket.expires_on,
-        note="moved from duplicate",
-        reverses=bucket.entry,
-    )
 
 
 ERASED_FIELDS = (

@@ -22,7 +22,7 @@ from loyalty.exceptions import InvalidReversal
 from loyalty.models import Bucket, BucketAllocation, LedgerEntry, Member, Program, Transaction
 from loyalty.pipeline import PostingExtension
 from loyalty.proportions import share
-from loyalty.services.ledger import LedgerWriter
+from loyalty.services.ledger import LedgerWriter, bucket_move
 from loyalty.services.requests import TransactionRequest
 
 REVERSIBLE_TYPES = (Transaction.Type.ACCRUAL, Transaction.Type.REDEMPTION)
@@ -215,33 +215,8 @@ def _give_back(
             reverses=debit,
         )
         if bucket.member_id != member.id and bucket.remaining:
-            _pass_on(writer, bucket, member, txn)
+            # a merged member's bucket: what it got back goes on to the survivor
+            bucket_move(writer, bucket=bucket, target=member, transaction=txn)
         # The points redeemed were the reversing member's (a merge moved the duplicate's).
         writer.balance(member, bucket.currency).redeemed -= amount
         points -= amount
-
-
-def _pass_on(writer: LedgerWriter, bucket: Bucket, survivor: Member, txn: Transaction) -> None:
-    """Move what a merged member's bucket holds to the member it was merged into, as
-    `member_merge` moves a bucket (same expiry; the credit names the bucket's origin)."""
-    points = bucket.remaining
-    writer.debit(
-        member=bucket.member,
-        currency=bucket.currency,
-        points=points,
-        kind=LedgerEntry.Kind.MERGE,
-        transaction=txn,
-        first_bucket=bucket,
-        note="moved to survivor",
-    )
-    writer.credit(
-        member=survivor,
-        currency=bucket.currency,
-        points=points,
-        kind=LedgerEntry.Kind.MERGE,
-        occurred_at=bucket.occurred_at,
-        transaction=txn,
-        expires_on=bucket.expires_on,
-        note="moved from duplicate",
-        reverses=bucket.entry,
-    )
