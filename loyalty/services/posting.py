@@ -257,6 +257,29 @@ def refusal_recordable(error: LoyaltyError) -> bool:
     return error.http_status == 422 and not isinstance(error, IdempotencyConflict)
 
 
+def _journal_columns(
+    program: Program, request: TransactionRequest, member: Member | None, actor: str
+) -> dict:
+    """The journal row's columns that come straight from the request (processed or refused)."""
+    return {
+        "program": program,
+        "external_id": request.external_id,
+        "member": member,
+        "type": request.type,
+        "subtype": request.subtype,
+        "event": request.event,
+        "occurred_at": request.occurred_at,
+        "amount": request.amount,
+        "money_currency": request.currency,
+        "channel": request.channel,
+        "attributes": request.attributes,
+        "expires_on": request.expires_at,
+        "reason": request.reason,
+        "payload": request.canonical(),
+        "actor": actor,
+    }
+
+
 def rejection_build(
     *,
     program: Program,
@@ -270,21 +293,7 @@ def rejection_build(
     nothing, and what it named may not exist). `member` is None when it is unknown."""
     return build(
         Transaction,
-        program=program,
-        external_id=request.external_id,
-        member=member,
-        type=request.type,
-        subtype=request.subtype,
-        event=request.event,
-        occurred_at=request.occurred_at,
-        amount=request.amount,
-        money_currency=request.currency,
-        channel=request.channel,
-        attributes=request.attributes,
-        expires_on=request.expires_at,
-        reason=request.reason,
-        payload=request.canonical(),
-        actor=actor,
+        **_journal_columns(program, request, member, actor),
         status=Transaction.Status.REJECTED,
         rejection_reason=error.message,
         rejection_code=error.code,
@@ -423,24 +432,10 @@ def journal_build(
         points = to_units(request.points, points_currency)
     txn = build(
         Transaction,
-        program=program,
-        external_id=request.external_id,
-        member=member,
-        type=request.type,
-        subtype=request.subtype,
-        event=request.event,
-        occurred_at=request.occurred_at,
-        amount=request.amount,
-        money_currency=request.currency,
-        channel=request.channel,
+        **_journal_columns(program, request, member, actor),
         partner=partner,
-        attributes=request.attributes,
         points=points,
         points_currency=points_currency,
-        expires_on=request.expires_at,
-        reason=request.reason,
-        payload=request.canonical(),
-        actor=actor,
     )
     line_partners = (
         [partner.id] * len(request.lines) if partner else context.line_partner_ids(request.lines)
