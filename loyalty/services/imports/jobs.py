@@ -126,26 +126,31 @@ def _start(job: ImportJob, *, dry_run: bool, background: Background) -> None:
     db_transaction.on_commit(lambda: background(job.pk, dry_run))
 
 
+def _import_job_file(job: ImportJob, **options) -> ImportReport:
+    """Import (or dry-run) the job's stored file; a failure marks the job failed and is
+    raised again."""
+    try:
+        with job.file.open("rb") as source:
+            return import_file(
+                kind=job.kind,
+                program=job.program,
+                source=source,
+                filename=job.file_name,
+                actor=job.actor,
+                **options,
+            )
+    except Exception as exc:
+        _fail(job, exc)
+        raise
+
+
 def import_job_preview(*, job_id: int) -> ImportJob:
     """The dry run: counts by outcome and the rejects file, nothing else written."""
     job = ImportJob.objects.select_related("program").get(pk=job_id)
     if job.status != ImportJob.Status.PREVIEWING:
         return job  # already previewed (a task delivered twice)
     with _rejects_file() as (rejects, binary):
-        try:
-            with job.file.open("rb") as source:
-                report = import_file(
-                    kind=job.kind,
-                    program=job.program,
-                    source=source,
-                    filename=job.file_name,
-                    dry_run=True,
-                    actor=job.actor,
-                    rejects=rejects,
-                )
-        except Exception as exc:
-            _fail(job, exc)
-            raise
+        report = _import_job_file(job, rejects=rejects, dry_run=True)
         rejects.flush()
         job.preview_rejects.save(_rejects_name(job, "preview"), File(binary), save=False)
     job.preview = {**report.counts(), "transactions": report.transactions}
@@ -165,20 +170,7 @@ def import_job_run(*, job_id: int) -> ImportJob:
         import_job_progress(job=job, report=report)
 
     with _rejects_file() as (rejects, binary):
-        try:
-            with job.file.open("rb") as source:
-                report = import_file(
-                    kind=job.kind,
-                    program=job.program,
-                    source=source,
-                    filename=job.file_name,
-                    actor=job.actor,
-                    rejects=rejects,
-                    progress=progress,
-                )
-        except Exception as exc:
-            _fail(job, exc)
-            raise
+        report = _import_job_file(job, rejects=rejects, progress=progress)
         rejects.flush()
         job.rejects.save(_rejects_name(job, "rejects"), File(binary), save=False)
     for name, value in _counts(report).items():
