@@ -30,10 +30,11 @@ install-dev: $(VENV)/.installed-dev
 ## The back office with a demo program, on the embedded PostgreSQL (or DATABASE_URL if set).
 ## The periodic jobs run beside the web server (run_demo_jobs: the hourly beat task, without a
 ## worker) and stop with it: the command watches the PID of this recipe's shell.
-## migrate and load_demo run without DEBUG, which would keep every query in memory.
+## migrate runs without DEBUG (which records every query); load_demo with it, as on any
+## developer machine, where the demo makes its admin / admin account.
 demo: install .env
 	CELERY_TASK_ALWAYS_EAGER=true DEBUG=false $(BIN)/python manage.py migrate --no-input
-	CELERY_TASK_ALWAYS_EAGER=true DEBUG=false $(BIN)/python manage.py load_demo
+	CELERY_TASK_ALWAYS_EAGER=true DEBUG=true $(BIN)/python manage.py load_demo
 	CELERY_TASK_ALWAYS_EAGER=true $(BIN)/python manage.py run_demo_jobs --stop-with $$$$ & \
 	CELERY_TASK_ALWAYS_EAGER=true DEBUG=true $(BIN)/python manage.py runserver $(HOST):$(PORT)
 

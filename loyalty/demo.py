@@ -641,6 +641,11 @@ def _in_rounds(planned: list) -> list:
 
 
 def _ensure_admin(log: Callable[[str], None]) -> None:
+    """The demo's admin / admin account, on a developer machine (DEBUG) only: a well-known
+    password must never open a server that runs without DEBUG."""
+    if not settings.DEBUG:
+        log("DEBUG is off, so no admin / admin account: create one with manage.py createsuperuser.")
+        return
     user_model = get_user_model()
     if user_model.objects.filter(username="admin").exists():
         return

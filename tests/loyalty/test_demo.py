@@ -21,7 +21,8 @@ pytestmark = pytest.mark.django_db
 NOW = dt.datetime(2026, 6, 15, 18, 30, tzinfo=dt.UTC)
 
 
-def test_small_demo_loads_believable_history_through_the_services():
+def test_small_demo_loads_believable_history_through_the_services(settings):
+    settings.DEBUG = True  # a developer machine: the demo makes its admin / admin account
     # One load serves every assertion: each costs seconds of real posting.
     lines: list[str] = []
     program = demo.demo_load(members=30, transactions=300, seed=7, now=NOW, log=lines.append)
@@ -158,6 +159,7 @@ def test_a_week_is_posted_in_rounds_keeping_each_members_order():
 def test_load_demo_command_sizes_the_demo_from_the_settings_and_prints_the_admin_hint(
     capsys, settings
 ):
+    settings.DEBUG = True
     settings.TESSERA_DEMO_MEMBERS = 4
     call_command("load_demo", "--seed", "3")
     first = capsys.readouterr().out
@@ -231,3 +233,12 @@ class _Lines:
 
     def flush(self) -> None:
         pass
+
+
+def test_without_debug_the_demo_makes_no_admin_with_a_known_password(capsys, settings):
+    settings.DEBUG = False
+    call_command("load_demo", "--members", "3", "--transactions", "30")
+    out = capsys.readouterr().out
+    assert not get_user_model().objects.filter(username="admin").exists()
+    assert "no admin / admin account" in out
+    assert "(admin / admin)" not in out

@@ -34,4 +34,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         demo_load(members=members, transactions=transactions, seed=seed, log=self.stdout.write)
         self.stdout.write(f"Done in {time.monotonic() - started:.1f} s.")
-        self.stdout.write(self.style.SUCCESS(ADMIN_URL_HINT))
+        if settings.DEBUG:
+            self.stdout.write(self.style.SUCCESS(ADMIN_URL_HINT))
+        else:
+            self.stdout.write("Admin: http://127.0.0.1:8000/admin/ (as a superuser of yours).")
