@@ -251,3 +251,8 @@ TESSERA_POSTING_EXTENSIONS = [
 ]
 # A transaction dated more than this many minutes after the moment it is posted is refused.
 TESSERA_FUTURE_TOLERANCE_MINUTES = env.int("TESSERA_FUTURE_TOLERANCE_MINUTES", default=5)
+# A client's transaction dated more than this many days before the moment it is posted is
+# refused (opening balances, imports and Tessera's own posts excepted).
+TESSERA_BACKDATE_DAYS = env.int("TESSERA_BACKDATE_DAYS", default=90)
+# At most this many lines per transaction.
+TESSERA_MAX_LINES = env.int("TESSERA_MAX_LINES", default=1000)

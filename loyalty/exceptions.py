@@ -20,6 +20,8 @@ Services raise these; the admin shows `message`, the API renders
     invalid_reversal              422     the original cannot be returned, or not by that much
     program_not_active            422     the program takes no enrollments or postings now
     occurred_in_future            422     the transaction is dated ahead of the clock
+    occurred_too_long_ago         422     the transaction is dated before the back-dating window
+    currency_mismatch             422     the amount is in another money currency than the program's
     invalid_merge                 422     two members that cannot be merged
     invalid_tier_change           422     a manual tier change that cannot be made
     invalid_rule_status_change    422     an earning rule cannot move to that status
@@ -69,6 +71,20 @@ class OccurredInFuture(LoyaltyError):
     """A transaction dated ahead of the clock: HTTP 422, nothing written."""
 
     code = "occurred_in_future"
+
+
+class OccurredTooLongAgo(LoyaltyError):
+    """A transaction dated further back than the back-dating window (opening balances and
+    imports excepted): HTTP 422, nothing written."""
+
+    code = "occurred_too_long_ago"
+
+
+class CurrencyMismatch(LoyaltyError):
+    """An amount in another money currency than the program's: counting it at par would
+    award points for the wrong value. HTTP 422."""
+
+    code = "currency_mismatch"
 
 
 class SimulationUnsupported(LoyaltyError):

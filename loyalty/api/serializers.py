@@ -14,12 +14,26 @@ from rest_framework import serializers
 
 from loyalty.models import Benefit, LedgerEntry, Member, Transaction
 from loyalty.services.posting import from_units
-from loyalty.services.requests import LineRequest, TransactionRequest
+from loyalty.services.requests import (
+    LineRequest,
+    TransactionRequest,
+    external_id_problem,
+    max_lines,
+)
 
 MIN_YEAR, MAX_YEAR = 1900, 2999
 
 
 # --- fields --------------------------------------------------------------------------------
+
+
+def client_external_id(value: str) -> str:
+    """A client's external id: not one of the ids Tessera makes, and readable in a URL or a
+    spreadsheet (`external_id_problem`)."""
+    problem = external_id_problem(value)
+    if problem:
+        raise serializers.ValidationError(problem)
+    return value
 
 
 class OffsetDateTimeField(serializers.DateTimeField):
@@ -415,7 +429,7 @@ class TransactionLineSerializer(serializers.Serializer):
 
 
 TRANSACTION_TYPES = ["accrual", "redemption", "adjustment", "reversal"]
-MAX_LINES = 1000
+MAX_LINES = 1000  # the schema's bound; `max_lines()` (the service's) may set a lower one
 MAX_AMOUNT = Decimal("999999999999.99")  # a transaction's amount column: 14 digits, 2 decimals
 
 
@@ -423,7 +437,10 @@ class TransactionRequestSerializer(serializers.Serializer):
     """One body for accruals, redemptions, adjustments and reversals (docs/api.md)."""
 
     external_id = serializers.CharField(
-        max_length=100, help_text="Your id of the event: the idempotency key."
+        max_length=100,
+        validators=[client_external_id],
+        help_text="Your id of the event: the idempotency key. Not starting with `tessera:`, "
+        "without `/`, `?`, `#` or whitespace.",
     )
     member = serializers.CharField(max_length=40, help_text="Membership number.")
     type = serializers.ChoiceField(choices=TRANSACTION_TYPES)
@@ -476,13 +493,19 @@ class TransactionRequestSerializer(serializers.Serializer):
         max_length=1000, required=False, allow_blank=True, help_text="Adjustments: why."
     )
     original_external_id = serializers.CharField(
-        max_length=100, required=False, allow_blank=True, help_text="Reversals: what to reverse."
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        validators=[client_external_id],
+        help_text="Reversals: what to reverse.",
     )
 
     def validate_lines(self, lines: list[dict]) -> list[dict]:
         """The lines' total (quantity x unit price, summed) must fit a transaction's amount
         (at most MAX_AMOUNT), or the rules that read it would compute points the ledger
         cannot store."""
+        if len(lines) > max_lines():
+            raise serializers.ValidationError(f"At most {max_lines()} lines are accepted.")
         total = Decimal(0)
         for index, line in enumerate(lines):
             line_total = line["quantity"] * line["unit_price"]
@@ -519,7 +542,9 @@ class TransactionRequestSerializer(serializers.Serializer):
 
 
 class TransferRequestSerializer(serializers.Serializer):
-    external_id = serializers.CharField(max_length=100, help_text="The idempotency key.")
+    external_id = serializers.CharField(
+        max_length=100, validators=[client_external_id], help_text="The idempotency key."
+    )
     points = serializers.DecimalField(max_digits=18, decimal_places=6)
     points_currency = serializers.CharField(max_length=20)
 

@@ -20,7 +20,7 @@ from django.db import DataError, IntegrityError
 from django.db import transaction as db_transaction
 from django.utils import timezone
 
-from loyalty import codes
+from loyalty import codes, dates
 from loyalty.bulk import build, bulk_insert_copy
 from loyalty.exceptions import (
     InvalidMerge,
@@ -44,7 +44,7 @@ from loyalty.services.events import EventType, member_event_build, member_event_
 from loyalty.services.ledger import LedgerWriter, bucket_move, lock_members, settle
 from loyalty.services.posting import SYSTEM_PREFIX, transaction_post
 from loyalty.services.posting_batch import transactions_post_many
-from loyalty.services.requests import TransactionRequest
+from loyalty.services.requests import TransactionRequest, future_tolerance
 from loyalty.services.tiers import tiers_after_merge, tiers_enrol, tiers_enrol_many
 
 PROFILE_FIELDS = (
@@ -84,8 +84,8 @@ def member_enrol(
 
     `referral_code` is the referrer's code: the referrer earns on this member's first purchase.
     """
-    _check_enrolment(program, profile)
     now = now or timezone.now()
+    _check_enrolment(program, profile, enrolled_at, now)
     referrer = None
     if referral_code:
         referrer = Member.objects.filter(program=program, referral_code=referral_code).first()
@@ -226,7 +226,7 @@ def _enrol_chunk(
             continue
         # The checks of `member_enrol`, in its order.
         try:
-            _check_enrolment(program, profile)
+            _check_enrolment(program, profile, enrolled_at, now)
             referrer = None
             if code:
                 referrer = referrers.get(code)
@@ -303,13 +303,35 @@ def _enrol_chunk(
 # --- the rules of enrolment, shared by both doors ------------------------------------------
 
 
-def _check_enrolment(program: Program, profile: dict) -> None:
-    """Only an active program enrols, and only the profile fields are set at enrolment."""
+def _check_enrolment(
+    program: Program, profile: dict, enrolled_at: dt.datetime | None, now: dt.datetime
+) -> None:
+    """Only an active program enrols, only the profile fields are set at enrolment, and no
+    date lies ahead of `now`."""
     if program.status != Program.Status.ACTIVE:
         raise ProgramNotActive(f"Program {program.code} is {program.status}; it enrols no one.")
     unknown = set(profile) - set(PROFILE_FIELDS)
     if unknown:
         raise ValidationFailed("Unknown member fields.", fields={k: "unknown" for k in unknown})
+    errors = _future_dates(program, profile.get("birth_date"), enrolled_at, now)
+    if errors:
+        raise ValidationFailed("A member's dates cannot lie in the future.", fields=errors)
+
+
+def _future_dates(
+    program: Program, birth_date, enrolled_at: dt.datetime | None, now: dt.datetime
+) -> dict[str, str]:
+    """Per-field messages for dates ahead of `now`: a birth date after today (in the
+    program's time zone) is a typing mistake that would send birthday gifts at the wrong
+    time, and an enrolment ahead of the clock (beyond the tolerance transactions get) would
+    date its welcome points and tier in the future."""
+    errors: dict[str, str] = {}
+    is_date = isinstance(birth_date, dt.date) and not isinstance(birth_date, dt.datetime)
+    if is_date and birth_date > dates.local_date(now, program.timezone):
+        errors["birth_date"] = "Must not be in the future."
+    if enrolled_at is not None and enrolled_at > now + future_tolerance():
+        errors["enrolled_at"] = "Must not be in the future."
+    return errors
 
 
 def _split_row(row: dict) -> tuple[str, str, dt.datetime | None, dict]:
@@ -459,6 +481,9 @@ def member_update(
             "These member fields cannot be changed.", fields={k: "read-only" for k in unknown}
         )
     now = now or timezone.now()
+    errors = _future_dates(member.program, changes.get("birth_date"), None, now)
+    if errors:
+        raise ValidationFailed("A member's dates cannot lie in the future.", fields=errors)
     with db_transaction.atomic():
         current = lock_members([member.id])[member.id]
         if current.merged_into_id or current.erased_at:

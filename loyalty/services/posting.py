@@ -50,11 +50,16 @@ from loyalty.models import (
 from loyalty.pipeline import Decision, PostingExtension, PostingRun, extensions_load
 from loyalty.services.escrow import available_at_for
 from loyalty.services.ledger import LedgerWriter, settle
-from loyalty.services.requests import TransactionRequest, check_not_future
+from loyalty.services.requests import (
+    SYSTEM_PREFIX,
+    TransactionRequest,
+    check_money_currency,
+    check_not_future,
+    check_not_too_old,
+)
 from loyalty.services.tiers import tiers_after_posting
 from partners.models import Partner, PartnerCategory, PartnerProduct
 
-SYSTEM_PREFIX = "tessera:"  # external ids of transactions Tessera generates itself
 ACTIVITY_SUBTYPES = ("purchase", "engagement")
 
 
@@ -195,11 +200,16 @@ def transaction_post(
     actor: str = "",
     now: dt.datetime | None = None,
     record_refusal: bool = False,
+    limit_backdating: bool = True,
 ) -> PostResult:
     """Post one transaction. Returns (transaction, created); raises a LoyaltyError on refusal,
     in which case nothing was written, unless `record_refusal` asks to record a business
     refusal (`refusal_recordable`) as a rejected journal row, so that a replay refuses it
-    again (imports, which are re-run)."""
+    again (imports, which are re-run).
+
+    `limit_backdating=False` lifts the back-dating window (`check_not_too_old`): the batched
+    path passes it, since imports and the demo load history by design; every other door
+    (API, admin) posts through here with the window."""
     request.check_shape()
     now = now or timezone.now()
     existing = _existing(program, request.external_id)
@@ -207,6 +217,9 @@ def transaction_post(
         return PostResult(_replay(existing, request), created=False)
     try:
         check_not_future(request, now)
+        if limit_backdating:
+            check_not_too_old(request, now)
+        check_money_currency(request, program)
         with db_transaction.atomic():
             return _post_locked(program=program, request=request, actor=actor, now=now)
     except IntegrityError:

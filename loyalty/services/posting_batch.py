@@ -27,6 +27,9 @@ business refusal of a well-formed request (`refusal_recordable`: unknown member,
 points, ...) is recorded as a rejected journal row with its reason and no entries, in the
 database transaction that decided it, so that posting the same requests again refuses it
 again instead of posting it against later balances; a malformed request writes nothing.
+
+The bounds of a single post apply (no date ahead of the clock, no amount in another money
+currency), but for the back-dating window: imports and the demo load history by design.
 """
 
 from __future__ import annotations
@@ -68,7 +71,11 @@ from loyalty.services.posting import (
     settlement_due_after,
     transaction_post,
 )
-from loyalty.services.requests import TransactionRequest, check_not_future
+from loyalty.services.requests import (
+    TransactionRequest,
+    check_money_currency,
+    check_not_future,
+)
 from loyalty.services.reversal import (
     extensions_reverse,
     returned_shares,
@@ -189,6 +196,7 @@ class _BatchPoster:
             member_id = member_ids.get(request.member)
             try:
                 check_not_future(request, self.now_for(request))
+                check_money_currency(request, self.program)
             except LoyaltyError as error:
                 if member_id in run_members:  # its journal row goes after theirs
                     self._flush(requests, run, outcomes)
@@ -252,6 +260,7 @@ class _BatchPoster:
                 actor=self.actor,
                 now=self.now_for(request),
                 record_refusal=True,
+                limit_backdating=False,  # imports and the demo load history
             )
         except IdempotencyConflict as error:
             return PostOutcome(request, PostOutcome.CONFLICT, error=error)

@@ -48,7 +48,13 @@ from loyalty.services.posting import (
     rule_snapshot,
     to_units,
 )
-from loyalty.services.requests import LineRequest, TransactionRequest, check_not_future
+from loyalty.services.requests import (
+    LineRequest,
+    TransactionRequest,
+    check_money_currency,
+    check_not_future,
+    check_not_too_old,
+)
 
 WHAT_IF_CHUNK = 500
 
@@ -133,6 +139,8 @@ def transaction_simulate(
             result.replay = True
             return result
         check_not_future(request, now)
+        check_not_too_old(request, now)
+        check_money_currency(request, program)
         member = _member(program, request)
         if request.type == Transaction.Type.ACCRUAL:
             _simulate_accrual(result, program, member, request, now)

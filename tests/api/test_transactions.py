@@ -71,7 +71,7 @@ def test_replay_answers_200_with_the_same_body_and_writes_nothing(api, base_rule
 
 def test_replay_with_other_values_is_409_naming_the_fields(api, base_rules, member):
     api.post("/api/v1/transactions/", purchase(member), format="json")
-    changed = purchase(member, amount="99.00", channel="online")
+    changed = purchase(member, amount="130.00", channel="online")
     error = assert_error(
         api.post("/api/v1/transactions/", changed, format="json"), 409, "idempotency_conflict"
     )

@@ -238,6 +238,7 @@ def _post_one_by_one(program, requests, *, as_of_occurrence=False):
                 request=request,
                 now=request.occurred_at if as_of_occurrence else NOW,
                 record_refusal=True,  # as batched posting records them
+                limit_backdating=False,  # as batched posting loads history
             )
         except LoyaltyError as error:
             statuses.append(("rejected", error.code))

@@ -14,6 +14,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils.dateparse import parse_date, parse_datetime
 
+from loyalty.services.requests import external_id_problem
+
 MIN_YEAR, MAX_YEAR = 1900, 2999
 
 SHOWN_LENGTH = 50
@@ -38,6 +40,16 @@ def text(value: str, *, max_length: int) -> str:
         raise CellError("contains a NUL character")
     if len(value) > max_length:
         raise CellError(f"is too long: {len(value)} characters, at most {max_length} allowed")
+    return value
+
+
+def external_id(value: str, *, max_length: int) -> str:
+    """A client's external id, as the API takes it: not Tessera's `tessera:` prefix, no `/`,
+    `?`, `#` or whitespace (`external_id_problem`)."""
+    text(value, max_length=max_length)
+    problem = external_id_problem(value)
+    if problem:
+        raise CellError(problem[0].lower() + problem[1:].rstrip("."), value)
     return value
 
 

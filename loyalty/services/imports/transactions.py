@@ -12,7 +12,15 @@ from typing import Any
 from loyalty.exceptions import LoyaltyError, ValidationFailed
 from loyalty.models import Program, Transaction
 from loyalty.services import posting_batch
-from loyalty.services.imports.cells import CellError, choice, date, decimal, text, timestamp
+from loyalty.services.imports.cells import (
+    CellError,
+    choice,
+    date,
+    decimal,
+    external_id,
+    text,
+    timestamp,
+)
 from loyalty.services.imports.columns import (
     HEADER_COLUMNS,
     LINE_COLUMNS,
@@ -91,6 +99,8 @@ def parse_transaction_row(row: Row, program: Program) -> TransactionRow:
                 parsed = decimal(value, places=3, digits=12)
             elif column == "points":
                 parsed = decimal(value, places=6, digits=18, negative=True)
+            elif column in ("external_id", "original_external_id"):
+                parsed = external_id(value, max_length=TRANSACTION_TEXT_LENGTHS[column])
             else:
                 parsed = text(value, max_length=TRANSACTION_TEXT_LENGTHS[column])
         except CellError as exc:
