@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from bench.database import fresh_database  # noqa: E402  (after the path is set)
+
 PRODUCTS = [
     ("ESP", "coffee", "2.80"), ("CAP", "coffee", "3.90"), ("LAT", "coffee", "4.20"),
     ("CRO", "pastry", "3.10"), ("BEAN-ETH", "beans", "14.50"), ("SAND", "food", "7.50"),
@@ -79,24 +81,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # --- set-up --------------------------------------------------------------------------------
-
-
-def fresh_database() -> None:
-    import environ
-    import psycopg
-
-    url = environ.Env.db_url_config(os.environ["DATABASE_URL"])
-    admin = psycopg.connect(
-        host=url["HOST"] or "127.0.0.1",
-        port=url["PORT"] or 5432,
-        user=url["USER"],
-        password=url["PASSWORD"],
-        dbname="postgres",
-        autocommit=True,
-    )
-    with admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{url["NAME"]}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{url["NAME"]}"')
 
 
 def prepare(member_count: int) -> tuple[list[str], str]:

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from bench.database import fresh_database  # noqa: E402  (after the path is set)
+
 TRANSACTION_HEADER = [
     "external_id", "membership_number", "type", "subtype", "event", "occurred_at", "amount",
     "currency", "channel", "sku", "category", "quantity", "unit_price", "original_external_id",
@@ -92,24 +94,6 @@ class Phase:
     def split(self) -> str:
         db = f"{self.db:.1f} s" if self.db is not None else "n/a (remote server)"
         return f"  time: {self.wall:.1f} s wall, {self.cpu:.1f} s Python CPU, {db} database CPU"
-
-
-def fresh_database() -> None:
-    import environ
-    import psycopg
-
-    url = environ.Env.db_url_config(os.environ["DATABASE_URL"])
-    admin = psycopg.connect(
-        host=url["HOST"] or "127.0.0.1",
-        port=url["PORT"] or 5432,
-        user=url["USER"],
-        password=url["PASSWORD"],
-        dbname="postgres",
-        autocommit=True,
-    )
-    with admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{url["NAME"]}"')
-        admin.execute(f'CREATE DATABASE "{url["NAME"]}"')
 
 
 def write_members(path: Path, count: int) -> list[str]:
