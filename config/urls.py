@@ -1,15 +1,25 @@
 """Top-level URLs: the admin (program managers), the API (integrations), the portal (partners)."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from health_check.views import HealthCheckView
 
+from loyalty.api.exception_handler import api_not_found
+
+# /api/v1/: loyalty's endpoints, then those of the apps that extend it, then a JSON 404.
+api_v1 = [
+    path("", include("loyalty.api.urls")),
+    path("", include("vouchers.api.urls")),
+    path("", include("promotions.api.urls")),
+    re_path(r"^.*$", api_not_found),
+]
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("loyalty.api.urls")),
+    path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # For the load balancer: 200 when the database and the cache answer, else 500.

@@ -9,6 +9,19 @@ def _sync_periodic_tasks(sender, **kwargs) -> None:
     periodic_tasks_sync()
 
 
+def _sync_roles(sender, using=None, apps=None, **kwargs) -> None:
+    """When `migrate` ends (the post_migrate of the last installed app, once Django has made
+    every app's permissions), the roles cover every model, those of apps added later
+    included (see loyalty/roles.py)."""
+    from django.apps import apps as installed
+
+    if sender is not list(installed.get_app_configs())[-1]:
+        return
+    from loyalty.roles import roles_sync
+
+    roles_sync(using=using or "default")
+
+
 class LoyaltyConfig(AppConfig):
     name = "loyalty"
     default_auto_field = "django.db.models.BigAutoField"
@@ -18,3 +31,4 @@ class LoyaltyConfig(AppConfig):
         from loyalty.api import admin, schema  # noqa: F401
 
         post_migrate.connect(_sync_periodic_tasks, sender=self)
+        post_migrate.connect(_sync_roles)

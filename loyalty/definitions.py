@@ -13,8 +13,11 @@ What this module guarantees:
   not change are not saved, so loading the same document twice changes nothing.
 - `program_export` writes every stored key, so its output loads back into an equal program.
 - Benefits, then tier groups with their tiers (and each tier's benefits, as a set) are
-  upserted by code like the rest. Promotions and voucher definitions are validated but not
-  stored yet: their subsystems do not exist; the load report says so.
+  upserted by code like the rest. Sections stored by other apps (voucher definitions,
+  badges, promotions) are validated, loaded and exported by the sections configured in
+  `settings.TESSERA_DEFINITION_SECTIONS` (`loyalty.definition_sections`), after loyalty's own.
+- A document for a program that exists may leave out `name`: it updates that program (for
+  instance, a document holding only `code` and the program's promotions).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from django.core.validators import validate_email
 from django.db import models
 from django.db import transaction as db_transaction
 
+from loyalty.definition_sections import definition_sections
 from loyalty.exceptions import ProgramDefinitionError
 from loyalty.models import (
     Balance,
@@ -55,27 +59,30 @@ logger = logging.getLogger(__name__)
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "program-definition.schema.json"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "program_templates"
 FORMAT_VERSION = 1
-# Sections whose subsystems do not exist yet: validated, reported, not stored.
-NOT_YET_LOADED = {
-    "promotions": "the promotions app",
-    "voucher_definitions": "the vouchers app",
-}
 MONEY_LIMITS = {"max_digits": 12, "decimal_places": 6}  # Currency.point_value, partner terms
 
 
 # --- reading ---------------------------------------------------------------------------------
 
 
-@functools.cache
 def definition_schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    """The document's JSON Schema: loyalty's own, with the item schema of each configured
+    section (voucher definitions, badges, promotions) in its place."""
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    for section in definition_sections():
+        schema["properties"][section.key] = {"type": "array", "items": section.item_schema}
+    return schema
 
 
 @functools.cache
-def _validator() -> jsonschema.Draft202012Validator:
+def _validator_for(sections: tuple[str, ...]) -> jsonschema.Draft202012Validator:
     schema = definition_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
+
+
+def _validator() -> jsonschema.Draft202012Validator:
+    return _validator_for(tuple(s.key for s in definition_sections()))
 
 
 def template_names() -> list[str]:
@@ -220,7 +227,7 @@ def _semantic_errors(document: dict, errors: _Errors) -> None:
         {c.code: c for c in existing.currencies.all()} if existing is not None else {}
     )
 
-    tz_name = document.get("timezone", "UTC")
+    tz_name = document.get("timezone", existing.timezone if existing is not None else "UTC")
     tz_valid = isinstance(tz_name, str) and tz_name in _timezones()
     if isinstance(tz_name, str) and not tz_valid:
         errors.add(_path("timezone"), f"{tz_name!r} is not an IANA timezone name")
@@ -259,10 +266,15 @@ def _semantic_errors(document: dict, errors: _Errors) -> None:
                 periods[group.qualifying_currency.code] = (group.model, group.period_start)
     for i, item in _items(document, "tier_groups"):
         _check_tier_group(errors, i, item, seen, currency_kinds, benefit_codes, periods, existing)
-    for key in ("promotions", "voucher_definitions"):
+    if existing is None and not isinstance(document.get("name"), str):
+        errors.add(_path("name"), "required to create a program")
+    owned = {section.key for section in definition_sections()}
+    for key in ("promotions", "voucher_definitions", "badges", *sorted(owned)):
         seen = {}
         for i, item in _items(document, key):
             _check_unique(errors, seen, item.get("code"), _path(key, i, "code"), "code")
+    for section in definition_sections():
+        section.errors(document=document, program=existing, add=errors.add)
 
 
 def _check_currency(
@@ -667,17 +679,12 @@ def program_load(*, document: dict, actor: str = "", report: LoadReport | None =
             # Serialise concurrent loads of one program: validation reads what is stored.
             list(Program.objects.select_for_update().filter(code=code))
         program_validate(document=document)
-        tz_name = document.get("timezone", "UTC")
+        existing_program = Program.objects.filter(code=document["code"]).first()
+        tz_name = document.get("timezone", existing_program.timezone if existing_program else "UTC")
         program = _upsert(
             Program,
             {"code": document["code"]},
-            {
-                "name": document["name"],
-                "description": document.get("description", ""),
-                "timezone": tz_name,
-                "currency": document.get("currency", "EUR"),
-                "status": document.get("status", Program.Status.ACTIVE),
-            },
+            _program_values(document, existing_program),
             "program",
             report,
         )
@@ -710,16 +717,29 @@ def program_load(*, document: dict, actor: str = "", report: LoadReport | None =
             )
         for item in document.get("tier_groups", []):
             _load_tier_group(program, item, currencies, report)
-    for key, subsystem in NOT_YET_LOADED.items():
-        if document.get(key):
-            report.warnings.append(
-                f"{key}: {len(document[key])} validated but not stored; they will be loaded "
-                f"once {subsystem} exists."
-            )
+        for section in definition_sections():
+            if section.key in document:
+                section.load(program=program, items=document[section.key], report=report)
     logger.info(
         "program %s loaded by %s: %s", program.code, actor or "-", "; ".join(report.summary_lines())
     )
     return program
+
+
+def _program_values(document: dict, existing: Program | None) -> dict:
+    """The program's own fields. A whole document (with `name`) says all of them: a key it
+    leaves out takes its default. A partial one (no `name`, for a program that exists, such
+    as a document of promotions only) leaves the program's own fields as they are."""
+    if "name" not in document and existing is not None:
+        return {}
+    defaults = {
+        "name": "",
+        "description": "",
+        "timezone": "UTC",
+        "currency": "EUR",
+        "status": Program.Status.ACTIVE,
+    }
+    return {key: document.get(key, default) for key, default in defaults.items()}
 
 
 def _benefit_values(item: dict, currencies: dict[str, Currency]) -> dict:
@@ -934,8 +954,8 @@ def _sku(product: PartnerProduct) -> str:
 def program_export(*, program: Program) -> dict:
     """The program's definition document: every stored key, in a stable order.
 
-    Promotions and voucher definitions are not stored yet, so they are not exported. Prepaid
-    partner balances are state, not configuration: not exported.
+    The configured sections (voucher definitions, badges, promotions) follow loyalty's own.
+    Prepaid partner balances are state, not configuration: not exported.
     """
     tz = ZoneInfo(program.timezone)
     partner_terms = (
@@ -967,4 +987,5 @@ def program_export(*, program: Program) -> dict:
             .prefetch_related("tiers__benefits")
             .order_by("code")
         ],
+        **{section.key: section.export(program=program) for section in definition_sections()},
     }

@@ -58,6 +58,8 @@ class ExtraCredit:
     currency: str  # a currency code of the program
     points: int  # smallest units, positive
     note: str  # what the member's statement says it is for
+    promotion_id: int | None = None  # the promotion whose reward it is (LedgerEntry.promotion)
+    partner_id: int | None = None  # None: the transaction's partner, as for the rules' credits
 
 
 @dataclass
@@ -71,6 +73,14 @@ class Decision:
     vouchers: list[Any] = field(default_factory=list)
     draws: list[Any] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+
+
+class RunStale(Exception):  # noqa: N818 - a signal to retry, not an error a caller sees
+    """Raised by an extension's `record` when what it decided on changed under it: a budget or
+    a stock that a concurrent post spent meanwhile, found by the conditional update that
+    spends it. The run's database transaction is rolled back and the run is prepared again
+    from fresh state (a single post retries; a batch falls back to posting one by one), so
+    the database stays the judge of every limit and a decision is never written half."""
 
 
 class PostingExtension:

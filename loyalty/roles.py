@@ -8,9 +8,10 @@
 - Analyst: the view permission of every model of loyalty, partners and reports; nothing else.
 
 `roles_sync` gives each group exactly its permissions, creating the groups and any missing
-permission first, so running it again changes nothing. Migration 0010 runs it; a migration that
-adds models runs it again so that the roles cover them. Permissions given to these three groups
-by hand are reset by the next sync: a variant of a role is another group.
+permission first, so running it again changes nothing. Migration 0010 runs it, and so does
+every `migrate` when it ends (post_migrate), so the roles cover models added later.
+Permissions given to these three groups by hand are reset by the next sync: a variant of a
+role is another group.
 
 Nothing here imports a model: the functions take the app registry, so a migration passes its
 historical one.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
@@ -17,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.module_loading import import_string
 
 from loyalty import selectors
 from loyalty.admin.common import (
@@ -272,6 +274,10 @@ PROFILE_FIELDSETS = (
 )
 
 
+def member_admin_extra_inlines() -> list:
+    return [import_string(path) for path in getattr(settings, "TESSERA_MEMBER_ADMIN_INLINES", ())]
+
+
 @admin.register(Member)
 class MemberAdmin(MemberTiersAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin):
     list_display = (
@@ -425,6 +431,14 @@ class MemberAdmin(MemberTiersAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin
         balances = getattr(obj, "_listed_balances", ())
         text = ", ".join(f"{units(b.available, b.currency)} {b.currency.code}" for b in balances)
         return text or "-"
+
+    def get_inlines(self, request, obj):
+        """Loyalty's inlines, then those other apps add to the member page (vouchers,
+        promotions, badges), listed in `settings.TESSERA_MEMBER_ADMIN_INLINES`: loyalty never
+        imports those apps."""
+        if obj is None:
+            return list(self.inlines)
+        return [*self.inlines, *member_admin_extra_inlines()]
 
     def get_fieldsets(self, request, obj=None):
         return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)

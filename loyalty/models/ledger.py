@@ -74,6 +74,15 @@ class LedgerEntry(models.Model):
     partner = models.ForeignKey(
         "partners.Partner", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    promotion = models.ForeignKey(
+        "promotions.Promotion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,  # a partial index: most entries are no promotion's
+        help_text="The promotion whose reward this credit is.",
+    )
     reverses = models.ForeignKey(
         "self",
         null=True,
@@ -101,6 +110,11 @@ class LedgerEntry(models.Model):
             models.Index(fields=["member", "currency", "-id"]),
             models.Index(fields=["rule", "member"]),
             models.Index(fields=["program", "kind", "created_at"]),
+            models.Index(
+                fields=["promotion"],
+                condition=Q(promotion__isnull=False),
+                name="ledger_entry_promotion",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -229,6 +229,7 @@ class LedgerWriter:
         expires_on: dt.date | None = None,
         note: str = "",
         reverses: LedgerEntry | None = None,
+        promotion_id: int | None = None,
     ) -> LedgerEntry:
         """Add points as a new bucket: pending until `available_at`, else available
         (paying any debt first). `reverses` links a moved credit (merge) to its origin."""
@@ -248,6 +249,7 @@ class LedgerWriter:
             expires_on=expires_on,
             note=note,
             reverses=reverses,
+            promotion_id=promotion_id,
         )
         bucket = self._new_bucket(
             entry=entry,

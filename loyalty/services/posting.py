@@ -47,7 +47,7 @@ from loyalty.models import (
     Transaction,
     TransactionLine,
 )
-from loyalty.pipeline import Decision, PostingExtension, PostingRun, extensions_load
+from loyalty.pipeline import Decision, PostingExtension, PostingRun, RunStale, extensions_load
 from loyalty.services.escrow import available_at_for
 from loyalty.services.ledger import LedgerWriter, settle
 from loyalty.services.requests import (
@@ -61,6 +61,9 @@ from loyalty.services.tiers import tiers_after_posting
 from partners.models import Partner, PartnerCategory, PartnerProduct
 
 ACTIVITY_SUBTYPES = ("purchase", "engagement")
+# How often a post is prepared again when an extension's limit was spent under it (RunStale).
+# Each retry follows a concurrent post that really spent the limit, so a few suffice.
+STALE_RUN_ATTEMPTS = 10
 
 
 @dataclass
@@ -220,8 +223,14 @@ def transaction_post(
         if limit_backdating:
             check_not_too_old(request, now)
         check_money_currency(request, program)
-        with db_transaction.atomic():
-            return _post_locked(program=program, request=request, actor=actor, now=now)
+        for attempt in range(1, STALE_RUN_ATTEMPTS + 1):
+            try:
+                with db_transaction.atomic():
+                    return _post_locked(program=program, request=request, actor=actor, now=now)
+            except RunStale:
+                if attempt == STALE_RUN_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
     except IntegrityError:
         # Lost a race for the same external_id (posted for another member meanwhile).
         existing = _existing(program, request.external_id)
@@ -567,6 +576,7 @@ class Credit:
     available_at: dt.datetime | None
     expires_on: dt.date | None
     note: str = ""
+    promotion_id: int | None = None
 
 
 @dataclass
@@ -663,10 +673,11 @@ def _decide(context: PostingContext, accrual: PreparedAccrual, partner_id: int |
                     currency,
                     extra.points,
                     None,
-                    partner_id,
+                    extra.partner_id or partner_id,
                     available_at,
                     expires_on,
                     note=extra.note or extension.label,
+                    promotion_id=extra.promotion_id,
                 )
             )
         accrual.decisions.append((extension, decision))
@@ -692,6 +703,7 @@ def accrual_apply(
             available_at=credit.available_at,
             expires_on=credit.expires_on,
             note=credit.note,
+            promotion_id=credit.promotion_id,
         )
     for extension, decision in accrual.decisions:
         extension.record(accrual, decision, writer)

@@ -56,6 +56,7 @@ from loyalty.models import (
     Transaction,
     TransactionLine,
 )
+from loyalty.pipeline import RunStale
 from loyalty.services.ledger import LedgerWriter, lock_members, settle_buckets, spendable
 from loyalty.services.posting import (
     ACTIVITY_SUBTYPES,
@@ -302,9 +303,10 @@ class _BatchPoster:
                 with db_transaction.atomic():
                     written, stopped = self._post_run([requests[i] for i in run], referrals)
                     self._referrals(written)
-            except (IntegrityError, DataError):
-                # Someone else posted one of these external ids meanwhile: post them one by
-                # one, which replays what exists and creates the rest.
+            except (IntegrityError, DataError, RunStale):
+                # Someone else posted one of these external ids meanwhile, or spent a limit an
+                # extension decided on: post them one by one, which replays what exists,
+                # decides again from fresh state and creates the rest.
                 for index in run:
                     outcomes[index] = self._post_one(requests[index])
                 return

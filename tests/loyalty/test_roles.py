@@ -82,7 +82,14 @@ def test_migrate_leaves_the_three_groups():
 
 
 def test_the_program_manager_holds_every_permission_of_the_back_office_apps():
-    apps_of_the_office = ("loyalty", "partners", "django_celery_beat")
+    apps_of_the_office = (
+        "loyalty",
+        "partners",
+        "promotions",
+        "vouchers",
+        "reports",
+        "django_celery_beat",
+    )
     every = Permission.objects.filter(
         content_type__in=[
             ContentType.objects.get_for_model(model)
