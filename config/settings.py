@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "health_check",
     "axes",
+    "auditlog",
     "loyalty",
     "partners",
     "promotions",
@@ -73,6 +74,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The audit history's actor: the session's user (auditlog), or the API key (loyalty/audit).
+    "auditlog.middleware.AuditlogMiddleware",
+    "loyalty.audit.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Errors escaping a non-DRF view under /api/ answer the API's JSON shape (413, 500).
@@ -256,3 +260,46 @@ TESSERA_FUTURE_TOLERANCE_MINUTES = env.int("TESSERA_FUTURE_TOLERANCE_MINUTES", d
 TESSERA_BACKDATE_DAYS = env.int("TESSERA_BACKDATE_DAYS", default=90)
 # At most this many lines per transaction.
 TESSERA_MAX_LINES = env.int("TESSERA_MAX_LINES", default=1000)
+
+# --- Audit history (django-auditlog; loyalty/audit.py adds the actor of every entry) ----------
+# Members' personal fields are left out: their changes are recorded by name in MemberChange,
+# and an erasure must leave no personal data behind. Secrets are never stored.
+_MEMBER_PERSONAL_FIELDS = [
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "birth_date",
+    "company_name",
+    "tax_id",
+    "locale",
+    "country",
+    "attributes",
+]
+AUDITLOG_INCLUDE_TRACKING_MODELS = (
+    "loyalty.Program",
+    "loyalty.Currency",
+    "loyalty.EarningRule",
+    "loyalty.TierGroup",
+    {"model": "loyalty.Tier", "m2m_fields": ["benefits"]},
+    "loyalty.Benefit",
+    {"model": "loyalty.ApiKey", "exclude_fields": ["hashed_key", "last_used_at"]},
+    {
+        "model": "loyalty.Member",
+        "exclude_fields": [*_MEMBER_PERSONAL_FIELDS, "last_activity_at", "updated_at"],
+    },
+    "partners.Partner",
+    "partners.PartnerProgram",
+    "partners.PartnerProduct",
+    "partners.PartnerCategory",
+    "promotions.Promotion",
+    "promotions.PromotionFunding",
+    "promotions.Badge",
+    {
+        "model": "auth.User",
+        "exclude_fields": ["password", "last_login"],
+        "m2m_fields": ["groups", "user_permissions"],
+    },
+    {"model": "auth.Group", "m2m_fields": ["permissions"]},
+    "django_celery_beat.PeriodicTask",
+)

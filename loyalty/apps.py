@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, pre_save
 
 
 def _sync_periodic_tasks(sender, **kwargs) -> None:
@@ -31,4 +31,10 @@ class LoyaltyConfig(AppConfig):
         from loyalty.api import admin, schema  # noqa: F401
 
         post_migrate.connect(_sync_periodic_tasks, sender=self)
+        # The actor of every audit entry (loyalty/audit.py).
+        from auditlog.models import LogEntry
+
+        from loyalty.audit import log_entry_add_actor
+
+        pre_save.connect(log_entry_add_actor, sender=LogEntry, dispatch_uid="tessera-audit-actor")
         post_migrate.connect(_sync_roles)

@@ -729,9 +729,7 @@ def program_load(*, document: dict, actor: str = "", report: LoadReport | None =
 def _program_values(document: dict, existing: Program | None) -> dict:
     """The program's own fields. A whole document (with `name`) says all of them: a key it
     leaves out takes its default. A partial one (no `name`, for a program that exists, such
-    as a document of promotions only) leaves the program's own fields as they are."""
-    if "name" not in document and existing is not None:
-        return {}
+    as a document of promotions only) changes only the fields it names."""
     defaults = {
         "name": "",
         "description": "",
@@ -739,6 +737,8 @@ def _program_values(document: dict, existing: Program | None) -> dict:
         "currency": "EUR",
         "status": Program.Status.ACTIVE,
     }
+    if "name" not in document and existing is not None:
+        return {key: document[key] for key in defaults if key in document}
     return {key: document.get(key, default) for key, default in defaults.items()}
 
 

@@ -1,7 +1,7 @@
 """The back office's roles: three groups of Django permissions, defined here and nowhere else.
 
 - Program manager: every permission of loyalty, partners, promotions, vouchers, reports and the
-  job schedule (django_celery_beat).
+  job schedule (django_celery_beat), and reading the audit history.
 - Support agent: members (view, add, change), transactions (view, and add: what adjusting
   points asks for), and read access to what a member's page shows (ledger entries, balances,
   buckets, tiers, tier history, member events). It deletes nothing.
@@ -46,6 +46,7 @@ ROLES = (
     Role(
         PROGRAM_MANAGER,
         all_of=("loyalty", "partners", "promotions", "vouchers", "reports", "django_celery_beat"),
+        permissions=("auditlog.view_logentry",),  # the audit history, read-only
     ),
     Role(
         SUPPORT_AGENT,

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework import authentication, exceptions, throttling
 
+from loyalty.audit import actor_set
 from loyalty.models import ApiKey
 from loyalty.services.api_keys import api_key_authenticate
 
@@ -89,6 +90,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if api_key is None or api_key.revoked_at is not None:
             failures.record()
             raise exceptions.AuthenticationFailed(INVALID_KEY_MESSAGE)
+        actor_set(f"api-key:{api_key.prefix} {api_key.name}"[:150])
         return ApiKeyPrincipal(api_key), api_key
 
     def authenticate_header(self, request) -> str:
