@@ -37,4 +37,11 @@ class LoyaltyConfig(AppConfig):
         from loyalty.audit import log_entry_add_actor
 
         pre_save.connect(log_entry_add_actor, sender=LogEntry, dispatch_uid="tessera-audit-actor")
+        # Staff limited to some programs (every admin is registered by now: the admin app,
+        # first in INSTALLED_APPS, discovered them all in its own ready()).
+        from django.contrib import admin as django_admin
+
+        from loyalty.admin.program_scope import scope_admin_site
+
+        scope_admin_site(django_admin.site)
         post_migrate.connect(_sync_roles)

@@ -41,6 +41,7 @@ from loyalty.models import (
     MemberEvent,
     MemberTier,
     Program,
+    StaffProgramAccess,
     Tier,
     TierGroup,
     TierHistory,
@@ -665,3 +666,25 @@ def qualifying_points(
     if before is not None:
         entries = entries.filter(effective_at__lt=before)
     return entries.aggregate(total=Sum("points"))["total"] or 0
+
+
+def program_ids_for_user(user) -> frozenset[int] | None:
+    """The programs a staff user may work on; None: every program (superusers, and staff
+    without a `StaffProgramAccess` row). Read once per user object (once per request)."""
+    cached = getattr(user, "_tessera_program_ids", False)
+    if cached is not False:
+        return cached
+    ids = None
+    if user is not None and user.is_authenticated and not user.is_superuser:
+        access = StaffProgramAccess.objects.filter(user=user).first()
+        if access is not None:
+            ids = frozenset(access.programs.values_list("id", flat=True))
+    user._tessera_program_ids = ids
+    return ids
+
+
+def programs_for_user(user) -> QuerySet[Program]:
+    """The programs a staff user may work on (see `program_ids_for_user`)."""
+    ids = program_ids_for_user(user)
+    programs = Program.objects.all()
+    return programs if ids is None else programs.filter(id__in=ids)

@@ -13,6 +13,8 @@ are new transactions.
 - `events`: the outbox of member events
 - `imports`: file imports (upload, dry run, confirm, progress, rejects) and the import history
 - `index`: the home page in three parts (working screens, configuration, ledger internals)
+- `staff`: users with the programs they may work on
+- `program_scope`: staff limited to some programs see only those programs' data, everywhere
 - `common`: links, formatting, filters and mixins the others share
 """
 
@@ -22,6 +24,7 @@ from loyalty.admin import (  # noqa: F401  (each module registers its admins)
     imports,
     members,
     programs,
+    staff,
     tiers,
     transactions,
 )

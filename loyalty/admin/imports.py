@@ -23,6 +23,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from loyalty.admin.program_scope import scope_form_fields
 from loyalty.exceptions import ImportFileError
 from loyalty.models import ImportJob, Program
 from loyalty.services import imports
@@ -146,6 +147,7 @@ class ImportJobAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method == "POST":
             form = ImportUploadForm(request.POST, request.FILES)
+            scope_form_fields(form, request)
             if form.is_valid():
                 kind = form.cleaned_data["kind"]
                 if not may_import(request.user, kind):
@@ -164,6 +166,7 @@ class ImportJobAdmin(admin.ModelAdmin):
                     return HttpResponseRedirect(self._job_url(job))
         else:
             form = ImportUploadForm(initial=request.GET.dict())
+            scope_form_fields(form, request)
         return self._render(
             request,
             "admin/loyalty/importjob/upload.html",

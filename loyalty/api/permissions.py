@@ -7,7 +7,8 @@ redemption needs `redemptions:write`, an adjustment `adjustments:write`, other t
 An API key holds the scopes it was given. A staff session holds a scope when the user has the
 Django permissions behind it (`session_permissions`): view for reads, add/change for writes,
 the admin's adjust-points permission for adjustments; vouchers and reports scopes (no models
-yet) only for superusers, who hold every scope. Sessions are not yet limited per program.
+yet) only for superusers, who hold every scope. A staff user limited to some programs
+(`StaffProgramAccess`) reaches only those: another program answers 404, as a missing one.
 
 Throttling counts requests per key (per user for sessions) at `API_THROTTLE_RATE`, and failed
 authentications per client address at `API_AUTH_FAILURE_RATE`.

@@ -171,7 +171,9 @@ class ApiView(generics.GenericAPIView):
                 fields={"program": "This query parameter is required for session access."},
             )
         program = Program.objects.filter(code=code).first() if "\x00" not in code else None
-        if program is None:
+        allowed = selectors.program_ids_for_user(request.user)
+        if program is None or (allowed is not None and program.id not in allowed):
+            # (a program the user may not work on answers as one that does not exist)
             raise NotFound(f"No program {code!r}.", fields={"program": code})
         return program
 

@@ -1,6 +1,6 @@
 """Loyalty's models, one module per area; every model is importable from `loyalty.models`.
 
-- `programs`: programs and their point currencies
+- `programs`: programs, their point currencies, and the staff limited to some of them
 - `members`: members and the record of who changed them
 - `rules`: earning rules (data interpreted by `loyalty.rules`)
 - `journal`: the transaction journal and its basket lines
@@ -21,7 +21,7 @@ from loyalty.models.imports import ImportJob
 from loyalty.models.journal import Transaction, TransactionLine
 from loyalty.models.ledger import Balance, Bucket, BucketAllocation, LedgerEntry
 from loyalty.models.members import Member, MemberChange
-from loyalty.models.programs import Currency, Program
+from loyalty.models.programs import Currency, Program, StaffProgramAccess
 from loyalty.models.rules import EarningRule
 from loyalty.models.tiers import Benefit, MemberTier, Tier, TierGroup, TierHistory
 
@@ -40,6 +40,7 @@ __all__ = [
     "MemberEvent",
     "MemberTier",
     "Program",
+    "StaffProgramAccess",
     "Tier",
     "TierGroup",
     "TierHistory",

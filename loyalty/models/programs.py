@@ -5,6 +5,7 @@ A currency's amounts are integers of its smallest unit (`Currency.decimals`); mo
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -139,3 +140,21 @@ class Currency(models.Model):
                     errors[field] = "The fixed policy needs month, day and years_after."
         if errors:
             raise ValidationError(errors)
+
+
+class StaffProgramAccess(models.Model):
+    """Limits a staff user to some programs. With this row, the admin lists and opens only the
+    data of `programs` and the API (in the user's session) answers only for them; without it
+    the user works on every program, as superusers always do."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="program_access"
+    )
+    programs = models.ManyToManyField(Program, blank=True, related_name="+")
+
+    class Meta:
+        verbose_name = "program access"
+        verbose_name_plural = "program access"
+
+    def __str__(self) -> str:
+        return f"{self.user} on {', '.join(p.code for p in self.programs.all()) or 'no program'}"
