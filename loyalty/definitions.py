@@ -736,10 +736,18 @@ def _program_values(document: dict, existing: Program | None) -> dict:
         "timezone": "UTC",
         "currency": "EUR",
         "status": Program.Status.ACTIVE,
+        "max_adjustment_points": None,
+        "approval_threshold_points": None,
+        "tier_override_needs_approval": False,
     }
     if "name" not in document and existing is not None:
-        return {key: document[key] for key in defaults if key in document}
-    return {key: document.get(key, default) for key, default in defaults.items()}
+        values = {key: document[key] for key in defaults if key in document}
+    else:
+        values = {key: document.get(key, default) for key, default in defaults.items()}
+    for key in ("max_adjustment_points", "approval_threshold_points"):
+        if values.get(key) is not None:
+            values[key] = Decimal(str(values[key]))
+    return values
 
 
 def _benefit_values(item: dict, currencies: dict[str, Currency]) -> dict:
@@ -972,6 +980,17 @@ def program_export(*, program: Program) -> dict:
         "timezone": program.timezone,
         "currency": program.currency,
         "status": program.status,
+        **_without_none(
+            {
+                "max_adjustment_points": _dec(program.max_adjustment_points)
+                if program.max_adjustment_points is not None
+                else None,
+                "approval_threshold_points": _dec(program.approval_threshold_points)
+                if program.approval_threshold_points is not None
+                else None,
+            }
+        ),
+        "tier_override_needs_approval": program.tier_override_needs_approval,
         "currencies": [_export_currency(c) for c in program.currencies.order_by("code")],
         "earning_rules": [
             _export_rule(r, tz) for r in program.earning_rules.order_by("-priority", "code")

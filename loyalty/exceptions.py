@@ -18,6 +18,8 @@ Services raise these; the admin shows `message`, the API renders
     unknown_partner               422     not a partner of the program
     currency_not_redeemable       422     the currency cannot be spent
     invalid_reversal              422     the original cannot be returned, or not by that much
+    adjustment_above_ceiling      422     an adjustment larger than the program's ceiling
+    approval_refused              422     an approval by its requester, or of a decided request
     program_not_active            422     the program takes no enrollments or postings now
     occurred_in_future            422     the transaction is dated ahead of the clock
     occurred_too_long_ago         422     the transaction is dated before the back-dating window
@@ -145,6 +147,19 @@ class CurrencyNotRedeemable(LoyaltyError):
 
 class InvalidReversal(LoyaltyError):
     code = "invalid_reversal"
+
+
+class AdjustmentAboveCeiling(LoyaltyError):
+    """A manual adjustment larger than the program's ceiling per adjustment."""
+
+    code = "adjustment_above_ceiling"
+
+
+class ApprovalRefused(LoyaltyError):
+    """A maker-checker decision that cannot be taken: the requester approving their own
+    request, or a request already decided."""
+
+    code = "approval_refused"
 
 
 # --- programs and rules ---------------------------------------------------------------------

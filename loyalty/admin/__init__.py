@@ -13,12 +13,14 @@ are new transactions.
 - `events`: the outbox of member events
 - `imports`: file imports (upload, dry run, confirm, progress, rejects) and the import history
 - `index`: the home page in three parts (working screens, configuration, ledger internals)
+- `approvals`: maker-checker requests, approved or rejected by a second manager
 - `staff`: users with the programs they may work on
 - `program_scope`: staff limited to some programs see only those programs' data, everywhere
 - `common`: links, formatting, filters and mixins the others share
 """
 
 from loyalty.admin import (  # noqa: F401  (each module registers its admins)
+    approvals,
     earning_rules,
     events,
     imports,

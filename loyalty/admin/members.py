@@ -56,6 +56,12 @@ from loyalty.models import (
     Tier,
     Transaction,
 )
+from loyalty.services.approvals import (
+    adjustment_needs_approval,
+    approval_request_adjustment,
+    approval_request_tier_override,
+    tier_override_needs_approval,
+)
 from loyalty.services.members import member_enrol, member_erase, member_merge, member_update
 from loyalty.services.posting import transaction_post
 from loyalty.services.requests import TransactionRequest
@@ -202,6 +208,26 @@ class MemberTiersAdminMixin:
         form = MemberTierSetForm(request.POST or None, member=member)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
+            if tier_override_needs_approval(program=member.program):
+                try:
+                    approval_request_tier_override(
+                        member=member,
+                        tier=data["tier"],
+                        valid_until=data["valid_until"],
+                        reason=data["reason"],
+                        requested_by=request.user,
+                    )
+                except LoyaltyError as exc:
+                    self.message_user(request, exc.message, messages.ERROR)
+                    add_service_error(form, exc, message=False)
+                else:
+                    self.message_user(
+                        request,
+                        "Tier changes in this program wait for a second manager's approval: "
+                        "the request is in Approval requests.",
+                        messages.WARNING,
+                    )
+                    return HttpResponseRedirect(admin_url(member))
             try:
                 change = member_tier_set(
                     member=member,
@@ -681,6 +707,8 @@ class MemberAdmin(MemberTiersAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin
             self.message_user(request, "This adjustment was already posted.", messages.WARNING)
             return HttpResponseRedirect(self._after_adjustment_url(members, single))
         now = timezone.now()
+        if adjustment_needs_approval(program=program, points=data["points"]):
+            return self._request_adjustment_approvals(request, form, members, single, now)
         try:
             with db_transaction.atomic():
                 for member in members:
@@ -713,6 +741,33 @@ class MemberAdmin(MemberTiersAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin
             f"{verb} {abs(data['points'])} {data['currency'].code} "
             f"({len(members)} member{'s' if len(members) != 1 else ''}).",
             messages.SUCCESS,
+        )
+        return HttpResponseRedirect(self._after_adjustment_url(members, single))
+
+    def _request_adjustment_approvals(self, request, form, members, single, now):
+        """Above the program's threshold: ask a second manager instead of posting."""
+        data = form.cleaned_data
+        try:
+            with db_transaction.atomic():
+                for member in members:
+                    approval_request_adjustment(
+                        member=member,
+                        points=data["points"],
+                        currency_code=data["currency"].code,
+                        reason=data["reason"].strip(),
+                        requested_by=request.user,
+                        now=now,
+                    )
+        except LoyaltyError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            add_service_error(form, exc, form.service_field_names, message=False)
+            return None
+        self.message_user(
+            request,
+            f"{data['points']} {data['currency'].code} is above the program's approval "
+            f"threshold: the adjustment ({len(members)} member"
+            f"{'s' if len(members) != 1 else ''}) waits for a second manager's approval.",
+            messages.WARNING,
         )
         return HttpResponseRedirect(self._after_adjustment_url(members, single))
 

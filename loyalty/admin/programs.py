@@ -35,7 +35,22 @@ class ProgramAdmin(admin.ModelAdmin):
     list_filter = ("status",)
     search_fields = ("code", "name")
     readonly_fields = ("created_at",)
-    fields = ("code", "name", "description", "status", "timezone", "currency", "created_at")
+    fieldsets = (
+        (None, {"fields": ("code", "name", "description", "status", "timezone", "currency")}),
+        (
+            "Manual changes",
+            {
+                "fields": (
+                    "max_adjustment_points",
+                    "approval_threshold_points",
+                    "tier_override_needs_approval",
+                ),
+                "description": "A ceiling per adjustment for every door, and the changes made "
+                "in the admin that wait for a second manager's approval.",
+            },
+        ),
+        (None, {"fields": ("created_at",)}),
+    )
     inlines = [CurrencyInline, EarningRuleInline]
 
 

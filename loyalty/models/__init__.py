@@ -9,6 +9,7 @@
 - `events`: the outbox of member events
 - `api_keys`: keys of the REST API
 - `imports`: the import history (import jobs)
+- `approvals`: maker-checker requests waiting for a second manager
 
 Indexes: a foreign key marked `db_index=False` is served by a composite index or unique
 constraint that starts with it (see its model's Meta); imports write millions of these rows,
@@ -16,6 +17,7 @@ and each index is one more write per row.
 """
 
 from loyalty.models.api_keys import ApiKey
+from loyalty.models.approvals import ApprovalRequest
 from loyalty.models.events import MemberEvent
 from loyalty.models.imports import ImportJob
 from loyalty.models.journal import Transaction, TransactionLine
@@ -27,6 +29,7 @@ from loyalty.models.tiers import Benefit, MemberTier, Tier, TierGroup, TierHisto
 
 __all__ = [
     "ApiKey",
+    "ApprovalRequest",
     "Balance",
     "Benefit",
     "Bucket",

@@ -30,6 +30,28 @@ class Program(models.Model):
         help_text="ISO 4217 money currency of the program.",
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    max_adjustment_points = models.DecimalField(
+        max_digits=18,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="The largest manual adjustment, credit or debit, in points of its currency, "
+        "whoever makes it (admin, API, import). Empty: no ceiling.",
+    )
+    approval_threshold_points = models.DecimalField(
+        max_digits=18,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Adjustments made in the admin above this many points wait for a second "
+        "manager's approval before they post. Empty: none wait.",
+    )
+    tier_override_needs_approval = models.BooleanField(
+        default=False,
+        help_text="Manual tier changes made in the admin wait for a second manager's approval.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

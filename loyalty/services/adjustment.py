@@ -1,13 +1,32 @@
 """Manual adjustments by a program manager or support agent: a credit or a debit with a
-mandatory reason (the reason and the actor are kept on the transaction)."""
+mandatory reason (the reason and the actor are kept on the transaction), never larger than
+the program's ceiling per adjustment (`Program.max_adjustment_points`), whichever door it comes
+through. Tessera's own adjustments (benefit gifts, under the `tessera:` prefix) are not manual
+and have no ceiling; an approved request (maker-checker) is manual and has it."""
 
 from __future__ import annotations
 
-from loyalty.exceptions import InsufficientPoints, MemberNotActive
+from decimal import Decimal
+
+from loyalty.exceptions import AdjustmentAboveCeiling, InsufficientPoints, MemberNotActive
 from loyalty.expiry_dates import expiry_date_for
-from loyalty.models import LedgerEntry, Member, Program, Transaction
+from loyalty.models import Currency, LedgerEntry, Member, Program, Transaction
 from loyalty.services.ledger import LedgerWriter
 from loyalty.services.requests import TransactionRequest
+
+# The adjustments benefits give (loyalty/services/benefits.py): Tessera's, not a person's.
+GIFT_SUBTYPES = ("welcome_gift", "birthday_gift", "anniversary_reward")
+
+
+def adjustment_ceiling_check(*, program: Program, currency: Currency, points: int) -> None:
+    """Refuse an adjustment of `points` (smallest units, signed) above the program's ceiling."""
+    ceiling = program.max_adjustment_points
+    if ceiling is not None and Decimal(abs(points)) / currency.scale > ceiling:
+        raise AdjustmentAboveCeiling(
+            f"An adjustment in program {program.code} is at most {ceiling.normalize():f} "
+            f"{currency.code}; {currency.display(abs(points))} asked.",
+            fields={"points": f"at most {ceiling.normalize():f}"},
+        )
 
 
 def points_adjust_locked(
@@ -21,6 +40,8 @@ def points_adjust_locked(
     if member.status == Member.Status.CLOSED:
         raise MemberNotActive(f"Member {member.membership_number} is closed.")
     currency = txn.points_currency
+    if request.subtype not in GIFT_SUBTYPES:
+        adjustment_ceiling_check(program=program, currency=currency, points=txn.points)
     if txn.points > 0:
         return writer.credit(
             member=member,

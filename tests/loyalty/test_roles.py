@@ -37,6 +37,7 @@ SUPPORT_AGENT_PERMISSIONS = {
     "loyalty.view_membertier",
     "loyalty.view_tierhistory",
     "loyalty.view_memberevent",
+    "loyalty.view_approvalrequest",
 }
 
 
