@@ -100,12 +100,40 @@ class MemberAddForm(ServiceErrorMixin, forms.ModelForm):
         }
 
 
+ATTRIBUTES_SHOWN_DEPTH = 32
+
+
+def json_too_deep(value, limit: int = ATTRIBUTES_SHOWN_DEPTH) -> bool:
+    """Whether a JSON value nests deeper than `limit` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 class MemberChangeForm(ServiceErrorMixin, forms.ModelForm):
     """Profile edits, saved through `member_update` (numbers, dates and points are read-only)."""
 
     class Meta:
         model = Member
         fields = list(PROFILE_FIELDS)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields.get("attributes")
+        if field is not None and self.instance.pk and json_too_deep(self.instance.attributes):
+            # Stored before attributes were bounded: too deep to show or edit here without
+            # breaking the page. Kept as they are; the API's bounds apply to new values.
+            field.disabled = True
+            field.prepare_value = lambda value: (
+                f"(not shown: nested deeper than {ATTRIBUTES_SHOWN_DEPTH} levels)"
+            )
+            field.help_text = "Stored before attributes were bounded; replace them through the API."
 
     def profile_changes(self) -> dict:
         return {f: self.cleaned_data[f] for f in self.changed_data if f in PROFILE_FIELDS}

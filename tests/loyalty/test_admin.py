@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -782,3 +783,17 @@ def test_member_page_links_to_its_ledger_internals(admin_client, history, member
         link = f"{url(internal)}?member__id__exact={member.pk}"
         assert link in content, internal
         assert admin_client.get(link).context["cl"].result_count >= 1, internal
+
+
+def test_attributes_stored_before_bounds_never_break_the_member_pages(admin_client, member):
+    deep = '{"a": ' * 200 + "{}" + "}" * 200  # as an early version could store them
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE loyalty_member SET attributes = %s::jsonb WHERE id = %s", [deep, member.pk]
+        )
+
+    page = admin_client.get(url("member", "change", member.pk))
+
+    assert page.status_code == 200
+    assert "nested deeper than 32 levels" in page.content.decode()
+    assert admin_client.get(url("member")).status_code == 200
