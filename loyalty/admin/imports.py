@@ -48,6 +48,12 @@ class ImportUploadForm(forms.Form):
         help_text="CSV (UTF-8, comma or semicolon separated) or XLSX; the first row names the "
         "columns. See docs/imports.md."
     )
+    migration = forms.BooleanField(
+        required=False,
+        label="Migration from another system",
+        help_text="Members only: bring them over as they were. No welcome points, no "
+        "enrolment events, e-mails or webhooks; tier history says import.",
+    )
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
@@ -78,7 +84,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         "rejected",
     )
     list_display_links = ("id", "file_name")
-    list_filter = ("kind", "status", "source", "program")
+    list_filter = ("kind", "status", "source", "migration", "program")
     search_fields = ("file_name", "actor", "created_by__username")
     list_select_related = ("program", "created_by")
     date_hierarchy = "created_at"
@@ -159,6 +165,7 @@ class ImportJobAdmin(admin.ModelAdmin):
                         upload=form.cleaned_data["file"],
                         user=request.user,
                         background=_in_background,
+                        migration=form.cleaned_data["migration"],
                     )
                 except ImportFileError as exc:
                     form.add_error("file", exc.message)

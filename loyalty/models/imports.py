@@ -48,6 +48,11 @@ class ImportJob(models.Model):
     file = models.FileField(upload_to="imports/%Y/%m/", blank=True)
     file_name = models.CharField(max_length=255, help_text="The name of the uploaded file.")
     file_format = models.CharField(max_length=10, blank=True)
+    migration = models.BooleanField(
+        default=False,
+        help_text="Members brought over from another system as they were: no welcome "
+        "points, no enrolment events or e-mails, tier history with reason import.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -78,11 +78,15 @@ def member_enrol(
     enrolled_at: dt.datetime | None = None,
     actor: str = "",
     now: dt.datetime | None = None,
+    migration: bool = False,
     **profile,
 ) -> Member:
     """Enrol a member and post the `enrollment` accrual (welcome points if a rule says so).
 
     `referral_code` is the referrer's code: the referrer earns on this member's first purchase.
+    `migration=True` brings over a member of another system as they were: no enrollment
+    accrual, no `enrolled` event (no welcome e-mail or webhook), base tiers with reason
+    `import`.
     """
     now = now or timezone.now()
     _check_enrolment(program, profile, enrolled_at, now)
@@ -101,14 +105,15 @@ def member_enrol(
             _member_change_build(member, MemberChange.Action.ENROLLED, actor, now).save(
                 force_insert=True
             )
-            tiers = tiers_enrol(member=member)
-            member_event_record(
-                member=member,
-                type=EventType.ENROLLED,
-                payload=_enrolled_payload(member, referrer, tiers),
-                occurred_at=member.enrolled_at,
-            )
-            request = _enrollment_request(member)
+            tiers = tiers_enrol(member=member, migration=migration)
+            if not migration:
+                member_event_record(
+                    member=member,
+                    type=EventType.ENROLLED,
+                    payload=_enrolled_payload(member, referrer, tiers),
+                    occurred_at=member.enrolled_at,
+                )
+            request = None if migration else _enrollment_request(member)
             if request is not None:
                 transaction_post(program=program, request=request, actor=actor or "system", now=now)
     except IntegrityError as exc:
@@ -133,9 +138,11 @@ def members_enrol_many(
     rows: Sequence[dict],
     actor: str = "",
     now: dt.datetime | None = None,
+    migration: bool = False,
 ) -> list[EnrolOutcome]:
-    """`member_enrol` for each row (a dict of its keyword arguments besides program, actor
-    and now), in order, with the same result: one outcome per row, in the same order.
+    """`member_enrol` for each row (a dict of its keyword arguments besides program, actor,
+    now and `migration`, which all rows share), in order, with the same result: one outcome
+    per row, in the same order.
 
     Why: an import enrols thousands of members, and `member_enrol` costs some thirty queries
     each. Here a chunk of rows costs a handful: members, base tiers and `enrolled` events in
@@ -151,7 +158,8 @@ def members_enrol_many(
     now = now or timezone.now()
     outcomes: list[EnrolOutcome] = []
     for start in range(0, len(rows), ENROL_CHUNK):
-        outcomes.extend(_enrol_rows(program, rows[start : start + ENROL_CHUNK], actor, now))
+        chunk = rows[start : start + ENROL_CHUNK]
+        outcomes.extend(_enrol_rows(program, chunk, actor, now, migration))
     return outcomes
 
 
@@ -165,27 +173,29 @@ class _AccrualsRefused(Exception):
 
 
 def _enrol_rows(
-    program: Program, rows: Sequence[dict], actor: str, now: dt.datetime
+    program: Program, rows: Sequence[dict], actor: str, now: dt.datetime, migration: bool
 ) -> list[EnrolOutcome]:
     refused: dict[int, Exception] = {}
     while True:
         try:
             with db_transaction.atomic():
-                return _enrol_chunk(program, rows, actor, now, refused)
+                return _enrol_chunk(program, rows, actor, now, refused, migration)
         except _AccrualsRefused as error:
             refused.update(error.refused)  # each round refuses one row more at least
         except (IntegrityError, DataError):
             if len(rows) == 1:
-                return [_enrol_one(program, rows[0], actor, now)]
+                return [_enrol_one(program, rows[0], actor, now, migration)]
             half = len(rows) // 2
-            return _enrol_rows(program, rows[:half], actor, now) + _enrol_rows(
-                program, rows[half:], actor, now
+            return _enrol_rows(program, rows[:half], actor, now, migration) + _enrol_rows(
+                program, rows[half:], actor, now, migration
             )
 
 
-def _enrol_one(program: Program, row: dict, actor: str, now: dt.datetime) -> EnrolOutcome:
+def _enrol_one(
+    program: Program, row: dict, actor: str, now: dt.datetime, migration: bool
+) -> EnrolOutcome:
     try:
-        member = member_enrol(program=program, actor=actor, now=now, **row)
+        member = member_enrol(program=program, actor=actor, now=now, migration=migration, **row)
     except (LoyaltyError, DataError) as error:
         return EnrolOutcome(row, error=error)
     return EnrolOutcome(row, member=member)
@@ -197,6 +207,7 @@ def _enrol_chunk(
     actor: str,
     now: dt.datetime,
     refused: dict[int, Exception],
+    migration: bool = False,
 ) -> list[EnrolOutcome]:
     """The rows in bulk, but those whose accrual was `refused` in an earlier round."""
     outcomes = [EnrolOutcome(row, error=refused.get(index)) for index, row in enumerate(rows)]
@@ -263,8 +274,10 @@ def _enrol_chunk(
         [_member_change_build(m, MemberChange.Action.ENROLLED, actor, now) for m in members],
     )
     tiers: dict[int, list[TierHistory]] = {}
-    for change in tiers_enrol_many(members=members):
+    for change in tiers_enrol_many(members=members, migration=migration):
         tiers.setdefault(change.member_id, []).append(change)
+    if migration:  # as they were: no event, no enrollment accrual
+        return outcomes
     bulk_insert_copy(
         MemberEvent,
         [

@@ -586,16 +586,16 @@ def _evaluate_posting(
 # --- enrolment, manual set, import, merge ---------------------------------------------------------
 
 
-def tiers_enrol(*, member: Member) -> list[TierHistory]:
+def tiers_enrol(*, member: Member, migration: bool = False) -> list[TierHistory]:
     """Every member holds each group's base tier from enrolment (inside `member_enrol`)."""
-    return tiers_enrol_many(members=[member])
+    return tiers_enrol_many(members=[member], migration=migration)
 
 
-def tiers_enrol_many(*, members: Sequence[Member]) -> list[TierHistory]:
+def tiers_enrol_many(*, members: Sequence[Member], migration: bool = False) -> list[TierHistory]:
     """`tiers_enrol` for members of one program (inside `members_enrol_many`): each one's base
     tier in every group with tiers that it holds no state in yet, in a few queries whatever
     the number of members. Returns the history rows, member by member, groups in id order.
-    Writes no event: nobody changes tier at enrolment."""
+    Writes no event: nobody changes tier at enrolment. A migration's history says `import`."""
     if not members:
         return []
     program_id = members[0].program_id
@@ -614,7 +614,7 @@ def tiers_enrol_many(*, members: Sequence[Member]) -> list[TierHistory]:
         for group in groups:
             if (member.pk, group.pk) in held:
                 continue
-            state, history = _enrolment(member, group)
+            state, history = _enrolment(member, group, migration)
             states.append(state)
             changes.append(history)
     bulk_insert_copy(MemberTier, states)
@@ -622,7 +622,9 @@ def tiers_enrol_many(*, members: Sequence[Member]) -> list[TierHistory]:
     return changes
 
 
-def _enrolment(member: Member, group: TierGroup) -> tuple[MemberTier, TierHistory]:
+def _enrolment(
+    member: Member, group: TierGroup, migration: bool = False
+) -> tuple[MemberTier, TierHistory]:
     """A new member's state in `group` and its history row (both unsaved): the base tier
     from the enrolment date, without end, in the qualifying period containing that date."""
     start = enrolled_on(member)
@@ -640,12 +642,12 @@ def _enrolment(member: Member, group: TierGroup) -> tuple[MemberTier, TierHistor
         group,
         state,
         tier=base_tier(group),
-        reason=Reason.ENROLMENT,
+        reason=Reason.IMPORT if migration else Reason.ENROLMENT,
         occurred_at=member.enrolled_at,
         valid_from=start,
         valid_until=None,
         period=period,
-        note="base tier from enrolment",
+        note="base tier, migrated from another system" if migration else "base tier from enrolment",
     )
     return state, history
 

@@ -58,8 +58,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--actor", default="", help="Who imports (default: import_csv and the file name)."
         )
+        parser.add_argument(
+            "--migration",
+            action="store_true",
+            help="Members: bring them over from another system as they were (no welcome "
+            "points, no enrolment events or e-mails, tier history with reason import).",
+        )
 
-    def handle(self, *args, kind, file, program, dry_run, actor, **options):
+    def handle(self, *args, kind, file, program, dry_run, actor, migration=False, **options):
+        if migration and kind != "members":
+            raise CommandError("--migration is for members files.", returncode=EXIT_UNUSABLE)
         path = Path(file)
         if not path.is_file():
             raise CommandError(f"No file {file!r}.", returncode=EXIT_UNUSABLE)
@@ -71,6 +79,7 @@ class Command(BaseCommand):
         actor = (actor or f"import_csv {path.name}")[:150]
         bar = _ProgressBar(self.stderr)
         history = _History(kind, found, path.name, actor, record=not dry_run)
+        history.args["migration"] = migration
         with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as rejects:
             try:
                 report = import_file(
@@ -80,6 +89,7 @@ class Command(BaseCommand):
                     dry_run=dry_run,
                     actor=actor,
                     rejects=rejects,
+                    migration=migration,
                     progress=lambda report: (bar.update(report), history.update(report)),
                 )
             except ImportFileError as exc:

@@ -54,9 +54,11 @@ def import_job_create(
     background: Background,
     user=None,
     actor: str = "",
+    migration: bool = False,
 ) -> ImportJob:
     """Check an uploaded file as a whole (format, encoding, columns; ImportFileError if it
-    is unusable, storing nothing), store it, and start its dry run."""
+    is unusable, storing nothing), store it, and start its dry run. `migration`: see
+    `import_file` (members only)."""
     upload.seek(0)
     layout = inspect_file(kind=kind, source=upload, filename=upload.name)
     upload.seek(0)
@@ -70,6 +72,7 @@ def import_job_create(
         actor=actor or (user.get_username() if user is not None else ""),
         rows_total=layout.rows_total,
         status=ImportJob.Status.PREVIEWING,
+        migration=migration and kind == "members",
     )
     job.file.save(Path(upload.name).name, upload, save=False)
     job.save()
@@ -137,6 +140,7 @@ def _import_job_file(job: ImportJob, **options) -> ImportReport:
                 source=source,
                 filename=job.file_name,
                 actor=job.actor,
+                migration=job.migration,
                 **options,
             )
     except Exception as exc:
@@ -184,7 +188,13 @@ def import_job_run(*, job_id: int) -> ImportJob:
 
 
 def import_job_begin(
-    *, kind: str, program: Program, file_name: str, actor: str, rows_total: int
+    *,
+    kind: str,
+    program: Program,
+    file_name: str,
+    actor: str,
+    rows_total: int,
+    migration: bool = False,
 ) -> ImportJob:
     """The history of an import run outside the admin (`manage.py import_csv`)."""
     now = timezone.now()
@@ -199,6 +209,7 @@ def import_job_begin(
         rows_total=rows_total,
         started_at=now,
         heartbeat_at=now,
+        migration=migration,
     )
 
 

@@ -173,11 +173,22 @@ def member_tier_apply(
 
 
 class MemberImport:
-    def __init__(self, program: Program, report: ImportReport, rejects: RejectsWriter, actor):
+    """`migration=True`: members come over from another system as they were (no enrollment
+    accrual, no `enrolled` event, tier history with reason `import`)."""
+
+    def __init__(
+        self,
+        program: Program,
+        report: ImportReport,
+        rejects: RejectsWriter,
+        actor,
+        migration: bool = False,
+    ):
         self.program = program
         self.report = report
         self.rejects = rejects
         self.actor = actor
+        self.migration = migration
 
     def chunk(self, rows: list[Row]) -> None:
         """Rows in file order; the rows that enrol a member (without a tier to set) are
@@ -213,7 +224,10 @@ class MemberImport:
 
     def _enrol(self, rows: list[MemberRow], results, by_number, by_email) -> None:
         outcomes = members_enrol_many(
-            program=self.program, rows=[self._enrol_row(row) for row in rows], actor=self.actor
+            program=self.program,
+            rows=[self._enrol_row(row) for row in rows],
+            actor=self.actor,
+            migration=self.migration,
         )
         for row, outcome in zip(rows, outcomes, strict=True):
             member = outcome.member
@@ -299,7 +313,12 @@ class MemberImport:
         return f"the database refused the row: {_first_line(exc)}"
 
     def _create(self, row: MemberRow) -> Member:
-        return member_enrol(program=self.program, actor=self.actor, **self._enrol_row(row))
+        return member_enrol(
+            program=self.program,
+            actor=self.actor,
+            migration=self.migration,
+            **self._enrol_row(row),
+        )
 
     @staticmethod
     def _enrol_row(row: MemberRow) -> dict[str, Any]:

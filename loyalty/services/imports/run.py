@@ -65,8 +65,13 @@ def import_file(
     actor: str = "",
     rejects: IO[str] | None = None,
     progress: Callable[[ImportReport], None] | None = None,
+    migration: bool = False,
 ) -> ImportReport:
     """Import a members or transactions file (CSV or XLSX) into `program`.
+
+    `migration=True` (members): the members come over from another system as they were: no
+    welcome accrual, no `enrolled` events (so no e-mail or webhook to each of them), base
+    tiers with reason `import`.
 
     Raises ImportFileError, having written nothing, when the file is unusable. Otherwise
     returns the counts; conflicts and rejects are written to `rejects` as CSV (row, column,
@@ -87,6 +92,7 @@ def import_file(
                 actor=actor,
                 rejects=rejects,
                 progress=progress,
+                migration=migration,
             )
     table = open_table(source, filename=filename)
     layout = scan(table, kind)
@@ -94,10 +100,10 @@ def import_file(
     writer = RejectsWriter(rejects)
     if dry_run:
         with db_transaction.atomic():
-            _run(table, layout, program, report, writer, actor, progress)
+            _run(table, layout, program, report, writer, actor, progress, migration)
             db_transaction.set_rollback(True)
     else:
-        _run(table, layout, program, report, writer, actor, progress)
+        _run(table, layout, program, report, writer, actor, progress, migration)
     return report
 
 
@@ -109,13 +115,13 @@ def inspect_file(*, kind: str, source: IO[bytes], filename: str = "") -> Layout:
     return scan(open_table(source, filename=filename), kind)
 
 
-def _run(table, layout, program, report, writer, actor, progress) -> None:
+def _run(table, layout, program, report, writer, actor, progress, migration=False) -> None:
     rows = data_rows(table, layout)
     statistics = PlannerStatistics(min_rows=ANALYZE_MIN_ROWS)  # large files outgrow them
     if progress is not None:
         progress(report)  # the start: rows_total is known
     if layout.kind == MEMBERS:
-        members = MemberImport(program, report, writer, actor)
+        members = MemberImport(program, report, writer, actor, migration=migration)
         for chunk in _batches(rows, _chunk_size("IMPORT_CHUNK_MEMBERS", CHUNK_MEMBERS)):
             members.chunk(chunk)
             statistics.refresh()
