@@ -253,6 +253,12 @@ IMPORT_UPLOAD_MAX_MB = env.int("IMPORT_UPLOAD_MAX_MB", default=100)
 TESSERA_POSTING_EXTENSIONS = [
     "loyalty.extensions.caps.EarningRuleCaps",
 ]
+# The other extension points of loyalty, filled by the apps that extend it (loyalty never
+# imports them): program definition sections in load order (loyalty/definition_sections.py),
+# inlines of the member's admin page, and periodic jobs run after loyalty's own (loyalty/jobs.py).
+TESSERA_DEFINITION_SECTIONS: list[str] = []
+TESSERA_MEMBER_ADMIN_INLINES: list[str] = []
+TESSERA_EXTRA_JOBS: list[str] = []
 # A transaction dated more than this many minutes after the moment it is posted is refused.
 TESSERA_FUTURE_TOLERANCE_MINUTES = env.int("TESSERA_FUTURE_TOLERANCE_MINUTES", default=5)
 # A client's transaction dated more than this many days before the moment it is posted is
