@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db import transaction as db_transaction
-
 from loyalty import dates
-from loyalty.models import Bucket, Member, Program
+from loyalty.models import Bucket, Program
 
 
 def available_at_for(
@@ -23,8 +21,9 @@ def available_at_for(
 
 
 def points_release_due(*, program: Program, as_of: dt.date) -> int:
-    """Release every escrowed credit due by the start of `as_of` (idempotent)."""
-    from loyalty.services.ledger import LedgerWriter, lock_member, settle
+    """Release every escrowed credit due by the start of `as_of` (idempotent), in batches
+    (`settlement.members_settle`): each member as settling it alone would."""
+    from loyalty.services.settlement import members_settle
 
     at = dates.start_of_day(as_of, program.timezone)
     member_ids = sorted(
@@ -34,10 +33,4 @@ def points_release_due(*, program: Program, as_of: dt.date) -> int:
             ).values_list("member_id", flat=True)
         )
     )
-    for member_id in member_ids:
-        with db_transaction.atomic():
-            member = lock_member(Member(id=member_id))
-            writer = LedgerWriter(now=at)
-            settle(writer, member, at)
-            writer.flush()
-    return len(member_ids)
+    return members_settle(program=program, member_ids=member_ids, at=at)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db import transaction as db_transaction
 from django.db.models import Q
 
 from loyalty import dates
@@ -61,15 +60,10 @@ def members_with_due_expiry(program: Program, as_of: dt.date) -> list[int]:
 
 def points_expire_due(*, program: Program, as_of: dt.date) -> int:
     """Expire every credit of the program due before `as_of` (idempotent). Returns members
-    settled. Each member is settled in its own transaction under its row lock."""
-    from loyalty.services.ledger import LedgerWriter, lock_member, settle
+    settled, in batches (`settlement.members_settle`): each member as settling it alone would."""
+    from loyalty.services.settlement import members_settle
 
     at = dates.start_of_day(as_of, program.timezone)
-    member_ids = members_with_due_expiry(program, as_of)
-    for member_id in member_ids:
-        with db_transaction.atomic():
-            member = lock_member(Member(id=member_id))
-            writer = LedgerWriter(now=at)
-            settle(writer, member, at)
-            writer.flush()
-    return len(member_ids)
+    return members_settle(
+        program=program, member_ids=members_with_due_expiry(program, as_of), at=at
+    )

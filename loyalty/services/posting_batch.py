@@ -41,11 +41,9 @@ from decimal import Decimal
 
 from django.db import DataError, IntegrityError
 from django.db import transaction as db_transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from loyalty import dates
-from loyalty.bulk import among, bulk_insert_copy, bulk_update_values
+from loyalty.bulk import bulk_insert_copy, bulk_update_values
 from loyalty.exceptions import IdempotencyConflict, LoyaltyError, UnknownMember
 from loyalty.models import (
     Bucket,
@@ -57,7 +55,8 @@ from loyalty.models import (
     TransactionLine,
 )
 from loyalty.pipeline import RunStale
-from loyalty.services.ledger import LedgerWriter, lock_members, settle_buckets, spendable
+from loyalty.services.due import DueBuckets
+from loyalty.services.ledger import LedgerWriter, lock_members, spendable
 from loyalty.services.posting import (
     ACTIVITY_SUBTYPES,
     PostingContext,
@@ -360,7 +359,7 @@ class _BatchPoster:
         writer = LedgerWriter(now=self.now, deferred=True)
         writer.preload_balances(m.id for m in stored_members)
         currencies = {c.id: c for c in self.context.currencies().values()}
-        due = _DueBuckets(self.program, currencies, stored_members, self._latest(requests))
+        due = DueBuckets(self.program, currencies, stored_members, self._latest(requests))
         reversals = _RunReversals(self.context, due, writer, requests)
         outcomes: list[PostOutcome] = []
         written: list[tuple[TransactionRequest, Transaction, list[TransactionLine]]] = []
@@ -475,13 +474,13 @@ class _RunReversals:
 
     The originals, their credits and the reversing members' unexpired buckets are read once
     per run, under lock; accruals posted earlier in the run come from memory. Every bucket is
-    one object shared with the run's settlement (`_DueBuckets`), and the writer asks
+    one object shared with the run's settlement (`DueBuckets`), and the writer asks
     `open_buckets` for the FIFO order of a debit, answered from those objects and the run's
     new buckets. A reversed redemption, a credit whose points a merge moved, and programs
     with inactivity expiry stop the run: that reversal is posted alone.
     """
 
-    def __init__(self, context: PostingContext, due: _DueBuckets, writer: LedgerWriter, requests):
+    def __init__(self, context: PostingContext, due: DueBuckets, writer: LedgerWriter, requests):
         self.context, self.due, self.writer = context, due, writer
         self.currencies = {c.id: c for c in context.currencies().values()}
         self.originals: dict[str, Transaction] = {}  # external id -> original
@@ -624,87 +623,3 @@ def _replay(request: TransactionRequest, existing: Transaction) -> PostOutcome:
     except LoyaltyError as error:
         return PostOutcome(request, PostOutcome.REJECTED, transaction=existing, error=error)
     return PostOutcome(request, PostOutcome.DUPLICATE, transaction=txn)
-
-
-class _DueBuckets:
-    """The run's members' buckets that could fall due for release or expiry by the run's
-    latest instant, read in one query; `settle` picks those due at an instant exactly as
-    `ledger.due_buckets` would read them from the database."""
-
-    def __init__(
-        self,
-        program: Program,
-        currencies: dict[int, Currency],
-        members: list[Member],
-        latest: dt.datetime,
-    ):
-        self.program = program
-        self.inactivity = [
-            c for c in currencies.values() if c.expiry_policy == Currency.ExpiryPolicy.INACTIVITY
-        ]
-        latest_day = dates.local_date(latest, program.timezone)
-        candidates = (
-            Bucket.objects.order_by("id")
-            .filter(member_id__in=among(m.id for m in members), remaining__gt=0, expired=False)
-            .filter(
-                Q(released=False, available_at__lte=latest)
-                | Q(expires_on__lt=latest_day)
-                | Q(currency_id__in=[c.id for c in self.inactivity])
-            )
-        )
-        self.by_member: dict[int, list[Bucket]] = {}
-        for bucket in candidates.select_related("entry") if members else ():
-            bucket.currency = currencies[bucket.currency_id]
-            self.by_member.setdefault(bucket.member_id, []).append(bucket)
-        self.seen_new = 0
-
-    def buckets_by_id(self) -> dict[int, Bucket]:
-        """The stored buckets this run holds, so that no other copy of them is written."""
-        return {b.pk: b for found in self.by_member.values() for b in found if b.pk is not None}
-
-    def add_new(self, member: Member, writer: LedgerWriter) -> None:
-        """Take the credits the writer just made into account (they may expire at once)."""
-        fresh = writer.new_buckets[self.seen_new :]
-        self.seen_new = len(writer.new_buckets)
-        for bucket in fresh:
-            self.by_member.setdefault(bucket.member_id, []).append(bucket)
-
-    def settle(self, writer: LedgerWriter, member: Member, at: dt.datetime) -> None:
-        buckets = self.by_member.get(member.id)
-        if not buckets:
-            return
-        from loyalty.expiry_dates import inactivity_expiry_date
-
-        today = dates.local_date(at, self.program.timezone)
-        dormant = {c.id for c in self.inactivity if inactivity_expiry_date(member, c) < today}
-        order = {id(b): n for n, b in enumerate(buckets)}  # ids ascend with creation
-
-        def by_id(bucket: Bucket):
-            return (bucket.pk is None, bucket.pk or 0, order[id(bucket)])
-
-        releases = sorted(
-            (
-                b
-                for b in buckets
-                if b.remaining > 0
-                and not b.released
-                and b.available_at is not None
-                and b.available_at <= at
-            ),
-            key=lambda b: (b.available_at, by_id(b)),
-        )
-        expiries = sorted(
-            (
-                b
-                for b in buckets
-                if b.remaining > 0
-                and not b.expired
-                and (
-                    (b.expires_on is not None and b.expires_on < today) or b.currency_id in dormant
-                )
-            ),
-            key=lambda b: (b.expires_on is None, b.expires_on or dt.date.min, by_id(b)),
-        )
-        settle_buckets(writer, member, releases, expiries)
-        # A release can only be followed by its expiry: `settle_buckets` checks `released`
-        # on the same objects, as it does for buckets read from the database.
