@@ -25,6 +25,7 @@ from loyalty.services.benefits import (
 from loyalty.services.escrow import points_release_due
 from loyalty.services.events import points_expiring_notify
 from loyalty.services.expiry import points_expire_due
+from loyalty.services.notifications import notifications_dispatch
 from loyalty.services.tiers import qualifying_points_reset, tier_assess_due
 
 
@@ -50,6 +51,8 @@ JOBS: list[Job] = [
     Job("welcome_gifts", welcome_gifts_issue, "welcome gifts of tiers reached"),
     Job("birthdays", birthdays_celebrate, "birthday events and birthday gifts"),
     Job("anniversaries", anniversary_rewards_issue, "enrolment anniversary rewards"),
+    # Last: it sends the events the jobs above wrote (on the clock, whatever the as-of date).
+    Job("notifications", notifications_dispatch, "member events to webhooks and e-mail"),
 ]
 
 

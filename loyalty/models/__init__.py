@@ -9,6 +9,7 @@
 - `events`: the outbox of member events
 - `api_keys`: keys of the REST API
 - `imports`: the import history (import jobs)
+- `webhooks`: webhook subscriptions and deliveries, e-mail templates and e-mails sent
 
 Indexes: a foreign key marked `db_index=False` is served by a composite index or unique
 constraint that starts with it (see its model's Meta); imports write millions of these rows,
@@ -24,6 +25,12 @@ from loyalty.models.members import Member, MemberChange
 from loyalty.models.programs import Currency, Program
 from loyalty.models.rules import EarningRule
 from loyalty.models.tiers import Benefit, MemberTier, Tier, TierGroup, TierHistory
+from loyalty.models.webhooks import (
+    EmailNotification,
+    EmailTemplate,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 
 __all__ = [
     "ApiKey",
@@ -33,6 +40,8 @@ __all__ = [
     "BucketAllocation",
     "Currency",
     "EarningRule",
+    "EmailNotification",
+    "EmailTemplate",
     "ImportJob",
     "LedgerEntry",
     "Member",
@@ -45,4 +54,6 @@ __all__ = [
     "TierHistory",
     "Transaction",
     "TransactionLine",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]
