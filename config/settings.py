@@ -162,6 +162,13 @@ MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / ".tessera" / "media")
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
+# Seconds before an unanswering mail server fails the e-mail being sent.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+# The sender of members' notification e-mails (docs/notifications.md).
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="loyalty@localhost")
+# Webhooks to loopback, private and link-local addresses are refused (SSRF) unless this is on,
+# as on a developer's machine (docs/notifications.md).
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
 
 # --- Celery --------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
@@ -181,6 +188,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "description": "Escrow release, expiry, tier assessment and resets, gifts and notices, "
         "as of today in each program's timezone (python manage.py run_jobs does the same).",
+    },
+    "notifications": {
+        "task": "loyalty.tasks.notifications_task",
+        "schedule": 60.0,
+        "description": "Member events to webhooks and e-mail, with retries "
+        "(python manage.py run_jobs --only notifications does the same).",
     },
 }
 

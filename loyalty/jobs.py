@@ -30,6 +30,7 @@ from loyalty.services.benefits import (
 from loyalty.services.escrow import points_release_due
 from loyalty.services.events import points_expiring_notify
 from loyalty.services.expiry import points_expire_due
+from loyalty.services.notifications import notifications_dispatch
 from loyalty.services.tiers import qualifying_points_reset, tier_assess_due
 
 
@@ -58,8 +59,11 @@ JOBS: list[Job] = [
 ]
 
 
-# After the extending apps' jobs.
-LAST_JOBS: list[Job] = []
+# After the extending apps' jobs: the delivery of the events every job above wrote (on the
+# clock, whatever the as-of date).
+LAST_JOBS: list[Job] = [
+    Job("notifications", notifications_dispatch, "member events to webhooks and e-mail"),
+]
 
 
 def all_jobs() -> list[Job]:

@@ -59,3 +59,10 @@ def tier_rewards_task(as_of: str | None = None, program: str | None = None) -> l
 def points_expiring_task(as_of: str | None = None, program: str | None = None) -> list:
     """points_expiring member events, 30 days ahead."""
     return _run_one("points_expiring", as_of, program)
+
+
+@shared_task(name="loyalty.tasks.notifications_task")
+def notifications_task(program: str | None = None) -> list:
+    """Member events to webhooks and e-mail, with retries (every minute; docs/notifications.md).
+    Safe to overlap: each delivery and e-mail is sent by one worker."""
+    return _run_one("notifications", None, program)

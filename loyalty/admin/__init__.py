@@ -11,6 +11,7 @@ are new transactions.
 - `transactions`: the journal and the ledger (entries, buckets, allocations, balances)
 - `tiers`: tier groups, tiers, benefits, current tiers and tier history
 - `events`: the outbox of member events
+- `webhooks`: notifications (webhook subscriptions and deliveries, e-mail templates, e-mails)
 - `imports`: file imports (upload, dry run, confirm, progress, rejects) and the import history
 - `index`: the home page in three parts (working screens, configuration, ledger internals)
 - `approvals`: maker-checker requests, approved or rejected by a second manager
@@ -29,4 +30,5 @@ from loyalty.admin import (  # noqa: F401  (each module registers its admins)
     staff,
     tiers,
     transactions,
+    webhooks,
 )

@@ -10,6 +10,7 @@
 - `api_keys`: keys of the REST API
 - `imports`: the import history (import jobs)
 - `approvals`: maker-checker requests waiting for a second manager
+- `webhooks`: webhook subscriptions and deliveries, e-mail templates and e-mails sent
 
 Indexes: a foreign key marked `db_index=False` is served by a composite index or unique
 constraint that starts with it (see its model's Meta); imports write millions of these rows,
@@ -26,6 +27,12 @@ from loyalty.models.members import Member, MemberChange
 from loyalty.models.programs import Currency, Program, StaffProgramAccess
 from loyalty.models.rules import EarningRule
 from loyalty.models.tiers import Benefit, MemberTier, Tier, TierGroup, TierHistory
+from loyalty.models.webhooks import (
+    EmailNotification,
+    EmailTemplate,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 
 __all__ = [
     "ApiKey",
@@ -36,6 +43,8 @@ __all__ = [
     "BucketAllocation",
     "Currency",
     "EarningRule",
+    "EmailNotification",
+    "EmailTemplate",
     "ImportJob",
     "LedgerEntry",
     "Member",
@@ -49,4 +58,6 @@ __all__ = [
     "TierHistory",
     "Transaction",
     "TransactionLine",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

@@ -9,7 +9,8 @@ from loyalty.models.programs import Program
 
 class MemberEvent(models.Model):
     """The outbox of member events, written in the same database transaction as the
-    change that caused them. Delivery (webhooks, e-mail) sets `delivered_at`."""
+    change that caused them. Notifications set `dispatched_at` when they have made the event's
+    webhook deliveries and e-mail, and `delivered_at` once all of those are done."""
 
     class Type(models.TextChoices):
         ENROLLED = "enrolled"
@@ -35,7 +36,12 @@ class MemberEvent(models.Model):
         help_text="Jobs' events: one event per member, type and key (e.g. the birthday year).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its webhook deliveries and e-mail were made."
+    )
+    delivered_at = models.DateTimeField(
+        null=True, blank=True, help_text="When every webhook delivery and e-mail of it was done."
+    )
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
@@ -50,8 +56,8 @@ class MemberEvent(models.Model):
             models.Index(fields=["member", "-occurred_at"]),
             models.Index(
                 fields=["id"],
-                name="member_event_undelivered",
-                condition=Q(delivered_at__isnull=True),
+                name="member_event_undispatched",
+                condition=Q(dispatched_at__isnull=True),
             ),
         ]
 
