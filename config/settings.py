@@ -272,6 +272,11 @@ TESSERA_POSTING_EXTENSIONS = [
 TESSERA_DEFINITION_SECTIONS: list[str] = []
 TESSERA_MEMBER_ADMIN_INLINES: list[str] = []
 TESSERA_EXTRA_JOBS: list[str] = []
+# GDPR (docs/gdpr.md): sections extension apps add to a member's data export (dotted paths of
+# callables `(member) -> (key, data)`), and what they erase with a member (callables
+# `(member, now)`, run inside the erasure's transaction before the profile is overwritten).
+TESSERA_MEMBER_EXPORT_SECTIONS: list[str] = []
+TESSERA_MEMBER_ERASE_HOOKS: list[str] = []
 # A transaction dated more than this many minutes after the moment it is posted is refused.
 TESSERA_FUTURE_TOLERANCE_MINUTES = env.int("TESSERA_FUTURE_TOLERANCE_MINUTES", default=5)
 # A client's transaction dated more than this many days before the moment it is posted is

@@ -32,6 +32,7 @@ Services raise these; the admin shows `message`, the API renders
     invalid_program_definition    400     a program definition document is invalid
     simulation_unsupported        400     adjustments and reversals cannot be simulated
     import_file_unusable          400     an import file that cannot be imported at all
+    erasure_file_unreadable       422     an erasure cannot read or rewrite a stored import file
 """
 
 
@@ -198,3 +199,13 @@ class ImportFileError(LoyaltyError):
 
     code = "import_file_unusable"
     http_status = 400
+
+
+# --- GDPR -----------------------------------------------------------------------------------
+
+
+class ErasureFileUnreadable(LoyaltyError):
+    """A stored import or rejects file that an erasure must rewrite cannot be read (damaged,
+    not UTF-8, not a workbook) or written again: the erasure is refused and changes nothing."""
+
+    code = "erasure_file_unreadable"

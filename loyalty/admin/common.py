@@ -15,6 +15,7 @@ from loyalty.services.posting import from_units
 RECENT_ROWS = 20
 ADJUST_PERMISSION = "loyalty.add_transaction"
 SET_TIER_PERMISSION = "loyalty.change_membertier"
+EXPORT_PERMISSION = "loyalty.export_member"  # download a member's personal data (GDPR)
 
 
 # --- helpers -------------------------------------------------------------------------------

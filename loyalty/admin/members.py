@@ -13,7 +13,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import transaction as db_transaction
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -23,6 +23,7 @@ from django.utils.module_loading import import_string
 from loyalty import selectors
 from loyalty.admin.common import (
     ADJUST_PERMISSION,
+    EXPORT_PERMISSION,
     RECENT_ROWS,
     SET_TIER_PERMISSION,
     ServiceFormAdminMixin,
@@ -62,6 +63,7 @@ from loyalty.services.approvals import (
     approval_request_tier_override,
     tier_override_needs_approval,
 )
+from loyalty.services.gdpr import export_file_name, member_data_export
 from loyalty.services.members import member_enrol, member_erase, member_merge, member_update
 from loyalty.services.posting import transaction_post
 from loyalty.services.requests import TransactionRequest
@@ -486,6 +488,7 @@ class MemberAdmin(MemberTiersAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin
         extra_context = {**(extra_context or {})}
         if object_id is not None:
             extra_context["can_adjust_points"] = self.has_adjust_permission(request)
+            extra_context["can_export_data"] = self.has_export_permission(request)
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):
@@ -634,9 +637,11 @@ class MemberAdmin(MemberTiersAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         view = self.admin_site.admin_view(self.adjust_points_view)
+        export = self.admin_site.admin_view(self.export_personal_data_view)
         return [
             path("adjust/", view, name="{}_{}_adjust_many".format(*info)),
             path("<path:object_id>/adjust/", view, name="{}_{}_adjust".format(*info)),
+            path("<path:object_id>/export/", export, name="{}_{}_export".format(*info)),
             *super().get_urls(),
         ]
 
@@ -773,6 +778,26 @@ class MemberAdmin(MemberTiersAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin
 
     def _after_adjustment_url(self, members, single) -> str:
         return admin_url(members[0]) if single else changelist_url(Member)
+
+    # -- personal data export (GDPR) ------------------------------------------------------
+
+    def has_export_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm(EXPORT_PERMISSION) and self.has_view_permission(request)
+
+    def export_personal_data_view(self, request, object_id):
+        """Download everything held about the member as one JSON file (`member_data_export`,
+        which records who took it, as an access log would)."""
+        if not self.has_export_permission(request):
+            raise PermissionDenied
+        member = self.get_object(request, unquote(object_id))
+        if member is None:
+            raise Http404("No such member.")
+        document = member_data_export(member=member, actor=request.user.get_username())
+        self.log_change(request, member, "Exported personal data (GDPR).")
+        response = JsonResponse(document, json_dumps_params={"indent": 2, "ensure_ascii": False})
+        name = export_file_name(member.program, member)
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
 
     # -- merge and erasure ----------------------------------------------------------------
 

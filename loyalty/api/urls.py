@@ -14,6 +14,7 @@ urlpatterns = [
         views.MemberBalancesView.as_view(),
         name="member-balances",
     ),
+    path("members/<str:number>/export/", views.MemberExportView.as_view(), name="member-export"),
     path("members/<str:number>/ledger/", views.MemberLedgerView.as_view(), name="member-ledger"),
     path("members/<str:number>/tiers/", views.MemberTiersView.as_view(), name="member-tiers"),
     path(

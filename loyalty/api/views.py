@@ -11,6 +11,7 @@ import datetime as dt
 
 from django.db.models import Prefetch
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -28,6 +29,7 @@ from loyalty.api.parsers import StrictJSONParser
 from loyalty.api.permissions import has_scope, require_scope
 from loyalty.exceptions import NotFound, ValidationFailed
 from loyalty.models import ApiKey, LedgerEntry, Member, Program, Transaction
+from loyalty.services.gdpr import export_file_name, member_data_export
 from loyalty.services.members import member_enrol, member_update
 from loyalty.services.posting import from_units, transaction_post
 from loyalty.services.simulation import Refusal, transaction_simulate
@@ -510,6 +512,36 @@ class MemberBenefitsView(MemberSectionView):
 
     def section_data(self, member: Member):
         return benefits_data(member)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="members_export",
+        summary="Everything held about a member, as one JSON document (GDPR access)",
+        description="Profile, consents, attributes, balances, tiers and tier history, "
+        "transactions with lines, ledger entries, member events and member changes, plus the "
+        "sections extension apps add (docs/gdpr.md). Points and money are decimal strings, "
+        "times ISO 8601 with offset. Each export is recorded as a member change `exported` "
+        "naming the key. Scope: members:read.",
+        parameters=[NUMBER],
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="The export document."),
+            **errors(403, 404),
+        },
+        tags=["members"],
+    )
+)
+class MemberExportView(ApiView):
+    required_scopes = {"GET": "members:read"}
+
+    def get(self, request, number: str):
+        member = self.member_or_404(number)
+        document = member_data_export(member=member, actor=self.actor)
+        response = Response(document)
+        response["Content-Disposition"] = (
+            f'attachment; filename="{export_file_name(self.program, member)}"'
+        )
+        return response
 
 
 class MemberLedgerView(ApiView):

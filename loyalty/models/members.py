@@ -52,6 +52,7 @@ class Member(models.Model):
 
     class Meta:
         ordering = ["-enrolled_at"]
+        permissions = [("export_member", "Can export a member's personal data (GDPR)")]
         constraints = [
             models.UniqueConstraint(
                 fields=["program", "membership_number"], name="member_number_unique"
@@ -76,7 +77,8 @@ class Member(models.Model):
 
 class MemberChange(models.Model):
     """Who changed a member, and how: one row per enrolment, profile update, merge and
-    erasure, written in the database transaction of the change.
+    erasure, written in the database transaction of the change; and who exported the
+    member's personal data (`exported`, no field changed).
 
     It names the fields changed, never their values, so an erasure leaves no personal data
     behind here either. A full history of values is another matter (a later audit log).
@@ -88,6 +90,7 @@ class MemberChange(models.Model):
         MERGED = "merged"  # the survivor: a duplicate was merged into it
         MERGED_INTO = "merged_into"  # the duplicate, closed
         ERASED = "erased"
+        EXPORTED = "exported"  # a copy of its personal data was taken (GDPR access request)
 
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+")
     member = models.ForeignKey(

@@ -41,6 +41,7 @@ from loyalty.models import (
     Transaction,
 )
 from loyalty.services.events import EventType, member_event_build, member_event_record
+from loyalty.services.gdpr import member_personal_data_scrub
 from loyalty.services.ledger import LedgerWriter, bucket_move, lock_members, settle
 from loyalty.services.posting import SYSTEM_PREFIX, transaction_post
 from loyalty.services.posting_batch import transactions_post_many
@@ -633,6 +634,7 @@ ERASED_FIELDS = (
     "company_name",
     "tax_id",
     "locale",
+    "country",
     "attributes",
     "consent_email",
     "consent_sms",
@@ -644,24 +646,40 @@ ERASED_FIELDS = (
 
 def member_erase(*, member: Member, actor: str = "", now: dt.datetime | None = None) -> Member:
     """GDPR erasure: personal data replaced, ledger and aggregates kept; who erased the member
-    is written with it (the names of the fields erased, not their values)."""
+    is written with it (the names of the fields erased, not their values).
+
+    The members merged into it are the same person's earlier records: they are erased with
+    it. The personal data goes from everywhere else too, in the same transaction
+    (`member_personal_data_scrub`: events, journal rows, notes, stored import files, the
+    extension apps' hooks), found by the values the profiles hold until they are overwritten."""
     now = now or timezone.now()
     with db_transaction.atomic():
-        member = lock_members([member.id])[member.id]
-        _member_change_build(member, MemberChange.Action.ERASED, actor, now, ERASED_FIELDS).save(
-            force_insert=True
+        merged = Member.objects.filter(merged_into_id=member.id).values_list("id", flat=True)
+        locked = lock_members([member.id, *merged])
+        member = locked.pop(member.id)
+        records = [member, *locked.values()]
+        MemberChange.objects.bulk_create(
+            _member_change_build(record, MemberChange.Action.ERASED, actor, now, ERASED_FIELDS)
+            for record in records
         )
-        member.email = ""
-        member.first_name = "Erased"
-        member.last_name = "member"
-        member.phone = ""
-        member.birth_date = None
-        member.company_name = ""
-        member.tax_id = ""
-        member.locale = ""
-        member.attributes = {}
-        member.consent_email = member.consent_sms = member.consent_push = False
-        member.status = Member.Status.CLOSED
-        member.erased_at = now
-        member.save()
+        member_personal_data_scrub(members=records, now=now)
+        for record in records:
+            _profile_erase(record, now)
     return member
+
+
+def _profile_erase(member: Member, now: dt.datetime) -> None:
+    member.email = ""
+    member.first_name = "Erased"
+    member.last_name = "member"
+    member.phone = ""
+    member.birth_date = None
+    member.company_name = ""
+    member.tax_id = ""
+    member.locale = ""
+    member.country = ""
+    member.attributes = {}
+    member.consent_email = member.consent_sms = member.consent_push = False
+    member.status = Member.Status.CLOSED
+    member.erased_at = now
+    member.save()

@@ -61,6 +61,7 @@ def test_schema_and_docs_are_served(client):
         ("GET", "/api/v1/members/{number}/ledger/"),
         ("GET", "/api/v1/members/{number}/tiers/"),
         ("GET", "/api/v1/members/{number}/benefits/"),
+        ("GET", "/api/v1/members/{number}/export/"),
         ("POST", "/api/v1/transactions/"),
         ("POST", "/api/v1/transactions/simulate/"),
         ("GET", "/api/v1/transactions/{external_id}/"),
