@@ -1,6 +1,7 @@
-"""Refusals of business rules: every `LoyaltyError` is defined here, so this module is the one
-list of error codes an integrator can get. Each has a stable `code` and an HTTP status, which
-the one DRF exception handler answers with.
+"""Refusals of business rules: every `LoyaltyError` is defined here, or in the `exceptions`
+module of an app that extends loyalty (partners, promotions, vouchers); this docstring lists
+them all, so it is the one list of error codes an integrator can get (a test keeps it so).
+Each has a stable `code` and an HTTP status, which the one DRF exception handler answers with.
 
 Services raise these; the admin shows `message`, the API renders
 `{"error": {"code", "message", "fields"}}`, imports write them into the rejects file.
