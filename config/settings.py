@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 from config.embedded_db import embedded_available, embedded_database_settings
 
@@ -178,6 +179,12 @@ CELERY_BEAT_SCHEDULE = {
         "description": "Escrow release, expiry, tier assessment and resets, gifts and notices, "
         "as of today in each program's timezone (python manage.py run_jobs does the same).",
     },
+    "partner-statements": {
+        "task": "partners.tasks.partner_statements_task",
+        "schedule": crontab(minute=0, hour=12, day_of_month=1),
+        "description": "Close last month's partner statements (docs/partners.md). At 12:00 "
+        "UTC the 1st is the 1st in every timezone; the job is idempotent.",
+    },
 }
 
 # --- REST framework ------------------------------------------------------------------------
@@ -248,6 +255,12 @@ IMPORT_UPLOAD_MAX_MB = env.int("IMPORT_UPLOAD_MAX_MB", default=100)
 # promotions, vouchers and partner packs add their classes after it.
 TESSERA_POSTING_EXTENSIONS = [
     "loyalty.extensions.caps.EarningRuleCaps",
+    "partners.extension.PrepaidPacks",
+]
+# Periodic jobs of the extending apps (dotted paths to `loyalty.jobs.Job` objects), run by
+# `run_jobs` after loyalty's own, in this order.
+TESSERA_JOBS = [
+    "partners.jobs.PARTNER_STATEMENTS",
 ]
 # A transaction dated more than this many minutes after the moment it is posted is refused.
 TESSERA_FUTURE_TOLERANCE_MINUTES = env.int("TESSERA_FUTURE_TOLERANCE_MINUTES", default=5)
@@ -256,3 +269,11 @@ TESSERA_FUTURE_TOLERANCE_MINUTES = env.int("TESSERA_FUTURE_TOLERANCE_MINUTES", d
 TESSERA_BACKDATE_DAYS = env.int("TESSERA_BACKDATE_DAYS", default=90)
 # At most this many lines per transaction.
 TESSERA_MAX_LINES = env.int("TESSERA_MAX_LINES", default=1000)
+
+# --- Partner portal (docs/portal.md) -------------------------------------------------------
+# Where the portal is served, for the links create_partner_user prints (set-password links).
+TESSERA_PORTAL_BASE_URL = env.str("TESSERA_PORTAL_BASE_URL", default="http://127.0.0.1:8000")
+# Rows per page of the portal's transaction list.
+TESSERA_PORTAL_PAGE_SIZE = env.int("TESSERA_PORTAL_PAGE_SIZE", default=50)
+# The sender of the e-mails Tessera sends (the portal's password reset links among them).
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="tessera@localhost")
