@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 from config.embedded_db import embedded_available, embedded_database_settings
 
@@ -195,6 +196,12 @@ CELERY_BEAT_SCHEDULE = {
         "description": "Member events to webhooks and e-mail, with retries "
         "(python manage.py run_jobs --only notifications does the same).",
     },
+    "partner-statements": {
+        "task": "partners.tasks.partner_statements_task",
+        "schedule": crontab(minute=0, hour=12, day_of_month=1),
+        "description": "Close last month's partner statements (docs/partners.md). At 12:00 "
+        "UTC the 1st is the 1st in every timezone; the job is idempotent.",
+    },
 }
 
 # --- REST framework ------------------------------------------------------------------------
@@ -265,13 +272,16 @@ IMPORT_UPLOAD_MAX_MB = env.int("IMPORT_UPLOAD_MAX_MB", default=100)
 # promotions, vouchers and partner packs add their classes after it.
 TESSERA_POSTING_EXTENSIONS = [
     "loyalty.extensions.caps.EarningRuleCaps",
+    "partners.extension.PrepaidPacks",
 ]
 # The other extension points of loyalty, filled by the apps that extend it (loyalty never
 # imports them): program definition sections in load order (loyalty/definition_sections.py),
 # inlines of the member's admin page, and periodic jobs run after loyalty's own (loyalty/jobs.py).
 TESSERA_DEFINITION_SECTIONS: list[str] = []
 TESSERA_MEMBER_ADMIN_INLINES: list[str] = []
-TESSERA_EXTRA_JOBS: list[str] = []
+TESSERA_EXTRA_JOBS: list[str] = [
+    "partners.jobs.PARTNER_STATEMENTS",
+]
 # GDPR (docs/gdpr.md): sections extension apps add to a member's data export (dotted paths of
 # callables `(member) -> (key, data)`), and what they erase with a member (callables
 # `(member, now)`, run inside the erasure's transaction before the profile is overwritten).
@@ -327,3 +337,11 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "auth.Group", "m2m_fields": ["permissions"]},
     "django_celery_beat.PeriodicTask",
 )
+
+# --- Partner portal (docs/portal.md) -------------------------------------------------------
+# Where the portal is served, for the links create_partner_user prints (set-password links).
+TESSERA_PORTAL_BASE_URL = env.str("TESSERA_PORTAL_BASE_URL", default="http://127.0.0.1:8000")
+# Rows per page of the portal's transaction list.
+TESSERA_PORTAL_PAGE_SIZE = env.int("TESSERA_PORTAL_PAGE_SIZE", default=50)
+# The sender of the e-mails Tessera sends (the portal's password reset links among them).
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="tessera@localhost")

@@ -38,6 +38,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import models
 from django.db import transaction as db_transaction
+from django.db.models import Prefetch
 
 from loyalty.definition_sections import definition_sections
 from loyalty.exceptions import ProgramDefinitionError
@@ -247,7 +248,7 @@ def _semantic_errors(document: dict, errors: _Errors) -> None:
     seen_skus: dict[str, str] = {}
     seen_categories: dict[str, str] = {}
     for i, item in _items(document, "partners"):
-        _check_partner(errors, i, item, seen, seen_skus, seen_categories)
+        _check_partner(errors, i, item, seen, seen_skus, seen_categories, existing)
 
     benefit_codes: dict[str, str] = {}
     for i, item in _items(document, "benefits"):
@@ -366,7 +367,13 @@ def _check_rule(
 
 
 def _check_partner(
-    errors: _Errors, i: int, item: dict, seen: dict, seen_skus: dict, seen_categories: dict
+    errors: _Errors,
+    i: int,
+    item: dict,
+    seen: dict,
+    seen_skus: dict,
+    seen_categories: dict,
+    existing: Program | None,
 ) -> None:
     base = ("partners", i)
     code = item.get("code")
@@ -399,11 +406,11 @@ def _check_partner(
         _check_unique(errors, seen_categories, value, path, "category")
     for path, value in skus:
         _check_unique(errors, seen_skus, value, path, "sku")
-    if not isinstance(code, str):
+    if not isinstance(code, str) or existing is None:
         return
-    # Skus and categories attribute transactions to one partner across the installation.
+    # Skus and categories attribute transactions to one partner in a program.
     owners = dict(
-        PartnerCategory.objects.filter(category__in=[v for _, v in categories])
+        PartnerCategory.objects.filter(program=existing, category__in=[v for _, v in categories])
         .exclude(partner__code=code)
         .values_list("category", "partner__code")
     )
@@ -411,7 +418,7 @@ def _check_partner(
         if value in owners:
             errors.add(path, f"category {value!r} belongs to partner {owners[value]!r}")
     owners = dict(
-        PartnerProduct.objects.filter(sku__in=[v for _, v in skus])
+        PartnerProduct.objects.filter(program=existing, sku__in=[v for _, v in skus])
         .exclude(partner__code=code)
         .values_list("sku", "partner__code")
     )
@@ -815,7 +822,7 @@ def _load_partner(program: Program, item: dict, report: LoadReport) -> None:
     for category in item.get("categories", []):
         _upsert(
             PartnerCategory,
-            {"category": category},
+            {"program": program, "category": category},
             {"partner": partner},
             "partner categories",
             report,
@@ -823,14 +830,20 @@ def _load_partner(program: Program, item: dict, report: LoadReport) -> None:
     for product in item.get("products", []):
         _upsert(
             PartnerProduct,
-            {"sku": product["sku"]},
+            {"program": program, "sku": product["sku"]},
             {"partner": partner, "name": product.get("name", "")},
             "partner products",
             report,
         )
     for sku in item.get("skus", []):
         # The short form names no product name: an existing product keeps its name.
-        _upsert(PartnerProduct, {"sku": sku}, {"partner": partner}, "partner products", report)
+        _upsert(
+            PartnerProduct,
+            {"program": program, "sku": sku},
+            {"partner": partner},
+            "partner products",
+            report,
+        )
 
 
 # --- export ----------------------------------------------------------------------------------
@@ -969,7 +982,10 @@ def program_export(*, program: Program) -> dict:
     partner_terms = (
         PartnerProgram.objects.filter(program=program)
         .select_related("partner")
-        .prefetch_related("partner__categories", "partner__products")
+        .prefetch_related(
+            Prefetch("partner__categories", queryset=program.partner_categories.all()),
+            Prefetch("partner__products", queryset=program.partner_products.all()),
+        )
         .order_by("partner__code")
     )
     return {

@@ -40,6 +40,7 @@ from loyalty.models import Balance, Bucket, Member, Program
 from loyalty.services.members import members_enrol_many
 from loyalty.services.posting_batch import PostOutcome, transactions_post_many
 from loyalty.services.requests import LineRequest, TransactionRequest
+from partners.models import Partner, PartnerCategory, PartnerProduct, PartnerProgram, PartnerUser
 
 DEMO_TEMPLATE = "points"
 DEMO_PROGRAM = "coffee"
@@ -50,6 +51,25 @@ FOUNDERS = 0.06  # share of members who joined in the club's first month
 REGULARS = 0.04  # share of members who are regulars: they come...
 REGULAR_VISITS = 6  # ...this many times as often as the others
 ADMIN_URL_HINT = "Admin: http://127.0.0.1:8000/admin/ (admin / admin)"
+# The partner portal's demo logins (DEBUG only, like admin / admin): username = password.
+PORTAL_USERS = [("bean-co", "bean-co"), ("cup-saucer", "cup-saucer")]
+PORTAL_URL_HINT = (
+    "Partner portal: http://127.0.0.1:8000/portal/ ("
+    + ", ".join(f"{username} / {password}" for username, password in PORTAL_USERS)
+    + ")"
+)
+# A second partner next to the template's Bean & Co: the cups and mugs sold in the shops are
+# attributed to it by their category, line by line, in shared baskets.
+CUPS_PARTNER = {
+    "code": "cup-saucer",
+    "name": "Cup & Saucer",
+    "kind": "brand",
+    "contact_name": "Tomasz Wieczorek",
+    "contact_email": "hello@cup-saucer.example",
+    "category": "cups",
+    "products": [("CUP-KEEP", "Keep cup, 340 ml"), ("MUG-CLASSIC", "Classic mug, 300 ml")],
+    "fee_per_point_issued": Decimal("0.006"),
+}
 
 # --- what members are called and what they buy --------------------------------------------
 
@@ -130,6 +150,8 @@ REWARDS = [
     ("beans-250g", 600),
     ("keep-cup", 1000),
 ]
+# Rewards redeemed at a partner (the partner's code).
+REWARD_PARTNERS = {"beans-250g": "bean-co"}
 # What a member does on a given visit: kind -> weight.
 ACTIVITY_MIX = [
     ("purchase", 70),
@@ -562,6 +584,10 @@ class _Replayer:
             return None
         reward, cost = self.rng.choice(affordable)
         spendable[person.member.id] = available - cost
+        channel = self.rng.choice(["store", "app"])
+        # A bag of beans is the roaster's own reward: redeemed at Bean & Co, which the program
+        # reimburses (the partner's statement and portal show it).
+        partner = REWARD_PARTNERS.get(reward, "")
         request = TransactionRequest(
             external_id=self._external_id("rdm"),
             member=person.number,
@@ -570,7 +596,8 @@ class _Replayer:
             occurred_at=at,
             points=Decimal(cost),
             points_currency=REWARD_CURRENCY,
-            channel=self.rng.choice(["store", "app"]),
+            channel="partner" if partner else channel,
+            partner=partner,
             attributes={"reward": reward},
         )
         return request, "redemption", None
@@ -653,6 +680,49 @@ def _ensure_admin(log: Callable[[str], None]) -> None:
     log("Created the superuser admin (password: admin).")
 
 
+def _ensure_cups_partner(program: Program) -> None:
+    """The demo's second partner, in the program before its history is posted (so posting
+    attributes the cups' lines to it). Written as the program loader writes partners."""
+    spec = CUPS_PARTNER
+    partner, _ = Partner.objects.get_or_create(
+        code=spec["code"],
+        defaults={
+            "name": spec["name"],
+            "kind": spec["kind"],
+            "contact_name": spec["contact_name"],
+            "contact_email": spec["contact_email"],
+        },
+    )
+    PartnerProgram.objects.get_or_create(
+        partner=partner,
+        program=program,
+        defaults={"fee_per_point_issued": spec["fee_per_point_issued"]},
+    )
+    PartnerCategory.objects.get_or_create(
+        program=program, category=spec["category"], defaults={"partner": partner}
+    )
+    for sku, name in spec["products"]:
+        PartnerProduct.objects.get_or_create(
+            program=program, sku=sku, defaults={"partner": partner, "name": name}
+        )
+
+
+def _ensure_portal_users(log: Callable[[str], None]) -> None:
+    """The demo partners' portal logins (see PORTAL_USERS), on a developer machine (DEBUG) only,
+    for the reason of `_ensure_admin`. Like every partner user they are not staff."""
+    if not settings.DEBUG:
+        log("DEBUG is off, so no demo partner portal logins: use manage.py create_partner_user.")
+        return
+    user_model = get_user_model()
+    for username, password in PORTAL_USERS:
+        partner = Partner.objects.filter(code=username).first()
+        if partner is None or user_model.objects.filter(username=username).exists():
+            continue
+        user = user_model.objects.create_user(username, f"{username}@partners.example", password)
+        PartnerUser.objects.create(user=user, partner=partner, created_by="demo")
+        log(f"Created the partner portal user {username} (password: {password}).")
+
+
 def demo_load(
     *,
     members: int | None = None,
@@ -672,12 +742,15 @@ def demo_load(
     existing = Program.objects.filter(code=DEMO_PROGRAM).first()
     if existing is not None and existing.members.exists():
         log("demo already loaded")
+        _ensure_portal_users(log)
         return existing
     started = time.monotonic()
     phases = _Phases()
     with phases("program"):
         program = program_load(document=read_document(template_path(DEMO_TEMPLATE)), actor="demo")
+        _ensure_cups_partner(program)
         _ensure_admin(log)
+        _ensure_portal_users(log)
     # Reproducible demo data, not a secret: a seeded generator is what is wanted here.
     rng = random.Random(seed)  # nosec B311
     with phases("plan"):

@@ -33,6 +33,8 @@ Services raise these; the admin shows `message`, the API renders
     invalid_program_definition    400     a program definition document is invalid
     simulation_unsupported        400     adjustments and reversals cannot be simulated
     import_file_unusable          400     an import file that cannot be imported at all
+    prepaid_pack_empty            422     (partners) a prepaid partner's pack cannot pay for it
+    invalid_prepaid_topup         422     (partners) a top-up that cannot be made
     erasure_file_unreadable       422     an erasure cannot read or rewrite a stored import file
 """
 

@@ -84,8 +84,10 @@ class EarningRuleCaps(PostingExtension):
             kind=LedgerEntry.Kind.ACCRUAL,
             transaction__occurred_at__gte=start,
             transaction__occurred_at__lt=end,
-        ).values_list("rule_id", "member_id", "transaction__occurred_at")
-        for rule_id, member_id, occurred_at in rows:
+        ).values_list("rule_id", "member_id", "transaction_id", "transaction__occurred_at")
+        # One award is one transaction's, however many credits it made (a basket of two
+        # partners' products splits an award into a credit per partner).
+        for rule_id, member_id, _, occurred_at in rows.order_by().distinct():
             self.counts.add(rule_id, member_id, dates.local_date(occurred_at, self.tz_name))
 
     def adjust_rules(self, member, snapshot, rules):
@@ -93,9 +95,9 @@ class EarningRuleCaps(PostingExtension):
 
     def record(self, accrual, decision, writer) -> None:
         day = dates.local_date(accrual.txn.occurred_at, self.tz_name)
-        for credit in accrual.credits:
-            if credit.rule is not None and credit.rule.id in self.capped:
-                self.counts.add(credit.rule.id, accrual.member.id, day)
+        awarded = {c.rule.id for c in accrual.credits if c.rule is not None}
+        for rule_id in sorted(awarded & self.capped):
+            self.counts.add(rule_id, accrual.member.id, day)
 
 
 def _by_id(rule: RuleSnapshot) -> Hashable:

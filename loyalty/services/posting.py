@@ -165,7 +165,8 @@ class PostingContext:
         return self._partners[code]
 
     def line_partner_ids(self, lines) -> list[int | None]:
-        """The partner of each line: the partner owning its sku, else its category."""
+        """The partner of each line: the partner owning its sku in this program, else its
+        category's."""
         missing_skus = {line.sku for line in lines if line.sku} - {
             sku for kind, sku in self._line_partners if kind == "sku"
         }
@@ -174,15 +175,17 @@ class PostingContext:
         }
         if missing_skus:
             found = dict(
-                PartnerProduct.objects.filter(sku__in=missing_skus).values_list("sku", "partner_id")
+                PartnerProduct.objects.filter(
+                    program=self.program, sku__in=missing_skus
+                ).values_list("sku", "partner_id")
             )
             for sku in missing_skus:
                 self._line_partners[("sku", sku)] = found.get(sku)
         if missing_categories:
             found = dict(
-                PartnerCategory.objects.filter(category__in=missing_categories).values_list(
-                    "category", "partner_id"
-                )
+                PartnerCategory.objects.filter(
+                    program=self.program, category__in=missing_categories
+                ).values_list("category", "partner_id")
             )
             for category in missing_categories:
                 self._line_partners[("category", category)] = found.get(category)
@@ -639,12 +642,51 @@ def accrual_prepare(
         currency = currencies[award.currency]
         rule = rules_by_code[award.rule_code]
         available_at, expires_on = credit_dates(program, currency, txn.occurred_at, rule)
-        credits.append(
-            Credit(currency, award.points, rule, default_partner_id, available_at, expires_on)
-        )
+        for partner_id, points in award_by_partner(award, txn, lines):
+            credits.append(Credit(currency, points, rule, partner_id, available_at, expires_on))
     accrual = PreparedAccrual(request, member, txn, lines, credits, evaluation)
     _decide(context, accrual, default_partner_id)
     return accrual
+
+
+def award_by_partner(
+    award: rules.Award, txn: Transaction, lines: list[TransactionLine]
+) -> list[tuple[int | None, int]]:
+    """A rule's award as (partner id, points) parts: one credit per partner of the lines it
+    was computed on, so that a basket of two partners' products credits each its share.
+
+    The transaction's own partner takes it all. Otherwise the award is shared by the money
+    amounts of its lines (the engine's `line_amounts`: the matching lines for a sku/category
+    rule, every line for an award over the whole transaction), apportioned exactly in
+    integers (largest remainders, ties to the earlier line): the parts add up to the award."""
+    if txn.partner_id is not None or not lines:
+        return [(txn.partner_id, award.points)]
+    weights: dict[int | None, Decimal] = {}
+    for index, amount in sorted(award.line_amounts.items(), key=lambda item: item[0] or 0):
+        partner_id = lines[index].partner_id if index is not None else None
+        weights[partner_id] = weights.get(partner_id, Decimal("0")) + max(amount, Decimal("0"))
+    if len(weights) <= 1:
+        return [(next(iter(weights), None), award.points)]
+    parts = apportion(award.points, weights)
+    return [(partner_id, points) for partner_id, points in parts.items() if points > 0]
+
+
+def apportion(total: int, weights: dict) -> dict:
+    """`total` split in proportion to `weights` (non-negative), in integers that add up to
+    `total` exactly: each key gets the floor of its share, then the largest remainders one
+    more unit each (ties to the earlier key). All weights zero: equal weights."""
+    if not any(weights.values()):
+        weights = dict.fromkeys(weights, Decimal("1"))
+    weight_sum = sum(weights.values())
+    floors = {}
+    remainders = []
+    for position, (key, weight) in enumerate(weights.items()):
+        floors[key], remainder = divmod(Decimal(total) * weight, weight_sum)
+        remainders.append((-remainder, position, key))
+    left = total - int(sum(floors.values()))
+    for _, _, key in sorted(remainders)[:left]:
+        floors[key] += 1
+    return {key: int(value) for key, value in floors.items()}
 
 
 def _default_partner_id(txn: Transaction, lines: list[TransactionLine]) -> int | None:

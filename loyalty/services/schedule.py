@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+from celery.schedules import crontab
 from django.conf import settings
 from django.db import transaction
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 
 def _interval(every_seconds: float) -> IntervalSchedule:
@@ -22,11 +23,27 @@ def _interval(every_seconds: float) -> IntervalSchedule:
     return schedule
 
 
+def _crontab(schedule: crontab) -> CrontabSchedule:
+    fields = CrontabSchedule.from_schedule(schedule)
+    found = CrontabSchedule.objects.filter(
+        minute=fields.minute,
+        hour=fields.hour,
+        day_of_week=fields.day_of_week,
+        day_of_month=fields.day_of_month,
+        month_of_year=fields.month_of_year,
+        timezone=fields.timezone,
+    ).first()
+    if found is None:
+        fields.save()
+        found = fields
+    return found
+
+
 def periodic_tasks_sync(*, schedule: dict | None = None) -> list[PeriodicTask]:
     """Create the periodic tasks of `schedule` (default: CELERY_BEAT_SCHEDULE) that are missing.
 
-    Returns the tasks created. Entries are `{"task": name, "schedule": seconds or timedelta}`,
-    as in Celery's own setting.
+    Returns the tasks created. Entries are `{"task": name, "schedule": seconds, timedelta or
+    crontab}`, as in Celery's own setting.
     """
     schedule = settings.CELERY_BEAT_SCHEDULE if schedule is None else schedule
     created = []
@@ -35,14 +52,19 @@ def periodic_tasks_sync(*, schedule: dict | None = None) -> list[PeriodicTask]:
             if PeriodicTask.objects.filter(name=name).exists():
                 continue
             every = entry["schedule"]
-            if isinstance(every, dt.timedelta):
-                every = every.total_seconds()
+            when = {}
+            if isinstance(every, crontab):
+                when["crontab"] = _crontab(every)
+            else:
+                if isinstance(every, dt.timedelta):
+                    every = every.total_seconds()
+                when["interval"] = _interval(every)
             created.append(
                 PeriodicTask.objects.create(
                     name=name,
                     task=entry["task"],
-                    interval=_interval(every),
                     description=entry.get("description", ""),
+                    **when,
                 )
             )
     return created

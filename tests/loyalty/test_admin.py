@@ -57,8 +57,8 @@ def partner(program):
 def history(program, pts, tqp, base_rules, member, partner, post):
     """A member with a purchase (with lines, at a partner) and a redemption: entries, buckets,
     an allocation and balances exist."""
-    PartnerProduct.objects.create(partner=partner, sku="LATTE", name="Latte")
-    PartnerCategory.objects.create(partner=partner, category="drinks")
+    PartnerProduct.objects.create(program=program, partner=partner, sku="LATTE", name="Latte")
+    PartnerCategory.objects.create(program=program, partner=partner, category="drinks")
     purchase = post(
         member,
         amount="120.00",
@@ -655,10 +655,13 @@ def test_saving_a_partner_keeps_the_prepaid_balance_written_meanwhile(
             "memberships-0-prepaid_alert_threshold": "50",
             "products-TOTAL_FORMS": "1",
             "products-INITIAL_FORMS": "0",
+            "products-0-program": program.pk,
             "products-0-sku": "LATTE",
             "products-0-name": "Latte",
             "categories-TOTAL_FORMS": "0",
             "categories-INITIAL_FORMS": "0",
+            "users-TOTAL_FORMS": "0",
+            "users-INITIAL_FORMS": "0",
         },
     )
 

@@ -27,7 +27,7 @@ from loyalty.models import Benefit, Currency, EarningRule, Program, Tier, TierGr
 from loyalty.services.posting import transaction_post
 from loyalty.services.requests import TransactionRequest
 from partners.models import Partner, PartnerCategory, PartnerProduct, PartnerProgram
-from tests.factories import MemberFactory, PartnerFactory
+from tests.factories import MemberFactory, PartnerFactory, ProgramFactory
 from tests.loyalty.imports_helpers import database_url
 
 pytestmark = pytest.mark.django_db
@@ -535,15 +535,29 @@ def test_decimals_of_a_currency_in_use_cannot_change():
     assert "ledger entries" in refused.value.fields["$.currencies[0].decimals"]
 
 
-def test_a_category_of_another_partner_is_refused():
+def test_a_category_of_another_partner_of_the_program_is_refused():
+    program = ProgramFactory(code=spec_document()["code"])
     other = PartnerFactory(code="roastery")
-    PartnerCategory.objects.create(partner=other, category="coffee")
+    PartnerCategory.objects.create(program=program, partner=other, category="coffee")
 
     with pytest.raises(ProgramDefinitionError) as refused:
         program_load(document=spec_document())
 
     assert "roastery" in refused.value.fields["$.partners[0].categories[0]"]
-    assert not Program.objects.filter(code="coffee").exists()
+    assert not Partner.objects.filter(code="bean-co").exists()
+
+
+def test_a_category_of_a_partner_in_another_program_is_no_conflict():
+    tea = ProgramFactory(code="tea")
+    PartnerCategory.objects.create(
+        program=tea, partner=PartnerFactory(code="roastery"), category="coffee"
+    )
+
+    program = program_load(document=spec_document())
+
+    owners = dict(PartnerCategory.objects.values_list("program__code", "partner__code"))
+    assert owners == {"tea": "roastery", program.code: "bean-co"}
+    assert program_export(program=program)["partners"][0]["categories"] == ["coffee"]
 
 
 def test_a_document_that_is_not_an_object_is_refused():

@@ -6,7 +6,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from loyalty.demo import ADMIN_URL_HINT, TRANSACTIONS_PER_MEMBER, demo_load
+from loyalty.demo import ADMIN_URL_HINT, PORTAL_URL_HINT, TRANSACTIONS_PER_MEMBER, demo_load
 
 
 class Command(BaseCommand):
@@ -36,5 +36,10 @@ class Command(BaseCommand):
         self.stdout.write(f"Done in {time.monotonic() - started:.1f} s.")
         if settings.DEBUG:
             self.stdout.write(self.style.SUCCESS(ADMIN_URL_HINT))
+            self.stdout.write(self.style.SUCCESS(PORTAL_URL_HINT))
         else:
             self.stdout.write("Admin: http://127.0.0.1:8000/admin/ (as a superuser of yours).")
+            self.stdout.write(
+                "Partner portal: http://127.0.0.1:8000/portal/ (logins: manage.py "
+                "create_partner_user)."
+            )
