@@ -4,7 +4,9 @@
 00:00 of D is done. Every job is idempotent: running it twice, or for an earlier date again,
 changes nothing. `JOBS` lists them in the order they must run (releases before expiries, so a
 credit released and expiring on the same night expires; tier assessment before the qualifying
-reset and the gifts, so gifts follow the tiers as assessed; later subsystems add theirs here).
+reset and the gifts, so gifts follow the tiers as assessed; RFM scores before the segment
+refresh, so segments on RFM labels and churn risk read the new scores; later subsystems add
+theirs here).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from loyalty.services.benefits import (
 from loyalty.services.escrow import points_release_due
 from loyalty.services.events import points_expiring_notify
 from loyalty.services.expiry import points_expire_due
+from loyalty.services.rfm import rfm_score
+from loyalty.services.segments import segments_refresh
 from loyalty.services.tiers import qualifying_points_reset, tier_assess_due
 
 
@@ -50,6 +54,8 @@ JOBS: list[Job] = [
     Job("welcome_gifts", welcome_gifts_issue, "welcome gifts of tiers reached"),
     Job("birthdays", birthdays_celebrate, "birthday events and birthday gifts"),
     Job("anniversaries", anniversary_rewards_issue, "enrolment anniversary rewards"),
+    Job("rfm", rfm_score, "RFM scores, labels and churn risk of every member"),
+    Job("segments", segments_refresh, "materialise the members of every segment"),
 ]
 
 

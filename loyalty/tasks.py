@@ -59,3 +59,12 @@ def tier_rewards_task(as_of: str | None = None, program: str | None = None) -> l
 def points_expiring_task(as_of: str | None = None, program: str | None = None) -> list:
     """points_expiring member events, 30 days ahead."""
     return _run_one("points_expiring", as_of, program)
+
+
+@shared_task(name="loyalty.tasks.segments_task")
+def segments_task(as_of: str | None = None, program: str | None = None) -> list:
+    """RFM scores and churn risk, then the segments' members (docs/segments.md)."""
+    import datetime as dt
+
+    day = dt.date.fromisoformat(as_of) if as_of else None
+    return jobs.run_jobs(as_of=day, program_code=program, only=["rfm", "segments"])

@@ -11,6 +11,7 @@ are new transactions.
 - `transactions`: the journal and the ledger (entries, buckets, allocations, balances)
 - `tiers`: tier groups, tiers, benefits, current tiers and tier history
 - `events`: the outbox of member events
+- `segments`: segments (live count, refresh, CSV export of their members)
 - `imports`: file imports (upload, dry run, confirm, progress, rejects) and the import history
 - `index`: the home page in three parts (working screens, configuration, ledger internals)
 - `common`: links, formatting, filters and mixins the others share
@@ -22,6 +23,7 @@ from loyalty.admin import (  # noqa: F401  (each module registers its admins)
     imports,
     members,
     programs,
+    segments,
     tiers,
     transactions,
 )

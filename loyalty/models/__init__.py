@@ -9,6 +9,7 @@
 - `events`: the outbox of member events
 - `api_keys`: keys of the REST API
 - `imports`: the import history (import jobs)
+- `segments`: segments, their materialised members, and members' RFM and churn scores
 
 Indexes: a foreign key marked `db_index=False` is served by a composite index or unique
 constraint that starts with it (see its model's Meta); imports write millions of these rows,
@@ -23,6 +24,7 @@ from loyalty.models.ledger import Balance, Bucket, BucketAllocation, LedgerEntry
 from loyalty.models.members import Member, MemberChange
 from loyalty.models.programs import Currency, Program
 from loyalty.models.rules import EarningRule
+from loyalty.models.segments import MemberScore, Segment, SegmentMembership
 from loyalty.models.tiers import Benefit, MemberTier, Tier, TierGroup, TierHistory
 
 __all__ = [
@@ -38,8 +40,11 @@ __all__ = [
     "Member",
     "MemberChange",
     "MemberEvent",
+    "MemberScore",
     "MemberTier",
     "Program",
+    "Segment",
+    "SegmentMembership",
     "Tier",
     "TierGroup",
     "TierHistory",
