@@ -188,7 +188,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "loyalty.tasks.run_jobs_task",
         "schedule": 3600.0,
         "description": "Escrow release, expiry, tier assessment and resets, gifts and notices, "
-        "as of today in each program's timezone (python manage.py run_jobs does the same).",
+        "RFM scores and segment refresh, as of today in each program's timezone "
+        "(python manage.py run_jobs does the same).",
     },
     "notifications": {
         "task": "loyalty.tasks.notifications_task",

@@ -12,9 +12,10 @@ What this module guarantees:
   default); objects it does not name are left alone, never deleted. Rows whose values would
   not change are not saved, so loading the same document twice changes nothing.
 - `program_export` writes every stored key, so its output loads back into an equal program.
-- Benefits, then tier groups with their tiers (and each tier's benefits, as a set) are
-  upserted by code like the rest. Sections stored by other apps (voucher definitions,
-  badges, promotions) are validated, loaded and exported by the sections configured in
+- Benefits, then tier groups with their tiers (and each tier's benefits, as a set), then
+  segments (their conditions checked by `loyalty.segments`) are upserted by code like the
+  rest. Sections stored by other apps (voucher definitions, badges, promotions) are
+  validated, loaded and exported by the sections configured in
   `settings.TESSERA_DEFINITION_SECTIONS` (`loyalty.definition_sections`), after loyalty's own.
 - A document for a program that exists may leave out `name`: it updates that program (for
   instance, a document holding only `code` and the program's promotions).
@@ -49,10 +50,12 @@ from loyalty.models import (
     EarningRule,
     LedgerEntry,
     Program,
+    Segment,
     Tier,
     TierGroup,
 )
 from loyalty.rules import RuleDefinitionError, validate_rule_definition
+from loyalty.segments import conditions_errors
 from partners.models import Partner, PartnerCategory, PartnerProduct, PartnerProgram
 
 logger = logging.getLogger(__name__)
@@ -267,6 +270,9 @@ def _semantic_errors(document: dict, errors: _Errors) -> None:
                 periods[group.qualifying_currency.code] = (group.model, group.period_start)
     for i, item in _items(document, "tier_groups"):
         _check_tier_group(errors, i, item, seen, currency_kinds, benefit_codes, periods, existing)
+    seen = {}
+    for i, item in _items(document, "segments"):
+        _check_segment(errors, i, item, seen, currency_kinds)
     if existing is None and not isinstance(document.get("name"), str):
         errors.add(_path("name"), "required to create a program")
     owned = {section.key for section in definition_sections()}
@@ -473,6 +479,25 @@ def _check_benefit(
         units = number * 10**decimals
         if units != units.to_integral_value():
             errors.add(path, f"{currency} has {decimals} decimals")
+
+
+def _check_segment(errors: _Errors, i: int, item: dict, seen: dict, currency_kinds: dict) -> None:
+    base = ("segments", i)
+    _check_unique(errors, seen, item.get("code"), _path(*base, "code"), "segment code")
+    path = _path(*base, "conditions")
+    if errors.under(path):
+        return
+    conditions = item.get("conditions", {})
+    if not isinstance(conditions, dict):
+        return
+    for key, message in conditions_errors(conditions).items():
+        errors.add(_join(path, key) if key else path, message)
+    currency = conditions.get("balance_currency")
+    if isinstance(currency, str) and currency not in currency_kinds:
+        errors.add(
+            _join(path, "balance_currency"),
+            f"{currency!r} is not a currency of the document or of the program",
+        )
 
 
 def _check_tier_group(
@@ -724,6 +749,14 @@ def program_load(*, document: dict, actor: str = "", report: LoadReport | None =
             )
         for item in document.get("tier_groups", []):
             _load_tier_group(program, item, currencies, report)
+        for item in document.get("segments", []):
+            _upsert(
+                Segment,
+                {"program": program, "code": item["code"]},
+                _segment_values(item),
+                "segments",
+                report,
+            )
         for section in definition_sections():
             if section.key in document:
                 section.load(program=program, items=document[section.key], report=report)
@@ -766,6 +799,15 @@ def _benefit_values(item: dict, currencies: dict[str, Currency]) -> dict:
         "value": None if value is None else Decimal(str(value)),
         "points_currency": currencies.get(item.get("points_currency")),
         "voucher_definition": item.get("voucher_definition", ""),
+    }
+
+
+def _segment_values(item: dict) -> dict:
+    return {
+        "name": item["name"],
+        "description": item.get("description", ""),
+        "status": item.get("status", Segment.Status.ACTIVE),
+        "conditions": item.get("conditions", {}),
     }
 
 
@@ -1021,6 +1063,16 @@ def program_export(*, program: Program) -> dict:
             for g in program.tier_groups.select_related("qualifying_currency")
             .prefetch_related("tiers__benefits")
             .order_by("code")
+        ],
+        "segments": [
+            {
+                "code": segment.code,
+                "name": segment.name,
+                "description": segment.description,
+                "status": segment.status,
+                "conditions": segment.conditions,
+            }
+            for segment in program.segments.order_by("code")
         ],
         **{section.key: section.export(program=program) for section in definition_sections()},
     }

@@ -4,10 +4,11 @@
 00:00 of D is done. Every job is idempotent: running it twice, or for an earlier date again,
 changes nothing. `JOBS` lists them in the order they must run (releases before expiries, so a
 credit released and expiring on the same night expires; tier assessment before the qualifying
-reset and the gifts, so gifts follow the tiers as assessed). The apps that extend loyalty add
-theirs after these, in the order of `settings.TESSERA_EXTRA_JOBS` (dotted paths of `Job`
-objects), so loyalty never imports them; `LAST_JOBS` run after everything (the delivery of
-the events the others wrote).
+reset and the gifts, so gifts follow the tiers as assessed; RFM scores before the segment
+refresh, so segments on RFM labels and churn risk read the new scores). The apps that extend
+loyalty add theirs after these, in the order of `settings.TESSERA_EXTRA_JOBS` (dotted paths
+of `Job` objects), so loyalty never imports them; `LAST_JOBS` run after everything (the
+delivery of the events the others wrote).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from loyalty.services.escrow import points_release_due
 from loyalty.services.events import points_expiring_notify
 from loyalty.services.expiry import points_expire_due
 from loyalty.services.notifications import notifications_dispatch
+from loyalty.services.rfm import rfm_score
+from loyalty.services.segments import segments_refresh
 from loyalty.services.tiers import qualifying_points_reset, tier_assess_due
 
 
@@ -56,6 +59,8 @@ JOBS: list[Job] = [
     Job("welcome_gifts", welcome_gifts_issue, "welcome gifts of tiers reached"),
     Job("birthdays", birthdays_celebrate, "birthday events and birthday gifts"),
     Job("anniversaries", anniversary_rewards_issue, "enrolment anniversary rewards"),
+    Job("rfm", rfm_score, "RFM scores, labels and churn risk of every member"),
+    Job("segments", segments_refresh, "materialise the members of every segment"),
 ]
 
 

@@ -41,6 +41,8 @@ from loyalty.models import (
     MemberEvent,
     MemberTier,
     Program,
+    Segment,
+    SegmentMembership,
     StaffProgramAccess,
     Tier,
     TierGroup,
@@ -359,9 +361,24 @@ def members_in_tier(queryset: QuerySet[Member], code: str) -> QuerySet[Member]:
 
 
 def member_segment_codes(member: Member) -> frozenset[str]:
-    """Codes of the materialised segments the member belongs to (segments: a later issue);
-    until segments exist, a rule with a segment condition does not fire."""
-    return frozenset()
+    """Codes of the active segments the member belongs to, as last materialised by the
+    segments job (an earning rule's `segments` condition reads these)."""
+    return frozenset(
+        SegmentMembership.objects.filter(
+            member=member, segment__status=Segment.Status.ACTIVE
+        ).values_list("segment__code", flat=True)
+    )
+
+
+def members_in_segment(queryset: QuerySet[Member], code: str) -> QuerySet[Member]:
+    """Members of the active segment with this code (its materialised members)."""
+    return queryset.filter(
+        Exists(
+            SegmentMembership.objects.filter(
+                member=OuterRef("pk"), segment__code=code, segment__status=Segment.Status.ACTIVE
+            )
+        )
+    )
 
 
 def member_ledger(member: Member) -> QuerySet[LedgerEntry]:

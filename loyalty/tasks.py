@@ -66,3 +66,12 @@ def notifications_task(program: str | None = None) -> list:
     """Member events to webhooks and e-mail, with retries (every minute; docs/notifications.md).
     Safe to overlap: each delivery and e-mail is sent by one worker."""
     return _run_one("notifications", None, program)
+
+
+@shared_task(name="loyalty.tasks.segments_task")
+def segments_task(as_of: str | None = None, program: str | None = None) -> list:
+    """RFM scores and churn risk, then the segments' members (docs/segments.md)."""
+    import datetime as dt
+
+    day = dt.date.fromisoformat(as_of) if as_of else None
+    return jobs.run_jobs(as_of=day, program_code=program, only=["rfm", "segments"])

@@ -12,6 +12,7 @@ are new transactions.
 - `tiers`: tier groups, tiers, benefits, current tiers and tier history
 - `events`: the outbox of member events
 - `webhooks`: notifications (webhook subscriptions and deliveries, e-mail templates, e-mails)
+- `segments`: segments (live count, refresh, CSV export of their members)
 - `imports`: file imports (upload, dry run, confirm, progress, rejects) and the import history
 - `index`: the home page in three parts (working screens, configuration, ledger internals)
 - `approvals`: maker-checker requests, approved or rejected by a second manager
@@ -27,6 +28,7 @@ from loyalty.admin import (  # noqa: F401  (each module registers its admins)
     imports,
     members,
     programs,
+    segments,
     staff,
     tiers,
     transactions,

@@ -53,6 +53,7 @@ from loyalty.models import (
     LedgerEntry,
     Member,
     MemberEvent,
+    MemberScore,
     MemberTier,
     Tier,
     Transaction,
@@ -354,6 +355,7 @@ class MemberAdmin(MemberTiersAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin
         (None, {"fields": ("program", "membership_number", "type", "status")}),
         ("Points", {"fields": ("balances_table", "expiring_table")}),
         ("Tiers", {"fields": ("tiers_table", "benefits_table")}),
+        ("Analytics", {"fields": ("analytics_table",)}),
         *PROFILE_FIELDSETS,
         (
             "Enrolment",
@@ -392,7 +394,44 @@ class MemberAdmin(MemberTiersAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin
         "benefits_table",
         "tier_history_table",
         "events_table",
+        "analytics_table",
     )
+
+    @admin.display(description="RFM, churn risk and segments")
+    def analytics_table(self, obj: Member) -> str:
+        """The scores of the last RFM run and the segments of the last refresh."""
+        score = MemberScore.objects.filter(member=obj).first()
+        codes = ", ".join(sorted(selectors.member_segment_codes(obj))) or "none"
+        if score is None:
+            return format_html("<p>Not scored yet (the rfm job). Segments: {}.</p>", codes)
+        return html_table(
+            [
+                "R",
+                "F",
+                "M",
+                "label",
+                "churn risk",
+                "days inactive",
+                "purchases 365 d",
+                "spend 365 d",
+                "as of",
+                "segments",
+            ],
+            [
+                (
+                    score.recency,
+                    score.frequency,
+                    score.monetary,
+                    score.get_rfm_label_display(),
+                    f"{score.churn_risk:.3f}",
+                    score.recency_days,
+                    score.purchases,
+                    score.spend,
+                    score.as_of,
+                    codes,
+                )
+            ],
+        )
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("program")

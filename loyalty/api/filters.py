@@ -1,7 +1,6 @@
 """django-filter filtersets of the API's lists.
 
-`segment` is part of the API (docs/api.md) but segments arrive in a later version: until
-then no member is in one, so that filter matches no member.
+`segment` filters by a segment's materialised members (as of its last refresh).
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ class MemberFilter(django_filters.FilterSet):
     )
     segment = django_filters.CharFilter(
         method="filter_segment",
-        help_text="Segment code. Segments arrive in a later version: until then this matches "
-        "nothing.",
+        help_text="Segment code: the members of that active segment, as of its last refresh "
+        "(an unknown or inactive segment matches nobody).",
     )
 
     class Meta:
@@ -35,7 +34,7 @@ class MemberFilter(django_filters.FilterSet):
         return selectors.members_in_tier(queryset, value) if value else queryset
 
     def filter_segment(self, queryset, name, value):
-        return queryset.none() if value else queryset
+        return selectors.members_in_segment(queryset, value) if value else queryset
 
 
 class LedgerFilter(django_filters.FilterSet):

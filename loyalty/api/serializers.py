@@ -200,7 +200,20 @@ MEMBER_OUTPUT_FIELDS = (
     "referral_code",
     "referred_by",
     "attributes",
+    "rfm",
+    "churn_risk",
 )
+
+
+class MemberRfmSerializer(serializers.Serializer):
+    recency = serializers.IntegerField(help_text="1 (long inactive) to 5 (recently active).")
+    frequency = serializers.IntegerField(help_text="1 to 5: purchases in the last 365 days.")
+    monetary = serializers.IntegerField(help_text="1 to 5: spend in the last 365 days.")
+    label = serializers.CharField(
+        source="rfm_label",
+        help_text="champions, loyal, potential, new, at_risk, hibernating or lost.",
+    )
+    as_of = serializers.DateField(help_text="The scores describe the days before this date.")
 
 
 class MemberSerializer(serializers.ModelSerializer):
@@ -211,6 +224,22 @@ class MemberSerializer(serializers.ModelSerializer):
         slug_field="membership_number", read_only=True, allow_null=True
     )
     attributes = AttributesField()
+    rfm = MemberRfmSerializer(
+        source="score",
+        read_only=True,
+        allow_null=True,
+        help_text="RFM scores (quintiles within the program) of the last scoring run; null "
+        "until the member is scored.",
+    )
+    churn_risk = serializers.DecimalField(
+        source="score.churn_risk",
+        max_digits=4,
+        decimal_places=3,
+        read_only=True,
+        allow_null=True,
+        help_text="0 to 1, from the activity trend and recency (docs/segments.md); null until "
+        "scored.",
+    )
 
     class Meta:
         model = Member

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from loyalty.api import views
+from loyalty.api import segments, views
 
 app_name = "api"
 
@@ -34,5 +34,11 @@ urlpatterns = [
         name="transaction",
     ),
     path("transfers/", views.TransferView.as_view(), name="transfers"),
+    path("segments/", segments.SegmentListView.as_view(), name="segments"),
+    path(
+        "segments/<str:code>/members/",
+        segments.SegmentMembersView.as_view(),
+        name="segment-members",
+    ),
     # (config/urls.py answers every other path under /api/v1/ with a JSON 404)
 ]

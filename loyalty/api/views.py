@@ -366,7 +366,7 @@ class MemberListView(ApiView):
             return Member.objects.none()
         return (
             Member.objects.filter(program=self.program)
-            .select_related("referred_by")
+            .select_related("referred_by", "score")
             .order_by("-enrolled_at", "-id")
         )
 

@@ -11,6 +11,7 @@
 - `imports`: the import history (import jobs)
 - `approvals`: maker-checker requests waiting for a second manager
 - `webhooks`: webhook subscriptions and deliveries, e-mail templates and e-mails sent
+- `segments`: segments, their materialised members, and members' RFM and churn scores
 
 Indexes: a foreign key marked `db_index=False` is served by a composite index or unique
 constraint that starts with it (see its model's Meta); imports write millions of these rows,
@@ -26,6 +27,7 @@ from loyalty.models.ledger import Balance, Bucket, BucketAllocation, LedgerEntry
 from loyalty.models.members import Member, MemberChange
 from loyalty.models.programs import Currency, Program, StaffProgramAccess
 from loyalty.models.rules import EarningRule
+from loyalty.models.segments import MemberScore, Segment, SegmentMembership
 from loyalty.models.tiers import Benefit, MemberTier, Tier, TierGroup, TierHistory
 from loyalty.models.webhooks import (
     EmailNotification,
@@ -50,8 +52,11 @@ __all__ = [
     "Member",
     "MemberChange",
     "MemberEvent",
+    "MemberScore",
     "MemberTier",
     "Program",
+    "Segment",
+    "SegmentMembership",
     "StaffProgramAccess",
     "Tier",
     "TierGroup",
