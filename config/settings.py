@@ -178,6 +178,14 @@ CELERY_BEAT_SCHEDULE = {
         "description": "Escrow release, expiry, tier assessment and resets, gifts and notices, "
         "as of today in each program's timezone (python manage.py run_jobs does the same).",
     },
+    # run_jobs (above) keeps the report aggregates current hourly; daily, a wider look-back
+    # also catches rows of database transactions that were open for long.
+    "report-aggregates-daily": {
+        "task": "reports.tasks.report_aggregates_task",
+        "schedule": 86400.0,
+        "description": "Rebuild the daily report aggregates of the last 7 days and of every "
+        "day changed since the last build (docs/reports.md).",
+    },
 }
 
 # --- REST framework ------------------------------------------------------------------------
@@ -242,6 +250,20 @@ TESSERA_DEMO_MEMBERS = env.int("TESSERA_DEMO_MEMBERS", default=250)
 # progress in the admin; uploads larger than IMPORT_UPLOAD_MAX_MB are refused.
 IMPORT_ASYNC_ROWS = env.int("IMPORT_ASYNC_ROWS", default=5000)
 IMPORT_UPLOAD_MAX_MB = env.int("IMPORT_UPLOAD_MAX_MB", default=100)
+
+# Periodic jobs of the apps that extend loyalty, run by run_jobs after loyalty's own, in order:
+# (name, function taking program= and as_of=, description).
+TESSERA_EXTRA_JOBS = [
+    (
+        "report_aggregates",
+        "reports.services.aggregates.report_aggregates_job",
+        "rebuild the daily report aggregates of the days that changed",
+    ),
+]
+# Where the promotion report finds a promotion's per-member outcomes of its treated and holdout
+# groups for the lift (docs/reports.md): the dotted path of a function (program=, promotion_id=,
+# date_from=, date_to=) -> (treated, holdout); empty: no lift shown.
+TESSERA_PROMOTION_OUTCOMES = env.str("TESSERA_PROMOTION_OUTCOMES", default="")
 
 # Posting extensions (docs/ledger.md, "The posting pipeline and its extensions"): each acts
 # on every posted, batched or simulated accrual, in this order. Earning-rule caps come first;

@@ -5,6 +5,8 @@
 changes nothing. `JOBS` lists them in the order they must run (releases before expiries, so a
 credit released and expiring on the same night expires; tier assessment before the qualifying
 reset and the gifts, so gifts follow the tiers as assessed; later subsystems add theirs here).
+Apps that extend loyalty (which loyalty never imports) add their jobs after these through the
+setting `TESSERA_EXTRA_JOBS`: (name, "dotted.path.to.function", description) triples, in order.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from loyalty import dates
 from loyalty.models import Program
@@ -53,8 +57,14 @@ JOBS: list[Job] = [
 ]
 
 
+def all_jobs() -> list[Job]:
+    """loyalty's jobs, then those of the extending apps (`TESSERA_EXTRA_JOBS`), in order."""
+    extra = getattr(settings, "TESSERA_EXTRA_JOBS", ())
+    return [*JOBS, *(Job(name, import_string(path), text) for name, path, text in extra)]
+
+
 def job_names() -> list[str]:
-    return [job.name for job in JOBS]
+    return [job.name for job in all_jobs()]
 
 
 def today_for(program: Program, now: dt.datetime | None = None) -> dt.date:
@@ -79,7 +89,7 @@ def run_jobs(
     results = []
     for program in programs.order_by("code"):
         day = as_of or today_for(program)
-        for job in JOBS:
+        for job in all_jobs():
             if only and job.name not in only:
                 continue
             results.append((program.code, job.name, job.run(program=program, as_of=day)))

@@ -65,6 +65,7 @@ def test_schema_and_docs_are_served(client):
         ("POST", "/api/v1/transactions/simulate/"),
         ("GET", "/api/v1/transactions/{external_id}/"),
         ("POST", "/api/v1/transfers/"),
+        ("GET", "/api/v1/reports/kpis/"),
     }
     post = document["paths"]["/api/v1/transactions/"]["post"]
     assert {"200", "201", "400", "401", "403", "409", "422", "429"} <= set(post["responses"])
