@@ -203,6 +203,14 @@ CELERY_BEAT_SCHEDULE = {
         "description": "Close last month's partner statements (docs/partners.md). At 12:00 "
         "UTC the 1st is the 1st in every timezone; the job is idempotent.",
     },
+    # run_jobs (above) keeps the report aggregates current hourly; daily, a wider look-back
+    # also catches rows of database transactions that were open for long.
+    "report-aggregates-daily": {
+        "task": "reports.tasks.report_aggregates_task",
+        "schedule": 86400.0,
+        "description": "Rebuild the daily report aggregates of the last 7 days and of every "
+        "day changed since the last build (docs/reports.md).",
+    },
 }
 
 # --- REST framework ------------------------------------------------------------------------
@@ -268,6 +276,11 @@ TESSERA_DEMO_MEMBERS = env.int("TESSERA_DEMO_MEMBERS", default=250)
 IMPORT_ASYNC_ROWS = env.int("IMPORT_ASYNC_ROWS", default=5000)
 IMPORT_UPLOAD_MAX_MB = env.int("IMPORT_UPLOAD_MAX_MB", default=100)
 
+# Where the promotion report finds a promotion's per-member outcomes of its treated and holdout
+# groups for the lift (docs/reports.md): the dotted path of a function (program=, promotion_id=,
+# date_from=, date_to=) -> (treated, holdout); empty: no lift shown.
+TESSERA_PROMOTION_OUTCOMES = env.str("TESSERA_PROMOTION_OUTCOMES", default="")
+
 # Posting extensions (docs/ledger.md, "The posting pipeline and its extensions"): each acts
 # on every posted, batched or simulated accrual, in this order. Earning-rule caps come first;
 # promotions, vouchers and partner packs add their classes after it.
@@ -282,6 +295,8 @@ TESSERA_DEFINITION_SECTIONS: list[str] = []
 TESSERA_MEMBER_ADMIN_INLINES: list[str] = []
 TESSERA_EXTRA_JOBS: list[str] = [
     "partners.jobs.PARTNER_STATEMENTS",
+    # last: the day's figures include what the jobs above wrote
+    "reports.jobs.REPORT_AGGREGATES",
 ]
 # GDPR (docs/gdpr.md): sections extension apps add to a member's data export (dotted paths of
 # callables `(member) -> (key, data)`), and what they erase with a member (callables

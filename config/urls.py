@@ -13,11 +13,15 @@ api_v1 = [
     path("", include("loyalty.api.urls")),
     path("", include("vouchers.api.urls")),
     path("", include("promotions.api.urls")),
+    path("", include("reports.api.urls")),
     re_path(r"^.*$", api_not_found),
 ]
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    # The report pages live in the admin site; before admin.site.urls, so /admin/reports/ is
+    # the reports' own index rather than the admin's list of the app's models.
+    path("admin/reports/", include("reports.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("portal/", include("partners.portal.urls")),

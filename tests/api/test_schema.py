@@ -66,6 +66,7 @@ def test_schema_and_docs_are_served(client):
         ("POST", "/api/v1/transactions/simulate/"),
         ("GET", "/api/v1/transactions/{external_id}/"),
         ("POST", "/api/v1/transfers/"),
+        ("GET", "/api/v1/reports/kpis/"),
         ("GET", "/api/v1/segments/"),
         ("GET", "/api/v1/segments/{code}/members/"),
     }
