@@ -6,8 +6,9 @@ redemption needs `redemptions:write`, an adjustment `adjustments:write`, other t
 
 An API key holds the scopes it was given. A staff session holds a scope when the user has the
 Django permissions behind it (`session_permissions`): view for reads, add/change for writes,
-the admin's adjust-points permission for adjustments; vouchers and reports scopes (no models
-yet) only for superusers, who hold every scope. A staff user limited to some programs
+the admin's adjust-points permission for adjustments, the vouchers' view and change permissions
+for the vouchers scopes, the reports' view permission for reports:read; superusers hold every
+scope. A staff user limited to some programs
 (`StaffProgramAccess`) reaches only those: another program answers 404, as a missing one.
 
 Throttling counts requests per key (per user for sessions) at `API_THROTTLE_RATE`, and failed
@@ -36,6 +37,12 @@ def session_permissions(scope: str, method: str) -> tuple[str, ...] | None:
         return ("loyalty.add_transaction",)
     if scope == "adjustments:write":
         return ADJUST_PERMISSIONS
+    if scope == "vouchers:read":
+        return ("vouchers.view_voucher",)
+    if scope == "vouchers:write":
+        return ("vouchers.view_voucher", "vouchers.change_voucher")
+    if scope == "reports:read":
+        return ("reports.view_dailypoints",)
     return None
 
 

@@ -50,6 +50,7 @@ class Program(models.Model):
     )
     tier_override_needs_approval = models.BooleanField(
         default=False,
+        db_default=False,  # rows written by code that predates it (migrations' historical models)
         help_text="Manual tier changes made in the admin wait for a second manager's approval.",
     )
     created_at = models.DateTimeField(auto_now_add=True)

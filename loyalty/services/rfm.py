@@ -104,7 +104,8 @@ def _measures(program: Program, as_of: dt.date):
 
 
 def rfm_score(*, program: Program, as_of: dt.date) -> int:
-    """Score the program's members as of `as_of`; returns how many were scored."""
+    """Score the program's members as of `as_of`; returns how many scores changed (a run
+    again as of the same day writes and counts nothing)."""
     measures = _measures(program, as_of)
     inner_sql, inner_params = measures.query.sql_with_params()
     table = MemberScore._meta.db_table
@@ -142,6 +143,17 @@ def rfm_score(*, program: Program, as_of: dt.date) -> int:
             purchases = EXCLUDED.purchases, spend = EXCLUDED.spend,
             activity_recent = EXCLUDED.activity_recent,
             activity_previous = EXCLUDED.activity_previous, scored_at = EXCLUDED.scored_at
+        -- a score that would not change is not written (a second run as of the same day
+        -- writes nothing and counts nothing)
+        WHERE ({table}.program_id, {table}.as_of, {table}.recency, {table}.frequency,
+               {table}.monetary, {table}.rfm_label, {table}.churn_risk, {table}.recency_days,
+               {table}.purchases, {table}.spend, {table}.activity_recent,
+               {table}.activity_previous)
+        IS DISTINCT FROM
+              (EXCLUDED.program_id, EXCLUDED.as_of, EXCLUDED.recency, EXCLUDED.frequency,
+               EXCLUDED.monetary, EXCLUDED.rfm_label, EXCLUDED.churn_risk,
+               EXCLUDED.recency_days, EXCLUDED.purchases, EXCLUDED.spend,
+               EXCLUDED.activity_recent, EXCLUDED.activity_previous)
     """
     params = [as_of, *inner_params, program.pk, as_of, timezone.now()]
     with transaction.atomic():

@@ -287,7 +287,7 @@ def test_session_scopes_follow_django_permissions(program, funded, base_rules, c
             assert_error(response, 403, "missing_scope")
 
 
-def test_vouchers_and_reports_scopes_are_for_superusers_only(program):
+def test_vouchers_and_reports_scopes_follow_their_apps_permissions(program):
     from loyalty.api.permissions import has_scope
 
     class Request:
@@ -295,9 +295,12 @@ def test_vouchers_and_reports_scopes_are_for_superusers_only(program):
         method = "GET"
 
     request = Request()
-    request.user = staff_user("all", *Permission.objects.values_list("codename", flat=True))
+    request.user = staff_user("members", "view_member")
     assert has_scope(request, "members:read")
     assert not has_scope(request, "vouchers:read") and not has_scope(request, "reports:read")
+    request.user = staff_user("vouchers-and-reports", "view_voucher", "view_dailypoints")
+    assert has_scope(request, "vouchers:read") and has_scope(request, "reports:read")
+    assert not has_scope(request, "vouchers:write")
     request.user = User.objects.create_superuser("root", password="x")
     assert all(has_scope(request, scope) for scope in SCOPES)
 

@@ -60,6 +60,17 @@ TESTED = {
     "member_tier_validity_ordered",
     "member_tier_period_ordered",
     "member_event_dedupe",
+    "approval_by_a_second_person",
+    "approval_decided_has_decider",
+    "segment_code_unique",
+    "segment_count_nonneg",
+    "segment_membership_unique",
+    "member_score_rfm_range",
+    "member_score_churn_range",
+    "webhook_subscription_has_events",
+    "webhook_delivery_once_per_event",
+    "webhook_delivery_delivered_at",
+    "email_template_per_event_type",
 }
 
 
@@ -421,3 +432,163 @@ def test_every_constraint_of_the_loyalty_models_has_a_test():
         if isinstance(constraint, models.CheckConstraint | models.UniqueConstraint)
     }
     assert declared == TESTED
+
+
+# --- maker-checker, segments, notifications ---------------------------------------------------
+
+
+@pytest.fixture
+def requester(django_user_model):
+    return django_user_model.objects.create_user("maker", password="x" * 12, is_staff=True)
+
+
+def approval(member, requester, **fields):
+    from loyalty.models import ApprovalRequest
+
+    values = {
+        "program": member.program,
+        "member": member,
+        "kind": "adjustment",
+        "details": {},
+        "summary": "+10 PTS",
+        "requested_by": requester,
+        "requested_at": T0,
+        **fields,
+    }
+    return ApprovalRequest.objects.create(**values)
+
+
+def test_approval_by_a_second_person(member, requester):
+    with refused("approval_by_a_second_person"):
+        approval(member, requester, status="approved", decided_by=requester, decided_at=T0)
+
+
+def test_approval_decided_has_decider(member, requester):
+    with refused("approval_decided_has_decider"):
+        approval(member, requester, status="rejected")
+
+
+def make_segment(program, code="vip", **fields):
+    from loyalty.models import Segment
+
+    return Segment.objects.create(program=program, code=code, name=code, **fields)
+
+
+def test_segment_code_unique(member):
+    make_segment(member.program)
+    with refused("segment_code_unique"):
+        make_segment(member.program)
+
+
+def test_segment_count_nonneg(member):
+    segment = make_segment(member.program)
+    # (the field's own "positive" check and this one refuse the same row)
+    with pytest.raises(IntegrityError, match="member_count"), transaction.atomic():
+        type(segment).objects.filter(pk=segment.pk).update(member_count=-1)
+
+
+def test_segment_membership_unique(member):
+    from loyalty.models import SegmentMembership
+
+    segment = make_segment(member.program)
+    SegmentMembership.objects.create(segment=segment, member=member, added_at=T0)
+    with refused("segment_membership_unique"):
+        SegmentMembership.objects.create(segment=segment, member=member, added_at=T0)
+
+
+def score(member, **fields):
+    from decimal import Decimal
+
+    from loyalty.models.segments import MemberScore
+
+    values = {
+        "member": member,
+        "program": member.program,
+        "as_of": T0.date(),
+        "recency": 3,
+        "frequency": 3,
+        "monetary": 3,
+        "rfm_label": "loyal",
+        "churn_risk": Decimal("0.5"),
+        "recency_days": 10,
+        "purchases": 3,
+        "spend": Decimal("30"),
+        "activity_recent": 1,
+        "activity_previous": 1,
+        "scored_at": T0,
+        **fields,
+    }
+    return MemberScore.objects.create(**values)
+
+
+def test_member_score_rfm_range(member):
+    with refused("member_score_rfm_range"):
+        score(member, recency=6)
+
+
+def test_member_score_churn_range(member):
+    from decimal import Decimal
+
+    with refused("member_score_churn_range"):
+        score(member, churn_risk=Decimal("1.5"))
+
+
+def subscription(program, **fields):
+    from loyalty.models import WebhookSubscription
+
+    values = {"program": program, "url": "https://hooks.example.com/t", "secret": "s", **fields}
+    return WebhookSubscription.objects.create(**values)
+
+
+def test_webhook_subscription_has_events(member):
+    with refused("webhook_subscription_has_events"):
+        subscription(member.program, all_events=False, event_types=[])
+
+
+def delivery(member, **fields):
+    from loyalty.models import MemberEvent, WebhookDelivery
+
+    event = MemberEvent.objects.create(
+        program=member.program, member=member, type="enrolled", payload={}, occurred_at=T0
+    )
+    hook = subscription(member.program, all_events=True)
+    values = {
+        "event": event,
+        "subscription": hook,
+        "member": member,
+        "next_attempt_at": T0,
+        "created_at": T0,
+        **fields,
+    }
+    return WebhookDelivery.objects.create(**values)
+
+
+def test_webhook_delivery_once_per_event(member):
+    from loyalty.models import WebhookDelivery
+
+    first = delivery(member)
+    with refused("webhook_delivery_once_per_event"):
+        WebhookDelivery.objects.create(
+            event=first.event,
+            subscription=first.subscription,
+            member=member,
+            next_attempt_at=T0,
+            created_at=T0,
+        )
+
+
+def test_webhook_delivery_delivered_at(member):
+    with refused("webhook_delivery_delivered_at"):
+        delivery(member, status="delivered", delivered_at=None)
+
+
+def test_email_template_per_event_type(member):
+    from loyalty.models import EmailTemplate
+
+    EmailTemplate.objects.create(
+        program=member.program, event_type="enrolled", subject="s", body="b"
+    )
+    with refused("email_template_per_event_type"):
+        EmailTemplate.objects.create(
+            program=member.program, event_type="enrolled", subject="s", body="b"
+        )

@@ -328,8 +328,8 @@ def test_api_sessions_follow_the_roles(program, pts, member, base_rules, post, r
     assert ("adj-1" in posted) == ("adjustment" in allowed)
 
 
-def test_no_role_reaches_the_reports_scope_through_a_session(program):
-    """Reports have no models yet, so the API keeps their scope for superusers."""
+def test_managers_and_analysts_reach_the_reports_scope_through_a_session(program):
+    """reports:read follows the reports' view permission: the analyst's role is reports."""
     from loyalty.api.permissions import has_scope
 
     class Request:
@@ -337,10 +337,12 @@ def test_no_role_reaches_the_reports_scope_through_a_session(program):
         method = "GET"
 
     request = Request()
+    reach = {}
     for role in ROLE_NAMES:
         request.user = role_user(f"user-{role}".replace(" ", "-").lower(), role)
         assert has_scope(request, "members:read")
-        assert not has_scope(request, "reports:read")
+        reach[role] = has_scope(request, "reports:read")
+    assert reach == {PROGRAM_MANAGER: True, SUPPORT_AGENT: False, ANALYST: True}
 
 
 # --- reversing the migration -------------------------------------------------------------------

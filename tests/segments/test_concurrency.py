@@ -28,5 +28,6 @@ def test_parallel_scoring_runs(program):
         member = MemberFactory(program=program, enrolled_at=days_ago(300))
         purchase(member, days=i + 1, amount=f"{i + 1}.00")
     results = run_in_threads(4, lambda n: rfm_score(program=program, as_of=AS_OF))
-    assert results == [15, 15, 15, 15]
+    # one run scores everyone; the others, serialised behind it, find nothing to change
+    assert sorted(results) == [0, 0, 0, 15]
     assert MemberScore.objects.filter(program=program).count() == 15
