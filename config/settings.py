@@ -178,6 +178,11 @@ CELERY_BEAT_SCHEDULE = {
         "description": "Escrow release, expiry, tier assessment and resets, gifts and notices, "
         "as of today in each program's timezone (python manage.py run_jobs does the same).",
     },
+    "voucher-reservations-release": {
+        "task": "vouchers.tasks.voucher_reservations_release_task",
+        "schedule": 300.0,
+        "description": "Release voucher reservations (POS checkouts) whose time is up.",
+    },
 }
 
 # --- REST framework ------------------------------------------------------------------------
@@ -226,6 +231,7 @@ SPECTACULAR_SETTINGS = {
         "ChannelEnum": "loyalty.models.Transaction.Channel",
         "LedgerKindEnum": "loyalty.models.LedgerEntry.Kind",
         "PoolEnum": "loyalty.models.LedgerEntry.Pool",
+        "VoucherKindEnum": "vouchers.models.VoucherDefinition.Kind",
     },
 }
 
@@ -248,7 +254,34 @@ IMPORT_UPLOAD_MAX_MB = env.int("IMPORT_UPLOAD_MAX_MB", default=100)
 # promotions, vouchers and partner packs add their classes after it.
 TESSERA_POSTING_EXTENSIONS = [
     "loyalty.extensions.caps.EarningRuleCaps",
+    "promotions.extension.Promotions",
 ]
+# Program definition sections owned by other apps (loyalty/definition_sections.py), loaded in
+# this order after loyalty's own: voucher definitions before the promotions that name them.
+TESSERA_DEFINITION_SECTIONS = [
+    "vouchers.definitions.VoucherDefinitionsSection",
+    "promotions.definitions.BadgesSection",
+    "promotions.definitions.PromotionsSection",
+]
+# Inlines other apps add to loyalty's member page (dotted paths of admin inline classes).
+TESSERA_MEMBER_ADMIN_INLINES = [
+    "vouchers.admin.MemberVoucherInline",
+    "promotions.admin.MemberPromotionInline",
+    "promotions.admin.MemberBadgeInline",
+]
+# Jobs of other apps that run_jobs runs after loyalty's own, in this order (dotted paths of
+# loyalty.jobs.Job objects).
+TESSERA_EXTRA_JOBS = [
+    "vouchers.jobs.RESERVATION_RELEASE",
+    "vouchers.jobs.VOUCHER_EXPIRY",
+    "vouchers.jobs.VOUCHER_EXPIRING",
+]
+# Issues the voucher of a tier benefit that names a voucher definition (docs/vouchers.md).
+TESSERA_BENEFIT_VOUCHER_ISSUER = "vouchers.services.benefits.benefit_voucher_issue"
+# A voucher reservation (POS checkout) holds its value this many minutes, then is released.
+VOUCHER_RESERVATION_MINUTES = env.int("VOUCHER_RESERVATION_MINUTES", default=30)
+# voucher_expiring events are written this many days before a voucher's last valid day.
+VOUCHER_EXPIRING_NOTICE_DAYS = env.int("VOUCHER_EXPIRING_NOTICE_DAYS", default=7)
 # A transaction dated more than this many minutes after the moment it is posted is refused.
 TESSERA_FUTURE_TOLERANCE_MINUTES = env.int("TESSERA_FUTURE_TOLERANCE_MINUTES", default=5)
 # A client's transaction dated more than this many days before the moment it is posted is

@@ -4,7 +4,9 @@
 00:00 of D is done. Every job is idempotent: running it twice, or for an earlier date again,
 changes nothing. `JOBS` lists them in the order they must run (releases before expiries, so a
 credit released and expiring on the same night expires; tier assessment before the qualifying
-reset and the gifts, so gifts follow the tiers as assessed; later subsystems add theirs here).
+reset and the gifts, so gifts follow the tiers as assessed). Other apps' jobs (voucher expiry,
+...) run after these, in the order of `settings.TESSERA_EXTRA_JOBS` (dotted paths of `Job`
+objects), so loyalty never imports the apps that extend it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from loyalty import dates
 from loyalty.models import Program
@@ -53,8 +57,14 @@ JOBS: list[Job] = [
 ]
 
 
+def all_jobs() -> list[Job]:
+    """Loyalty's jobs, then those of `settings.TESSERA_EXTRA_JOBS`, in run order."""
+    extra = [import_string(path) for path in getattr(settings, "TESSERA_EXTRA_JOBS", ())]
+    return JOBS + extra
+
+
 def job_names() -> list[str]:
-    return [job.name for job in JOBS]
+    return [job.name for job in all_jobs()]
 
 
 def today_for(program: Program, now: dt.datetime | None = None) -> dt.date:
@@ -79,7 +89,7 @@ def run_jobs(
     results = []
     for program in programs.order_by("code"):
         day = as_of or today_for(program)
-        for job in JOBS:
+        for job in all_jobs():
             if only and job.name not in only:
                 continue
             results.append((program.code, job.name, job.run(program=program, as_of=day)))

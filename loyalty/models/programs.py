@@ -29,6 +29,12 @@ class Program(models.Model):
         help_text="ISO 4217 money currency of the program.",
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    max_promotions_per_transaction = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="At most this many promotions reward one transaction (highest priority "
+        "first); empty: no maximum.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
