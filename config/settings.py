@@ -211,6 +211,11 @@ CELERY_BEAT_SCHEDULE = {
         "description": "Rebuild the daily report aggregates of the last 7 days and of every "
         "day changed since the last build (docs/reports.md).",
     },
+    "voucher-reservations-release": {
+        "task": "vouchers.tasks.voucher_reservations_release_task",
+        "schedule": 300.0,
+        "description": "Release voucher reservations (POS checkouts) whose time is up.",
+    },
 }
 
 # --- REST framework ------------------------------------------------------------------------
@@ -259,6 +264,7 @@ SPECTACULAR_SETTINGS = {
         "ChannelEnum": "loyalty.models.Transaction.Channel",
         "LedgerKindEnum": "loyalty.models.LedgerEntry.Kind",
         "PoolEnum": "loyalty.models.LedgerEntry.Pool",
+        "VoucherKindEnum": "vouchers.models.VoucherDefinition.Kind",
     },
 }
 
@@ -287,17 +293,39 @@ TESSERA_PROMOTION_OUTCOMES = env.str("TESSERA_PROMOTION_OUTCOMES", default="")
 TESSERA_POSTING_EXTENSIONS = [
     "loyalty.extensions.caps.EarningRuleCaps",
     "partners.extension.PrepaidPacks",
+    "promotions.extension.Promotions",
 ]
 # The other extension points of loyalty, filled by the apps that extend it (loyalty never
-# imports them): program definition sections in load order (loyalty/definition_sections.py),
-# inlines of the member's admin page, and periodic jobs run after loyalty's own (loyalty/jobs.py).
-TESSERA_DEFINITION_SECTIONS: list[str] = []
-TESSERA_MEMBER_ADMIN_INLINES: list[str] = []
-TESSERA_EXTRA_JOBS: list[str] = [
+# imports them). Program definition sections owned by other apps (loyalty/definition_sections.py),
+# loaded in this order after loyalty's own: voucher definitions before the promotions that
+# name them.
+TESSERA_DEFINITION_SECTIONS = [
+    "vouchers.definitions.VoucherDefinitionsSection",
+    "promotions.definitions.BadgesSection",
+    "promotions.definitions.PromotionsSection",
+]
+# Inlines other apps add to loyalty's member page (dotted paths of admin inline classes).
+TESSERA_MEMBER_ADMIN_INLINES = [
+    "vouchers.admin.MemberVoucherInline",
+    "promotions.admin.MemberPromotionInline",
+    "promotions.admin.MemberBadgeInline",
+]
+# Jobs of other apps that run_jobs runs after loyalty's own, in this order (dotted paths of
+# loyalty.jobs.Job objects); the delivery of events (notifications) runs after them all.
+TESSERA_EXTRA_JOBS = [
+    "vouchers.jobs.RESERVATION_RELEASE",
+    "vouchers.jobs.VOUCHER_EXPIRY",
+    "vouchers.jobs.VOUCHER_EXPIRING",
     "partners.jobs.PARTNER_STATEMENTS",
     # last: the day's figures include what the jobs above wrote
     "reports.jobs.REPORT_AGGREGATES",
 ]
+# Issues the voucher of a tier benefit that names a voucher definition (docs/vouchers.md).
+TESSERA_BENEFIT_VOUCHER_ISSUER = "vouchers.services.benefits.benefit_voucher_issue"
+# A voucher reservation (POS checkout) holds its value this many minutes, then is released.
+VOUCHER_RESERVATION_MINUTES = env.int("VOUCHER_RESERVATION_MINUTES", default=30)
+# voucher_expiring events are written this many days before a voucher's last valid day.
+VOUCHER_EXPIRING_NOTICE_DAYS = env.int("VOUCHER_EXPIRING_NOTICE_DAYS", default=7)
 # GDPR (docs/gdpr.md): sections extension apps add to a member's data export (dotted paths of
 # callables `(member) -> (key, data)`), and what they erase with a member (callables
 # `(member, now)`, run inside the erasure's transaction before the profile is overwritten).

@@ -35,6 +35,22 @@ Services raise these; the admin shows `message`, the API renders
     import_file_unusable          400     an import file that cannot be imported at all
     prepaid_pack_empty            422     (partners) a prepaid partner's pack cannot pay for it
     invalid_prepaid_topup         422     (partners) a top-up that cannot be made
+    invalid_promotion             400     (promotions) a promotion the engine could not run
+    invalid_promotion_status_change 422     (promotions) a promotion cannot move to that status
+    promotion_not_open            422     (promotions) enrolment in a draft or ended promotion
+    voucher_definition_unavailable 422     (vouchers) the definition is inactive or another's
+    voucher_out_of_stock          422     (vouchers) the definition's stock is issued
+    voucher_limit_reached         422     (vouchers) the member holds as many as allowed
+    voucher_wrong_member          422     (vouchers) the voucher belongs to another member
+    voucher_expired               422     (vouchers) the voucher has expired
+    voucher_cancelled             422     (vouchers) the voucher was cancelled
+    voucher_used_up               422     (vouchers) nothing is left to redeem
+    voucher_insufficient_value    422     (vouchers) more than the voucher's free value asked
+    voucher_partial_not_allowed   422     (vouchers) a part of a voucher that is spent whole
+    voucher_wrong_partner         422     (vouchers) redeemed at a partner the voucher is not for
+    voucher_reservation_invalid   422     (vouchers) no such held reservation
+    voucher_not_reversible        422     (vouchers) the redemption cannot be undone
+    voucher_not_cancellable       422     (vouchers) a used or expired voucher cannot be cancelled
     erasure_file_unreadable       422     an erasure cannot read or rewrite a stored import file
 """
 

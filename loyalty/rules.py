@@ -336,10 +336,9 @@ def first_failed_condition(rule: RuleSnapshot, snapshot: TransactionSnapshot) ->
         return f"not active yet (starts {rule.active_from.isoformat()})"
     if rule.active_to and snapshot.occurred_at >= rule.active_to:
         return f"no longer active (ended {rule.active_to.isoformat()})"
-    for condition in CONDITIONS.values():
-        reason = condition.check(rule.conditions, snapshot)
-        if reason:
-            return reason
+    reason = conditions_failure(rule.conditions, snapshot)
+    if reason:
+        return reason
     award = rule.award
     day_cap = award.get("max_per_member_per_day")
     if day_cap is not None and rule.awards_today >= int(day_cap):
@@ -348,6 +347,23 @@ def first_failed_condition(rule: RuleSnapshot, snapshot: TransactionSnapshot) ->
     if month_cap is not None and rule.awards_this_month >= int(month_cap):
         return f"monthly cap reached ({rule.awards_this_month} of {month_cap} this month)"
     return None
+
+
+def conditions_failure(conditions: dict, snapshot: TransactionSnapshot) -> str | None:
+    """The "why not" of the first condition of `conditions` that `snapshot` fails, or None
+    when all hold: the earning rules' condition keys, for whatever else is eligible by them
+    (promotions)."""
+    for condition in CONDITIONS.values():
+        reason = condition.check(conditions, snapshot)
+        if reason:
+            return reason
+    return None
+
+
+def base_amount(conditions: dict, snapshot: TransactionSnapshot) -> Decimal:
+    """The money amount `conditions` apply to: their matching lines' when they select lines
+    (skus, categories), else the transaction's."""
+    return _base_amount(snapshot, matching_lines(conditions, snapshot))
 
 
 def _base_amount(snapshot: TransactionSnapshot, lines: list[int] | None) -> Decimal:

@@ -3,7 +3,9 @@
 What the database guarantees here: a promotion's code is unique in its program; what a
 budget has paid out never exceeds the budget (CHECK constraints, the backstop of the
 conditional update that spends it); funding shares are percentages of one promotion, one row
-per partner. Rewards, progress and enrolments are added by the promotions engine's models.
+per partner; a member enrols in a promotion once, has one progress row per promotion and
+period, and holds a badge once; progress, contributions and rewards are never negative, and a
+contribution never returns more than it added.
 """
 
 from decimal import Decimal
@@ -170,3 +172,178 @@ class PromotionFunding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.partner} {self.percent}%"
+
+
+class PromotionEnrollment(models.Model):
+    """A member's opt-in to a promotion (required when `enrollment_required`)."""
+
+    promotion = models.ForeignKey(Promotion, on_delete=models.CASCADE, related_name="enrollments")
+    member = models.ForeignKey(
+        "loyalty.Member", on_delete=models.CASCADE, related_name="promotion_enrollments"
+    )
+    enrolled_at = models.DateTimeField()
+    actor = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["promotion", "member"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["promotion", "member"], name="promotion_enrollment_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member} in {self.promotion}"
+
+
+class PromotionProgress(models.Model):
+    """A member's progress towards a cumulative promotion's goal in one period
+    (`period_start`: the first local day of the month or quarter, or of the window when the
+    progress never resets). `rewards_given` counts the period's rewards not taken back."""
+
+    promotion = models.ForeignKey(Promotion, on_delete=models.CASCADE, related_name="progress")
+    member = models.ForeignKey(
+        "loyalty.Member", on_delete=models.CASCADE, related_name="promotion_progress"
+    )
+    period_start = models.DateField()
+    current = models.DecimalField(max_digits=18, decimal_places=3, default=Decimal("0"))
+    rewards_given = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["promotion", "member", "-period_start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["promotion", "member", "period_start"],
+                name="promotion_progress_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(current__gte=0), name="promotion_progress_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member} {self.promotion.code} {self.period_start}: {self.current}"
+
+
+class PromotionContribution(models.Model):
+    """What one transaction added to a member's cumulative progress (so that a return takes
+    back exactly its share); `returned` is what returns took back of it so far."""
+
+    promotion = models.ForeignKey(Promotion, on_delete=models.CASCADE, related_name="contributions")
+    member = models.ForeignKey("loyalty.Member", on_delete=models.CASCADE, related_name="+")
+    transaction = models.ForeignKey(
+        "loyalty.Transaction", on_delete=models.CASCADE, related_name="promotion_contributions"
+    )
+    period_start = models.DateField()
+    value = models.DecimalField(max_digits=18, decimal_places=3)
+    returned = models.DecimalField(max_digits=18, decimal_places=3, default=Decimal("0"))
+
+    class Meta:
+        ordering = ["promotion", "transaction"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["promotion", "transaction"], name="promotion_contribution_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(value__gte=0) & Q(returned__gte=0) & Q(returned__lte=F("value")),
+                name="promotion_contribution_returned_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.promotion_id}/{self.transaction_id}: {self.value}"
+
+
+class PromotionReward(models.Model):
+    """One reward of a promotion to a member, earned by `transaction`. A holdout reward was
+    tracked, not given (the control group): its `points` are what the member would have got.
+    `points` are smallest units of `currency` (0 and no currency for a voucher reward)."""
+
+    promotion = models.ForeignKey(Promotion, on_delete=models.PROTECT, related_name="rewards")
+    member = models.ForeignKey(
+        "loyalty.Member", on_delete=models.CASCADE, related_name="promotion_rewards"
+    )
+    transaction = models.ForeignKey(
+        "loyalty.Transaction", on_delete=models.PROTECT, related_name="promotion_rewards"
+    )
+    period_start = models.DateField()
+    points = models.BigIntegerField(default=0)
+    currency = models.ForeignKey(
+        "loyalty.Currency", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    voucher_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The voucher issued as the reward."
+    )
+    holdout = models.BooleanField(default=False, help_text="Tracked, not given (control group).")
+    reversed_by = models.ForeignKey(
+        "loyalty.Transaction",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="promotion_rewards_reversed",
+        help_text="The return that took the reward back.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["promotion", "created_at"], name="promotion_reward_report"),
+            models.Index(fields=["member", "promotion"], name="promotion_reward_member"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(points__gte=0), name="promotion_reward_points_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.promotion.code} -> {self.member_id} ({self.points})"
+
+
+class PromotionRewardShare(models.Model):
+    """Who pays which part of a reward (partner None: the program owner), for statements."""
+
+    reward = models.ForeignKey(PromotionReward, on_delete=models.CASCADE, related_name="shares")
+    partner = models.ForeignKey(
+        "partners.Partner", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    percent = models.DecimalField(max_digits=5, decimal_places=2)
+    points = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["reward", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(percent__gte=0) & Q(percent__lte=100) & Q(points__gte=0),
+                name="promotion_reward_share_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner or 'program owner'} {self.percent}%: {self.points}"
+
+
+class MemberBadge(models.Model):
+    """A badge a member holds: awarded once, by the first promotion reward that carries it;
+    it stays when the reward is taken back (it records an achievement, not a balance)."""
+
+    member = models.ForeignKey("loyalty.Member", on_delete=models.CASCADE, related_name="badges")
+    badge = models.ForeignKey(Badge, on_delete=models.PROTECT, related_name="holders")
+    promotion = models.ForeignKey(
+        Promotion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    transaction = models.ForeignKey(
+        "loyalty.Transaction", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    awarded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["member", "-awarded_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["member", "badge"], name="member_badge_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member} {self.badge.code}"

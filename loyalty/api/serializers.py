@@ -758,8 +758,12 @@ def _per_currency(points: dict) -> list[dict]:
 
 
 class SimulatedAwardSerializer(serializers.Serializer):
-    rule_code = serializers.CharField(help_text='"" for an opening balance (no rule).')
-    rule_name = serializers.CharField()
+    rule_code = serializers.CharField(
+        help_text='"" when no rule gave it: an opening balance, or a promotion\'s reward.'
+    )
+    rule_name = serializers.CharField(
+        help_text="The rule's name; for a promotion's reward \"promotion <code>: <name>\"."
+    )
     currency = serializers.CharField()
     points = points_field()
     available_at = OffsetDateTimeField(

@@ -53,6 +53,12 @@ class Program(models.Model):
         db_default=False,  # rows written by code that predates it (migrations' historical models)
         help_text="Manual tier changes made in the admin wait for a second manager's approval.",
     )
+    max_promotions_per_transaction = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="At most this many promotions reward one transaction (highest priority "
+        "first); empty: no maximum.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

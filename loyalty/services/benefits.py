@@ -7,9 +7,13 @@ What this module guarantees:
   is deterministic under `tessera:`: a welcome gift once per member, tier and qualifying
   period; a birthday gift and an anniversary reward once per member and year. Running a job
   twice, or for an earlier date again, posts nothing new.
-- A benefit gives points when it has a `value` and a `points_currency`. Its
-  `voucher_definition` is stored for the vouchers subsystem, which will issue the
-  voucher next to (or instead of) the points; until it exists, nothing is issued for it.
+- A benefit gives points when it has a `value` and a `points_currency`, and a voucher when it
+  names a `voucher_definition`: the vouchers subsystem issues it through the setting
+  `TESSERA_BENEFIT_VOUCHER_ISSUER` (a dotted path; loyalty never imports vouchers), in the
+  database transaction of the gift's points, once per member, benefit and occasion (the gift's
+  external id is the voucher's key). A voucher that cannot be issued (out of stock) is logged
+  and tried again by the next run; it never takes the points back. Without the setting, no
+  voucher is issued.
 - Birthdays and anniversaries are days in the program's timezone; 29 February falls on
   28 February in common years. A job catches up the last `CATCH_UP_DAYS` days (jobs that did
   not run for longer than that do not hand out stale gifts). Only active members receive.
@@ -21,11 +25,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from django.conf import settings
 from django.db import transaction as db_transaction
 from django.db.models import Q
 from django.db.models.functions import TruncDate
+from django.utils.module_loading import import_string
 
 from loyalty import dates, selectors
 from loyalty.exceptions import LoyaltyError
@@ -64,6 +70,15 @@ def _last_occurrence(origin: dt.date, days: list[dt.date]) -> dt.date | None:
     return None
 
 
+def voucher_issuer() -> Callable[..., bool] | None:
+    """The vouchers subsystem's issuer (`TESSERA_BENEFIT_VOUCHER_ISSUER`, a dotted path), or
+    None when no vouchers subsystem is installed. Called as
+    `issuer(member=, benefit=, occasion=, issued_at=, actor=)`; returns True when it issued a
+    voucher now, False when the occasion had its voucher already."""
+    path = getattr(settings, "TESSERA_BENEFIT_VOUCHER_ISSUER", "")
+    return import_string(path) if path else None
+
+
 def _post_gifts(
     member: Member,
     benefits: list[Benefit],
@@ -74,8 +89,14 @@ def _post_gifts(
     occurred_at: dt.datetime,
     now: dt.datetime,
 ) -> int:
-    """Post one adjustment per points-giving benefit not posted yet. Returns how many."""
-    wanted = {f"{external_id}:{b.pk}": b for b in benefits if b.gives_points}
+    """Give each benefit's points (an adjustment) and voucher not given yet for this occasion,
+    both in one database transaction. Returns how many benefits gave something now."""
+    issuer = voucher_issuer()
+    wanted = {
+        f"{external_id}:{b.pk}": b
+        for b in benefits
+        if b.gives_points or (b.voucher_definition and issuer is not None)
+    }
     if not wanted:
         return 0
     existing = set(
@@ -85,29 +106,65 @@ def _post_gifts(
     )
     posted = 0
     for key, benefit in wanted.items():
-        if key in existing:
-            continue
+        gave = False
         try:
-            transaction_post(
-                program=member.program,
-                request=TransactionRequest(
-                    external_id=key,
-                    member=member.membership_number,
-                    type="adjustment",
-                    subtype=subtype,
-                    occurred_at=occurred_at,
-                    points=benefit.value,
-                    points_currency=benefit.points_currency.code,
-                    reason=f"{label}: {benefit.name} ({benefit.code})",
-                ),
-                actor="system",
-                now=max(now, occurred_at),
-            )
+            with db_transaction.atomic():
+                if benefit.gives_points and key not in existing:
+                    transaction_post(
+                        program=member.program,
+                        request=TransactionRequest(
+                            external_id=key,
+                            member=member.membership_number,
+                            type="adjustment",
+                            subtype=subtype,
+                            occurred_at=occurred_at,
+                            points=benefit.value,
+                            points_currency=benefit.points_currency.code,
+                            reason=f"{label}: {benefit.name} ({benefit.code})",
+                        ),
+                        actor="system",
+                        now=max(now, occurred_at),
+                    )
+                    gave = True
+                if benefit.voucher_definition and issuer is not None:
+                    gave = (
+                        _issue_voucher(issuer, member, benefit, key, max(now, occurred_at)) or gave
+                    )
         except LoyaltyError as exc:
             logger.warning("%s for %s not posted: %s", key, member.membership_number, exc)
             continue
-        posted += 1
+        posted += 1 if gave else 0
     return posted
+
+
+def _issue_voucher(
+    issuer: Callable[..., bool],
+    member: Member,
+    benefit: Benefit,
+    occasion: str,
+    issued_at: dt.datetime,
+) -> bool:
+    """A refused voucher (out of stock, say) does not take the gift's points with it: it is
+    issued in a savepoint of the gift's transaction, logged when refused, tried again by the
+    next run. It is issued as of the job's date (its validity counts from then, late or not)."""
+    try:
+        with db_transaction.atomic():
+            return issuer(
+                member=member,
+                benefit=benefit,
+                occasion=occasion,
+                issued_at=issued_at,
+                actor="system",
+            )
+    except LoyaltyError as exc:
+        logger.warning(
+            "voucher %s of %s for %s not issued: %s",
+            benefit.voucher_definition,
+            occasion,
+            member.membership_number,
+            exc,
+        )
+        return False
 
 
 def welcome_gifts_issue(*, program: Program, as_of: dt.date) -> int:
