@@ -285,7 +285,9 @@ IMPORT_UPLOAD_MAX_MB = env.int("IMPORT_UPLOAD_MAX_MB", default=100)
 # Where the promotion report finds a promotion's per-member outcomes of its treated and holdout
 # groups for the lift (docs/reports.md): the dotted path of a function (program=, promotion_id=,
 # date_from=, date_to=) -> (treated, holdout); empty: no lift shown.
-TESSERA_PROMOTION_OUTCOMES = env.str("TESSERA_PROMOTION_OUTCOMES", default="")
+TESSERA_PROMOTION_OUTCOMES = env.str(
+    "TESSERA_PROMOTION_OUTCOMES", default="promotions.selectors.promotion_outcomes"
+)
 
 # Posting extensions (docs/ledger.md, "The posting pipeline and its extensions"): each acts
 # on every posted, batched or simulated accrual, in this order. Earning-rule caps come first;
@@ -329,7 +331,10 @@ VOUCHER_EXPIRING_NOTICE_DAYS = env.int("VOUCHER_EXPIRING_NOTICE_DAYS", default=7
 # GDPR (docs/gdpr.md): sections extension apps add to a member's data export (dotted paths of
 # callables `(member) -> (key, data)`), and what they erase with a member (callables
 # `(member, now)`, run inside the erasure's transaction before the profile is overwritten).
-TESSERA_MEMBER_EXPORT_SECTIONS: list[str] = []
+TESSERA_MEMBER_EXPORT_SECTIONS: list[str] = [
+    "vouchers.selectors.member_vouchers_export",
+    "promotions.selectors.member_promotions_export",
+]
 TESSERA_MEMBER_ERASE_HOOKS: list[str] = []
 # A transaction dated more than this many minutes after the moment it is posted is refused.
 TESSERA_FUTURE_TOLERANCE_MINUTES = env.int("TESSERA_FUTURE_TOLERANCE_MINUTES", default=5)

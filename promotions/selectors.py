@@ -15,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from loyalty import dates, selectors
@@ -159,3 +159,81 @@ def budget_spent(promotion: Promotion, scales: dict[str, int] | None = None) -> 
     if reward.get("type") == "fixed" and scales and reward.get("currency") in scales:
         one = int(Decimal(str(reward.get("points", 0))) * scales[reward["currency"]]) or 1
     return left["points"] < one
+
+
+def promotion_outcomes(
+    *, program, promotion_id: int, date_from: dt.date, date_to: dt.date
+) -> tuple[list[Decimal], list[Decimal]]:
+    """Per-member spend over [date_from, date_to] (program-local days) of the promotion's two
+    groups, for the holdout lift of the promotion report: the members it rewarded (treated)
+    and the members it held out (tracked, not rewarded). Both groups are members who
+    qualified, so the difference of their spend is what the reward changed. Members without
+    a purchase in the window count as 0; returned purchases count as they were processed."""
+    from loyalty.models import Transaction
+    from promotions.models import PromotionReward
+
+    groups = {True: set(), False: set()}
+    for member_id, holdout in (
+        PromotionReward.objects.filter(promotion_id=promotion_id, promotion__program=program)
+        .values_list("member_id", "holdout")
+        .distinct()
+    ):
+        groups[holdout].add(member_id)
+    groups[False] -= groups[True]  # a member held out is in the control group only
+    start = dates.start_of_day(date_from, program.timezone)
+    end = dates.start_of_day(date_to + dt.timedelta(days=1), program.timezone)
+    spend = dict(
+        Transaction.objects.filter(
+            program=program,
+            member_id__in=groups[True] | groups[False],
+            type=Transaction.Type.ACCRUAL,
+            subtype="purchase",
+            status__in=(Transaction.Status.PROCESSED, Transaction.Status.REVERSED),
+            occurred_at__gte=start,
+            occurred_at__lt=end,
+        )
+        .values("member_id")
+        .annotate(total=Sum("amount"))
+        .values_list("member_id", "total")
+    )
+    treated = [spend.get(member_id) or Decimal(0) for member_id in sorted(groups[False])]
+    holdout = [spend.get(member_id) or Decimal(0) for member_id in sorted(groups[True])]
+    return treated, holdout
+
+
+def member_promotions_export(member: Member) -> tuple[str, dict]:
+    """The member's promotions (enrolments, progress, rewards) and badges, for their personal
+    data export (TESSERA_MEMBER_EXPORT_SECTIONS)."""
+    from promotions.models import PromotionReward
+
+    return "promotions", {
+        "enrolments": [
+            {"promotion": e.promotion.code, "enrolled_at": e.enrolled_at}
+            for e in PromotionEnrollment.objects.filter(member=member).select_related("promotion")
+        ],
+        "progress": [
+            {
+                "promotion": p.promotion.code,
+                "period_start": p.period_start,
+                "current": p.current,
+                "rewards_given": p.rewards_given,
+            }
+            for p in member_progress(member)
+        ],
+        "rewards": [
+            {
+                "promotion": r.promotion.code,
+                "transaction": r.transaction.external_id,
+                "points": r.points,
+                "holdout": r.holdout,
+                "created_at": r.created_at,
+            }
+            for r in PromotionReward.objects.filter(member=member)
+            .select_related("promotion", "transaction")
+            .order_by("id")
+        ],
+        "badges": [
+            {"badge": b.badge.code, "name": b.badge.name, "awarded_at": b.awarded_at}
+            for b in member_badges(member)
+        ],
+    }

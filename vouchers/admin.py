@@ -21,8 +21,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from loyalty import selectors
 from loyalty.admin.common import ReadOnlyAdminMixin, admin_url, link, short_datetime
 from loyalty.exceptions import LoyaltyError
+from loyalty.models import Member, Segment
 from loyalty.services.posting import from_units
 from vouchers.models import (
     Voucher,
@@ -55,6 +57,19 @@ class BulkIssueForm(forms.Form):
         help_text="Or a CSV file: a `membership_number` column, or the numbers in the first "
         "column.",
     )
+    segment = forms.ModelChoiceField(
+        queryset=Segment.objects.none(),
+        required=False,
+        help_text="Or every member of a segment (as of its last refresh).",
+    )
+
+    def __init__(self, *args, program=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.program = program
+        if program is not None:
+            self.fields["segment"].queryset = Segment.objects.filter(
+                program=program, status=Segment.Status.ACTIVE
+            )
 
     def clean(self):
         data = super().clean()
@@ -62,9 +77,20 @@ class BulkIssueForm(forms.Form):
         upload = data.get("file")
         if upload is not None:
             numbers += _numbers_from_csv(upload)
+        segment = data.get("segment")
+        if segment is not None:
+            numbers += list(
+                selectors.members_in_segment(
+                    Member.objects.filter(program=self.program), segment.code
+                )
+                .order_by("pk")
+                .values_list("membership_number", flat=True)
+            )
         numbers = list(dict.fromkeys(numbers))
         if not numbers:
-            raise forms.ValidationError("Paste membership numbers or upload a CSV file.")
+            raise forms.ValidationError(
+                "Paste membership numbers, upload a CSV file or choose a segment with members."
+            )
         if len(numbers) > BULK_MAX_MEMBERS:
             raise forms.ValidationError(f"At most {BULK_MAX_MEMBERS} members at a time.")
         data["numbers"] = numbers
@@ -203,7 +229,9 @@ class VoucherDefinitionAdmin(admin.ModelAdmin):
         definition = self.get_object(request, unquote(object_id))
         if definition is None:
             raise Http404("No such voucher definition.")
-        form = BulkIssueForm(request.POST or None, request.FILES or None)
+        form = BulkIssueForm(
+            request.POST or None, request.FILES or None, program=definition.program
+        )
         if request.method == "POST" and form.is_valid():
             try:
                 job = voucher_bulk_issue_start(

@@ -80,3 +80,24 @@ def reward_catalogue(program: Program) -> QuerySet[VoucherDefinition]:
         .select_related("points_currency", "partner")
         .order_by("points_cost", "code")
     )
+
+
+def member_vouchers_export(member) -> tuple[str, list[dict]]:
+    """The member's vouchers for their personal data export (TESSERA_MEMBER_EXPORT_SECTIONS)."""
+    from vouchers.models import Voucher
+
+    rows = Voucher.objects.filter(member=member).select_related("definition").order_by("id")
+    return "vouchers", [
+        {
+            "code": v.code,
+            "definition": v.definition.code,
+            "status": v.status,
+            "face_value": v.face_value,
+            "remaining_value": v.remaining_value,
+            "currency": v.currency,
+            "issued_at": v.issued_at,
+            "expires_at": v.expires_at,
+            "source": v.source,
+        }
+        for v in rows
+    ]

@@ -19,6 +19,9 @@ from tests.gdpr.conftest import OTTO, ZOFIA
 pytestmark = pytest.mark.django_db
 
 SECTIONS = {
+    # the sections of the apps that extend loyalty (TESSERA_MEMBER_EXPORT_SECTIONS)
+    "vouchers",
+    "promotions",
     "format",
     "version",
     "exported_at",

@@ -301,3 +301,41 @@ def test_holdout_rewards_are_tracked_only_while_the_budget_could_pay(make_promot
     assert PromotionReward.objects.filter(promotion=promotion).count() == 2
     promotion.refresh_from_db()
     assert promotion.points_spent == 0
+
+
+def test_the_report_compares_the_spend_of_rewarded_and_held_out_members(
+    make_promotion, program, post
+):
+    from promotions.selectors import promotion_outcomes
+    from reports.selectors import holdout_lift
+
+    promotion = make_promotion(holdout_percent=Decimal("50"), budget_points=100_000)
+    members = [MemberFactory(program=program) for _ in range(16)]
+    held = [m for m in members if mechanics.in_holdout(promotion, m.membership_number)]
+    for n, m in enumerate(members):
+        post(m, amount=str(60 + n), currency="EUR", now=WHEN)
+    day = WHEN.date()
+
+    treated, holdout = promotion_outcomes(
+        program=program, promotion_id=promotion.id, date_from=day, date_to=day
+    )
+
+    assert len(holdout) == len(held) and len(treated) == len(members) - len(held)
+    assert sorted(holdout) == sorted(Decimal(60 + members.index(m)) for m in held)
+    assert sum(treated) + sum(holdout) == sum(Decimal(60 + n) for n in range(16))
+    assert holdout_lift(treated=treated, holdout=holdout).treated_members == len(treated)
+
+
+def test_a_members_data_export_holds_their_promotions_badges_and_vouchers(
+    make_promotion, member, post
+):
+    from loyalty.services.gdpr import member_data_export
+
+    promotion = make_promotion()
+    post(member, amount="60", currency="EUR", now=WHEN)
+
+    document = member_data_export(member=member, actor="test")
+
+    assert document["promotions"]["rewards"][0]["promotion"] == promotion.code
+    assert document["promotions"]["badges"] == []
+    assert document["vouchers"] == []

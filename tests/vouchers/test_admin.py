@@ -2,6 +2,7 @@
 through the service, bulk issue from pasted numbers or a CSV with its progress page, the
 member page lists the member's vouchers."""
 
+import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -120,3 +121,24 @@ def test_the_member_page_lists_the_members_vouchers(admin_client, voucher):
     page = admin_client.get(reverse("admin:loyalty_member_change", args=[voucher.member_id]))
     assert page.status_code == 200
     assert voucher.code in page.content.decode()
+
+
+def test_bulk_issue_to_a_segment(admin_client, fixed, member, django_capture_on_commit_callbacks):
+    from loyalty.models import Segment
+    from loyalty.services.segments import segment_refresh
+
+    MemberFactory(program=member.program, status="suspended")
+    segment = Segment.objects.create(
+        program=member.program, code="active", name="Active", conditions={"statuses": ["active"]}
+    )
+    segment_refresh(segment=segment, as_of=dt.date.today() + dt.timedelta(days=1))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            url("voucherdefinition", "bulk_issue", fixed.pk), {"segment": segment.pk}
+        )
+
+    assert response.status_code == 302, response.content
+    job = VoucherBulkIssue.objects.get()
+    assert (job.status, job.total, job.issued) == ("done", 1, 1)
+    assert list(Voucher.objects.values_list("member", flat=True)) == [member.pk]
