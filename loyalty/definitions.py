@@ -779,6 +779,7 @@ def _program_values(document: dict, existing: Program | None) -> dict:
         "max_adjustment_points": None,
         "approval_threshold_points": None,
         "tier_override_needs_approval": False,
+        "max_promotions_per_transaction": None,
     }
     if "name" not in document and existing is not None:
         values = {key: document[key] for key in defaults if key in document}
@@ -1049,6 +1050,7 @@ def program_export(*, program: Program) -> dict:
             }
         ),
         "tier_override_needs_approval": program.tier_override_needs_approval,
+        **_without_none({"max_promotions_per_transaction": program.max_promotions_per_transaction}),
         "currencies": [_export_currency(c) for c in program.currencies.order_by("code")],
         "earning_rules": [
             _export_rule(r, tz) for r in program.earning_rules.order_by("-priority", "code")

@@ -26,11 +26,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction as db_transaction
 from django.db.models import Sum
+from django.test.utils import override_settings
 from django.utils import timezone
 
 from loyalty import codes, dates, jobs
@@ -43,6 +45,7 @@ from loyalty.services.requests import LineRequest, TransactionRequest
 from partners.models import Partner, PartnerCategory, PartnerProduct, PartnerProgram, PartnerUser
 
 DEMO_TEMPLATE = "points"
+DEMO_OFFERS = Path(__file__).resolve().parent / "demo_offers.json"
 DEMO_PROGRAM = "coffee"
 HISTORY_DAYS = 548  # about 18 months
 TRANSACTIONS_PER_MEMBER = 20  # the default number of transactions, per member
@@ -749,6 +752,9 @@ def demo_load(
     with phases("program"):
         program = program_load(document=read_document(template_path(DEMO_TEMPLATE)), actor="demo")
         _ensure_cups_partner(program)
+        # Its promotions, badges and reward catalogue: a document of their own, loaded by the
+        # definition sections of the promotions and vouchers apps (loyalty imports neither).
+        program_load(document=read_document(DEMO_OFFERS), actor="demo")
         _ensure_admin(log)
         _ensure_portal_users(log)
     # Reproducible demo data, not a secret: a seeded generator is what is wanted here.
@@ -771,7 +777,8 @@ def demo_load(
     # COMMIT checks the deferred foreign keys of every row written.
     phases.seconds["commit"] = time.monotonic() - committing
     # The periodic jobs as of today (catching up what fell due in the history; idempotent).
-    with phases("jobs"):
+    # (every entry of the history is committed: statements need not wait for late ones)
+    with phases("jobs"), override_settings(PARTNER_STATEMENT_SETTLE_MINUTES=0):
         results = jobs.run_jobs(as_of=jobs.today_for(program, now), program_code=program.code)
     kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(stats.by_kind.items()))
     log(f"Members: {stats.members} ({stats.referred} referred). Transactions: {kinds}.")

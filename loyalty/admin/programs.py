@@ -37,6 +37,7 @@ class ProgramAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at",)
     fieldsets = (
         (None, {"fields": ("code", "name", "description", "status", "timezone", "currency")}),
+        ("Promotions", {"fields": ("max_promotions_per_transaction",)}),
         (
             "Manual changes",
             {

@@ -25,6 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, DecimalField, ExpressionWrapper, F, Min, Q, Sum
 from django.db.models.functions import Coalesce, TruncMonth
@@ -35,9 +36,20 @@ from loyalty.models import Currency, LedgerEntry, Program, Transaction, Transact
 from partners.models import PartnerProgram, PartnerStatement, PrepaidDraw, StatementLine
 from promotions.models import Promotion, PromotionFunding
 
-# Entries are read once they are this old: a post commits within seconds, so every entry
-# created before a statement's cutoff is committed when the statement reads it.
-SETTLE_MARGIN = dt.timedelta(minutes=10)
+# Entries are read once they are this old (setting PARTNER_STATEMENT_SETTLE_MINUTES, 10 by
+# default): a post commits within seconds, so every entry created before a statement's cutoff
+# is committed when the statement reads it. The demo, whose whole history was just written and
+# committed, builds its statements with 0.
+SETTLE_MINUTES = 10
+SETTLE_MARGIN = dt.timedelta(minutes=SETTLE_MINUTES)  # the default margin
+
+
+def settle_margin() -> dt.timedelta:
+    return dt.timedelta(
+        minutes=getattr(settings, "PARTNER_STATEMENT_SETTLE_MINUTES", SETTLE_MINUTES)
+    )
+
+
 CENT = Decimal("0.01")
 Kind = StatementLine.Kind
 # The order of a statement's lines within one month.
@@ -99,7 +111,7 @@ def _build_for_partner(terms_id: int, *, as_of: dt.date, now: dt.datetime) -> in
         previous_cutoff = last.cutoff if last else None
         created = 0
         while month < end:
-            cutoff = now - SETTLE_MARGIN
+            cutoff = now - settle_margin()
             if previous_cutoff is not None:
                 cutoff = max(cutoff, previous_cutoff)
             statement_close(

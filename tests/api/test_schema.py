@@ -69,6 +69,17 @@ def test_schema_and_docs_are_served(client):
         ("GET", "/api/v1/reports/kpis/"),
         ("GET", "/api/v1/segments/"),
         ("GET", "/api/v1/segments/{code}/members/"),
+        ("GET", "/api/v1/members/{number}/vouchers/"),
+        ("GET", "/api/v1/vouchers/{code}/"),
+        ("POST", "/api/v1/vouchers/{code}/reserve/"),
+        ("POST", "/api/v1/vouchers/{code}/release/"),
+        ("POST", "/api/v1/vouchers/{code}/redeem/"),
+        ("POST", "/api/v1/vouchers/{code}/reverse/"),
+        ("GET", "/api/v1/rewards/"),
+        ("POST", "/api/v1/rewards/{code}/purchase/"),
+        ("GET", "/api/v1/members/{number}/promotions/"),
+        ("POST", "/api/v1/members/{number}/promotions/{code}/enroll/"),
+        ("GET", "/api/v1/members/{number}/badges/"),
     }
     post = document["paths"]["/api/v1/transactions/"]["post"]
     assert {"200", "201", "400", "401", "403", "409", "422", "429"} <= set(post["responses"])

@@ -287,6 +287,17 @@ def test_member_page_lists_recent_entries_with_rule_links_and_expiring_points(
     assert str(expires_on) in content
 
 
+def empty_inline_forms(client, member) -> dict:
+    """The management forms of the member page's inlines (vouchers, promotions, badges), as
+    the page renders them: a save posts them back."""
+    page = client.get(url("member", "change", member.pk)).content.decode()
+    return {
+        name: value
+        for name, value in re.findall(r'name="([\w-]+-(?:TOTAL|INITIAL|MIN_NUM|MAX_NUM)_FORMS)"'
+                                      r'[^>]*value="(\d+)"', page)
+    }  # fmt: skip
+
+
 def test_membership_number_and_enrolment_are_read_only_on_change(admin_client, program, member):
     data = {
         "membership_number": "HIJACK",
@@ -297,6 +308,7 @@ def test_membership_number_and_enrolment_are_read_only_on_change(admin_client, p
         "first_name": "Ada",
         "last_name": "Lovelace",
         "attributes": "{}",
+        **empty_inline_forms(admin_client, member),
     }
 
     response = admin_client.post(url("member", "change", member.pk), data)

@@ -668,6 +668,10 @@ def test_reloading_moves_tiers_and_their_benefits_to_what_the_document_says():
         {"code": "welcome-gold", "name": "Gold welcome", "kind": "welcome_gift",
          "value": "250", "points_currency": "PTS", "voucher_definition": "GOLD-WELCOME"}
     )  # fmt: skip
+    document["voucher_definitions"] = [
+        {"code": "GOLD-WELCOME", "name": "Gold welcome", "kind": "percent_discount",
+         "percent": "15", "validity": {"days": 90}}
+    ]  # fmt: skip
     tiers = document["tier_groups"][0]["tiers"]
     # silver and gold swap thresholds' order of magnitude: the unique threshold is deferred
     tiers[1]["threshold"], tiers[2]["threshold"] = 1500, 3000

@@ -2,6 +2,8 @@
 the admin (walked over every registered model admin, so a page added later is covered), and
 through the API in their session."""
 
+import datetime as dt
+
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group
@@ -20,6 +22,8 @@ from tests.loyalty.test_tiers import make_group
 
 pytestmark = pytest.mark.django_db
 
+T0 = dt.datetime(2026, 11, 2, 10, tzinfo=dt.UTC)
+
 SCOPED = sorted(
     (
         (model._meta.app_label, model._meta.model_name)
@@ -37,6 +41,20 @@ def rich_history(history, program, tqp, member):  # noqa: F811 (the imported fix
     Benefit.objects.create(program=program, code="lounge", name="Lounge", kind="early_access")
     member_enrol(program=program, email="new@example.com", actor="test")
     ImportJob.objects.create(program=program, kind="members", file_name="members.csv")
+    # the pages of the apps that extend loyalty
+    from loyalty.models import Segment
+    from promotions.models import Badge, Promotion
+    from vouchers.models import VoucherDefinition
+    from vouchers.services.issue import voucher_issue
+
+    Segment.objects.create(program=program, code="all", name="All", conditions={})
+    Badge.objects.create(program=program, code="regular", name="Regular")
+    Promotion.objects.create(program=program, code="bonus", name="Bonus")
+    definition = VoucherDefinition.objects.create(
+        program=program, code="five", name="5 off", kind="fixed_value", amount="5.00",
+        currency="EUR", validity_days=30,
+    )  # fmt: skip
+    voucher_issue(definition=definition, member=member, source="manual", issued_at=T0, actor="test")
     return history
 
 
