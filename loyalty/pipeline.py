@@ -110,6 +110,12 @@ class PostingExtension:
         """Write the extension's own rows for a decided accrual (through `writer`), and note
         it in the run's state so that later transactions of the run see it."""
 
+    def reverses_in_batch(self, original: Transaction) -> bool:
+        """Whether a batch may write a return of `original` from memory. False hands that
+        return to the single path: the batch posts what comes before it, then it alone, then
+        goes on (so a batch still equals posting one by one)."""
+        return True
+
     def reverse(
         self,
         *,

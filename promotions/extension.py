@@ -17,8 +17,9 @@ Guarantees:
   budget gets back what was taken back, standard rewards of a fully returned transaction are
   marked reversed, cumulative progress loses the returned share of the transaction's
   contribution, and rewards no longer covered by progress are taken back (points debited,
-  marked reversed). A batch hands a return of a promoted transaction, and a voucher reward,
-  to the single path (`RunStale`), where they are written with the rows they refer to.
+  marked reversed). A batch hands a return of a promoted transaction to the single path
+  (`reverses_in_batch`: the batch posts it alone and goes on), and a voucher reward too
+  (`RunStale`), where they are written with the rows they refer to.
 """
 
 from __future__ import annotations
@@ -373,6 +374,10 @@ class Promotions(PostingExtension):
         )
 
     # --- reverse ---------------------------------------------------------------------------
+    def reverses_in_batch(self, original) -> bool:
+        # A return of a promoted transaction reads and writes reward rows: the single path.
+        return original.external_id not in self.promoted
+
     def reverse(self, *, original, reversal, member, writer) -> None:
         if original.external_id not in self.promoted:
             return

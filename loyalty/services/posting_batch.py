@@ -561,6 +561,7 @@ class _RunReversals:
             original.type != Transaction.Type.ACCRUAL
             or self.due.inactivity
             or any(b is None or b.member_id != member.id for _, b in self.credits[key])
+            or not all(e.reverses_in_batch(original) for e in self.context.extensions)
         ):
             return None
         return _PreparedReversal(txn, lines, original, before, cumulative)
