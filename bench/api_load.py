@@ -14,6 +14,7 @@ each of these for --seconds after a short warm-up, and prints requests/s, p50 an
     floor     POST of a purchase-sized JSON body, one INSERT
     purchase  POST /api/v1/transactions/ (an accrual: unique external_id, random member)
     balances  GET /api/v1/members/<number>/balances/ (random member)
+    voucher   POST /api/v1/vouchers/<code>/redeem/ (0.01 EUR of a random member's voucher)
 
 with the ratios to the floor, and what each request cost in CPU time: the server's workers
 ("app"), the database backends ("db") and this load generator ("client"). On a machine that
@@ -83,8 +84,9 @@ def parse_args() -> argparse.Namespace:
 # --- set-up --------------------------------------------------------------------------------
 
 
-def prepare(member_count: int) -> tuple[list[str], str]:
-    """Schema, program, members and an API key: (membership numbers, raw key)."""
+def prepare(member_count: int) -> tuple[list[str], str, list[tuple[str, str]]]:
+    """Schema, program, members, a voucher each and an API key: (membership numbers, raw
+    key, (voucher code, membership number) pairs)."""
     import django
 
     django.setup()
@@ -109,8 +111,27 @@ def prepare(member_count: int) -> tuple[list[str], str]:
     )
     print(f"Enrolled {len(numbers):,} members in {time.perf_counter() - started:.1f} s")
     _, raw_key = api_key_create(program=program, name="bench", scopes=list(SCOPES))
+    from django.utils import timezone
+
+    from vouchers.models import VoucherDefinition
+    from vouchers.services.issue import voucher_issue
+
+    definition = VoucherDefinition.objects.create(
+        program=program, code="bench-1000", name="1000 EUR", kind="fixed_value",
+        amount="1000.00", currency="EUR", validity_days=365, partial_redemption=True,
+    )  # fmt: skip
+    vouchers = []
+    for member in Member.objects.filter(program=program).order_by("pk"):
+        voucher = voucher_issue(
+            definition=definition,
+            member=member,
+            source="manual",
+            issued_at=timezone.now(),
+            actor="bench",
+        )
+        vouchers.append((voucher.code, member.membership_number))
     connection.close()
-    return numbers, raw_key
+    return numbers, raw_key, vouchers
 
 
 def free_port() -> int:
@@ -325,8 +346,9 @@ def run_phase(
     return result
 
 
-def requests_for(numbers: list[str], seed: int):
-    """Request makers: floor, purchase and balances (each thread its own random stream)."""
+def requests_for(numbers: list[str], seed: int, vouchers: list[tuple[str, str]]):
+    """Request makers: floor, purchase, balances and voucher (each thread its own random
+    stream)."""
     streams: dict[int, random.Random] = {}
 
     def rng(thread: int) -> random.Random:
@@ -366,7 +388,13 @@ def requests_for(numbers: list[str], seed: int):
         number = rng(thread).choice(numbers)
         return Request("GET", f"/api/v1/members/{number}/balances/", None, 200)
 
-    return floor, purchase, balances
+    def voucher(thread: int, n: int) -> Request:
+        code, number = rng(thread).choice(vouchers)
+        body = {"external_id": f"vr-{time.time_ns():x}-{thread}-{n}", "member": number,
+                "amount": "0.01"}  # fmt: skip
+        return Request("POST", f"/api/v1/vouchers/{code}/redeem/", json.dumps(body).encode(), 201)
+
+    return floor, purchase, balances, voucher
 
 
 # --- report --------------------------------------------------------------------------------
@@ -391,7 +419,7 @@ def report(results: list[PhaseResult]) -> None:
         floor = by_name["floor"]
         if not floor.latencies:
             continue
-        for name in ("purchase", "balances"):
+        for name in ("purchase", "balances", "voucher"):
             r = by_name[name]
             print(
                 f"{name} / floor at {connections} connection(s): "
@@ -407,7 +435,7 @@ def main() -> None:
         sys.exit("Set DATABASE_URL to a scratch database (it is dropped and re-created).")
     os.environ.update(BENCH_ENV)
     fresh_database()
-    numbers, raw_key = prepare(args.members)
+    numbers, raw_key, vouchers = prepare(args.members)
     api_port, floor_port = free_port(), free_port()
     servers = [
         start_server("config.wsgi:application", api_port, args),
@@ -420,7 +448,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs shared by the servers, PostgreSQL and this load generator"
     )
     headers = {"Authorization": f"Api-Key {raw_key}", "Content-Type": "application/json"}
-    floor, purchase, balances = requests_for(numbers, args.seed)
+    floor, purchase, balances, voucher = requests_for(numbers, args.seed, vouchers)
     results = []
     meters: dict[int, CpuMeter] = {}
     try:
@@ -432,6 +460,7 @@ def main() -> None:
                 ("floor", floor_port, floor),
                 ("purchase", api_port, purchase),
                 ("balances", api_port, balances),
+                ("voucher", api_port, voucher),
             ):
                 result = run_phase(
                     name, port, make, connections, args.seconds, args.warmup, headers, meters[port]

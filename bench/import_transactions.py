@@ -43,6 +43,22 @@ PRODUCTS = [
     ("SAND", "food", "7.50"), ("TEA", "tea", "3.20"),
 ]  # fmt: skip
 EVENTS = ["app_login", "review_posted", "survey_completed"]
+# --promotions: the kinds a program runs most, with no end and no budget.
+PROMOTIONS = {
+    "code": "coffee",
+    "promotions": [
+        {"code": "double-weekend", "name": "Double points at weekends", "mechanics": "standard",
+         "status": "active", "starts_at": "2000-01-01T00:00:00+00:00",
+         "eligibility": {"subtypes": ["purchase"], "weekdays": ["sat", "sun"]},
+         "reward": {"type": "multiplier", "currency": "PTS", "factor": "2"}, "priority": 20},
+        {"code": "monthly-regular", "name": "Spend 60 EUR in a month", "mechanics": "cumulative",
+         "status": "active", "starts_at": "2000-01-01T00:00:00+00:00",
+         "eligibility": {"subtypes": ["purchase"]},
+         "goal": {"metric": "total_spend", "value": "60.00"}, "reset": "monthly",
+         "max_rewards_per_period": 1,
+         "reward": {"type": "fixed", "currency": "PTS", "points": "150"}, "priority": 10},
+    ],
+}  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,6 +67,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=1_000_000, help="transaction rows")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the CSV files")
+    parser.add_argument(
+        "--promotions",
+        action="store_true",
+        help="with two promotions active (a standard multiplier at weekends and a monthly "
+        "cumulative challenge): to compare with a run without (target: within 20%%)",
+    )
     return parser.parse_args()
 
 
@@ -192,6 +214,9 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     program = program_load(document=read_document(template_path("points")), actor="bench")
+    if args.promotions:
+        program_load(document=PROMOTIONS, actor="bench")
+        print("Two promotions active: double-weekend (standard), monthly-regular (cumulative)")
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
     members_csv, transactions_csv = workdir / "members.csv", workdir / "transactions.csv"

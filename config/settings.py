@@ -326,6 +326,8 @@ TESSERA_EXTRA_JOBS = [
 TESSERA_BENEFIT_VOUCHER_ISSUER = "vouchers.services.benefits.benefit_voucher_issue"
 # A voucher reservation (POS checkout) holds its value this many minutes, then is released.
 VOUCHER_RESERVATION_MINUTES = env.int("VOUCHER_RESERVATION_MINUTES", default=30)
+# A partner statement reads entries at least this many minutes old (none still committing).
+PARTNER_STATEMENT_SETTLE_MINUTES = env.int("PARTNER_STATEMENT_SETTLE_MINUTES", default=10)
 # voucher_expiring events are written this many days before a voucher's last valid day.
 VOUCHER_EXPIRING_NOTICE_DAYS = env.int("VOUCHER_EXPIRING_NOTICE_DAYS", default=7)
 # GDPR (docs/gdpr.md): sections extension apps add to a member's data export (dotted paths of
