@@ -14,7 +14,13 @@ WORKING_SCREENS = (
     ("loyalty", "Transaction"),
     ("loyalty", "EarningRule"),
     ("loyalty", "TierGroup"),
+    ("promotions", "Promotion"),
+    ("vouchers", "VoucherDefinition"),
+    ("vouchers", "Voucher"),
+    ("loyalty", "Segment"),
     ("partners", "Partner"),
+    ("partners", "PartnerStatement"),
+    ("loyalty", "ApprovalRequest"),
     ("loyalty", "ImportJob"),
     ("django_celery_beat", "PeriodicTask"),
 )
@@ -28,6 +34,7 @@ LEDGER_INTERNALS = (
 # Names that say what a screen is for where the model's own name does not.
 SCREEN_NAMES = {
     ("loyalty", "ImportJob"): "Imports",
+    ("vouchers", "VoucherDefinition"): "Voucher definitions and reward catalogue",
     ("django_celery_beat", "PeriodicTask"): "Jobs (periodic tasks)",
 }
 

@@ -772,7 +772,14 @@ def test_index_puts_the_working_screens_first_and_folds_the_ledger_internals(adm
     internals = content.index('<details class="tessera-internals"')
     for screen in ("member", "transaction", "earningrule", "tiergroup"):
         assert working < content.index(url(screen)) < internals, screen
-    for screen, app in (("partner", "partners"), ("importjob", "loyalty")):
+    for screen, app in (
+        ("partner", "partners"),
+        ("importjob", "loyalty"),
+        ("promotion", "promotions"),
+        ("voucherdefinition", "vouchers"),
+        ("segment", "loyalty"),
+        ("approvalrequest", "loyalty"),
+    ):
         assert working < content.index(url(screen, app=app)) < internals, screen
     assert working < content.index(reverse("admin:django_celery_beat_periodictask_changelist"))
     for internal in ("ledgerentry", "bucket", "bucketallocation", "transactionline", "balance"):
