@@ -423,7 +423,7 @@ def progress_add(
             SET current = {table}.current + EXCLUDED.current,
                 rewards_given = {table}.rewards_given + EXCLUDED.rewards_given,
                 updated_at = EXCLUDED.updated_at
-            """,
+            """,  # nosec B608 - identifiers are the code's own; values are parameters
             [promotion_id, member_id, period_start, current, rewards, timezone.now()],
         )
 

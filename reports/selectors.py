@@ -276,7 +276,7 @@ def liabilities_at(program: Program, currency: Currency, days: list[dt.date]) ->
                 FROM per_member_day p WHERE p.day <= ends.day GROUP BY member_id
             ) m ON TRUE
             GROUP BY ends.day
-            """,
+            """,  # nosec B608 - identifiers are the code's own; values are parameters
             params,
         )
         return {day: int(total) for day, total in cursor.fetchall()}

@@ -154,7 +154,7 @@ def rfm_score(*, program: Program, as_of: dt.date) -> int:
                EXCLUDED.monetary, EXCLUDED.rfm_label, EXCLUDED.churn_risk,
                EXCLUDED.recency_days, EXCLUDED.purchases, EXCLUDED.spend,
                EXCLUDED.activity_recent, EXCLUDED.activity_previous)
-    """
+    """  # nosec B608 - identifiers and SQL fragments are the code's own; values are parameters
     params = [as_of, *inner_params, program.pk, as_of, timezone.now()]
     with transaction.atomic():
         with connection.cursor() as cursor:

