@@ -312,6 +312,10 @@ TESSERA_MEMBER_ADMIN_INLINES = [
     "promotions.admin.MemberPromotionInline",
     "promotions.admin.MemberBadgeInline",
 ]
+# Actions other apps add to the members' list in the admin (dotted paths of admin actions).
+TESSERA_MEMBER_ADMIN_ACTIONS = [
+    "vouchers.admin.issue_voucher_to_members",
+]
 # Jobs of other apps that run_jobs runs after loyalty's own, in this order (dotted paths of
 # loyalty.jobs.Job objects); the delivery of events (notifications) runs after them all.
 TESSERA_EXTRA_JOBS = [

@@ -465,3 +465,56 @@ class MemberVoucherInline(ReadOnlyAdminMixin, admin.TabularInline):
     @admin.display(description="code")
     def code_link(self, obj: Voucher) -> str:
         return link(obj, obj.code)
+
+
+# --- the members' admin action (settings.TESSERA_MEMBER_ADMIN_ACTIONS) -----------------------
+
+
+class MemberIssueForm(forms.Form):
+    definition = forms.ModelChoiceField(
+        queryset=VoucherDefinition.objects.none(), label="Voucher definition"
+    )
+
+    def __init__(self, *args, program, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["definition"].queryset = VoucherDefinition.objects.filter(
+            program=program, status=VoucherDefinition.Status.ACTIVE
+        )
+
+
+@admin.action(description="Issue a voucher to the selected members…")
+def issue_voucher_to_members(modeladmin, request, queryset):
+    """Bulk issue to an admin selection of members: choose the definition, then the same
+    background job as the definition's bulk issue page."""
+    if not request.user.has_perm("vouchers.add_voucher"):
+        raise PermissionDenied
+    members = list(queryset.select_related("program").order_by("pk"))
+    programs = {m.program_id for m in members}
+    if len(programs) != 1:
+        modeladmin.message_user(request, "Select members of one program.", messages.ERROR)
+        return None
+    program = members[0].program
+    form = MemberIssueForm(request.POST if "apply" in request.POST else None, program=program)
+    if form.is_valid():
+        try:
+            job = voucher_bulk_issue_start(
+                definition=form.cleaned_data["definition"],
+                membership_numbers=[m.membership_number for m in members],
+                actor=request.user.get_username(),
+            )
+        except LoyaltyError as exc:
+            modeladmin.message_user(request, exc.message, messages.ERROR)
+            return None
+        modeladmin.message_user(
+            request, f"Issuing {job.total} voucher(s) in the background.", messages.SUCCESS
+        )
+        return HttpResponseRedirect(admin_url(job))
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Issue a voucher",
+        "members": members,
+        "program": program,
+        "form": form,
+        "opts": modeladmin.opts,
+    }
+    return TemplateResponse(request, "admin/vouchers/member_issue.html", context)

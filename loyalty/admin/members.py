@@ -499,6 +499,15 @@ class MemberAdmin(MemberTiersAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin
         text = ", ".join(f"{units(b.available, b.currency)} {b.currency.code}" for b in balances)
         return text or "-"
 
+    def get_actions(self, request):
+        """Loyalty's actions, then those other apps add to the members' list (issue a voucher
+        to the selection), listed in `settings.TESSERA_MEMBER_ADMIN_ACTIONS`."""
+        actions = super().get_actions(request)
+        for dotted in getattr(settings, "TESSERA_MEMBER_ADMIN_ACTIONS", ()):
+            action = import_string(dotted)
+            actions[action.__name__] = self.get_action(action)
+        return actions
+
     def get_inlines(self, request, obj):
         """Loyalty's inlines, then those other apps add to the member page (vouchers,
         promotions, badges), listed in `settings.TESSERA_MEMBER_ADMIN_INLINES`: loyalty never

@@ -142,3 +142,24 @@ def test_bulk_issue_to_a_segment(admin_client, fixed, member, django_capture_on_
     job = VoucherBulkIssue.objects.get()
     assert (job.status, job.total, job.issued) == ("done", 1, 1)
     assert list(Voucher.objects.values_list("member", flat=True)) == [member.pk]
+
+
+def test_bulk_issue_to_members_selected_in_the_admin(
+    admin_client, fixed, member, django_capture_on_commit_callbacks
+):
+    other = MemberFactory(program=member.program)
+    changelist = reverse("admin:loyalty_member_changelist")
+    selected = {"action": "issue_voucher_to_members", "_selected_action": [member.pk, other.pk]}
+
+    form_page = admin_client.post(changelist, selected)
+    assert form_page.status_code == 200
+    assert fixed.name in form_page.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        done = admin_client.post(
+            changelist, {**selected, "apply": "Issue vouchers", "definition": fixed.pk}
+        )
+
+    assert done.status_code == 302
+    job = VoucherBulkIssue.objects.get()
+    assert (job.status, job.total, job.issued) == ("done", 2, 2)
+    assert set(Voucher.objects.values_list("member", flat=True)) == {member.pk, other.pk}
