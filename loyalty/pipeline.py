@@ -110,6 +110,11 @@ class PostingExtension:
         """Write the extension's own rows for a decided accrual (through `writer`), and note
         it in the run's state so that later transactions of the run see it."""
 
+    def flush(self, writer: LedgerWriter) -> None:
+        """Write, once the run's accruals are recorded and before its rows are, what `record`
+        kept in memory for the end of the run (a batch's counters: one statement each instead
+        of one per transaction). Raise `RunStale` if a limit was spent meanwhile."""
+
     def reverses_in_batch(self, original: Transaction) -> bool:
         """Whether a batch may write a return of `original` from memory. False hands that
         return to the single path: the batch posts what comes before it, then it alone, then

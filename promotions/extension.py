@@ -73,6 +73,10 @@ class Promotions(PostingExtension):
         self.currencies: dict = {}
         self.voucher_definitions: dict = {}
         self.promoted: set[str] = set()  # external ids of transactions with promotion effects
+        # What `record` keeps for the end of the run (`flush`): points to spend per promotion,
+        # and progress to add per (promotion, member, period start).
+        self.unspent: dict[int, int] = {}
+        self.unwritten_progress: dict = {}
         members = [m.id for m in run.members if m.pk is not None]
         accruals = [r for r in run.requests if r.type == "accrual"]
         originals = {r.original_external_id for r in run.requests if r.type == "reversal"}
@@ -281,22 +285,19 @@ class Promotions(PostingExtension):
                 state.vouchers_spent.get(promotion.id, 0) + outcome.rewards
             )
             return
-        query = Promotion.objects.filter(pk=promotion.pk)
-        if promotion.budget_points is not None:
-            query = query.filter(points_spent__lte=F("budget_points") - outcome.points)
-        if not query.update(points_spent=F("points_spent") + outcome.points):
-            raise RunStale(f"the points budget of {promotion.code} was spent meanwhile")
         state.points_spent[promotion.id] = state.points_spent.get(promotion.id, 0) + outcome.points
+        # Spent in the database at the end of the run (`flush`): one conditional UPDATE per
+        # promotion for all the run's rewards.
+        self.unspent[promotion.id] = self.unspent.get(promotion.id, 0) + outcome.points
 
     def _progress(self, promotion, member, txn, outcome, writer) -> None:
-        progress_add(
-            promotion_id=promotion.id,
-            member_id=member.id,
-            period_start=outcome.period_start,
-            current=outcome.contribution,
-            rewards=outcome.rewards,
-        )
         key = (promotion.id, member.id, outcome.period_start)
+        # Added in the database at the end of the run (`flush`), one upsert for the run.
+        current, rewards = self.unwritten_progress.get(key, (Decimal(0), 0))
+        self.unwritten_progress[key] = (
+            current + outcome.contribution,
+            rewards + outcome.rewards,
+        )
         progress = self.state.progress.setdefault(key, mechanics.Progress())
         progress.current += outcome.contribution
         progress.rewards_given += outcome.rewards
@@ -373,6 +374,22 @@ class Promotions(PostingExtension):
             )
         )
 
+    def flush(self, writer) -> None:
+        """The run's budget spending and progress, one statement each: a conditional UPDATE
+        per promotion (RunStale when a concurrent post spent the budget meanwhile), and one
+        upsert that adds to every progress row the run touched."""
+        for promotion_id, points in sorted(self.unspent.items()):
+            promotion = next(p for p in self.promotions if p.id == promotion_id)
+            query = Promotion.objects.filter(pk=promotion_id)
+            if promotion.budget_points is not None:
+                query = query.filter(points_spent__lte=F("budget_points") - points)
+            if not query.update(points_spent=F("points_spent") + points):
+                raise RunStale(f"the points budget of {promotion.code} was spent meanwhile")
+        self.unspent = {}
+        if self.unwritten_progress:
+            progress_add_many(self.unwritten_progress)
+            self.unwritten_progress = {}
+
     # --- reverse ---------------------------------------------------------------------------
     def reverses_in_batch(self, original) -> bool:
         # A return of a promoted transaction reads and writes reward rows: the single path.
@@ -408,23 +425,31 @@ def reward_shares(points: int, funding) -> list[tuple[int | None, Decimal, int]]
     return shares
 
 
-def progress_add(
-    *, promotion_id: int, member_id: int, period_start, current: Decimal, rewards: int
-) -> None:
-    """Add to a member's progress row (created when absent): one statement, no lost update."""
+def progress_add_many(changes: dict) -> None:
+    """Add to members' progress rows (created when absent), in one statement that adds
+    (never a read-modify-write, so no update is lost): {(promotion id, member id, period
+    start): (current, rewards)}, in key order (rows locked in a stable order)."""
     table = PromotionProgress._meta.db_table
+    rows = sorted(changes.items())
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
+    now = timezone.now()
+    params = [
+        value
+        for (promotion_id, member_id, period_start), (current, rewards) in rows
+        for value in (promotion_id, member_id, period_start, current, rewards, now)
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {table} (promotion_id, member_id, period_start, current, rewards_given,
                                  updated_at)
-            VALUES (%s, %s, %s, %s, %s, %s)
+            VALUES {values}
             ON CONFLICT (promotion_id, member_id, period_start) DO UPDATE
             SET current = {table}.current + EXCLUDED.current,
                 rewards_given = {table}.rewards_given + EXCLUDED.rewards_given,
                 updated_at = EXCLUDED.updated_at
             """,  # nosec B608 - identifiers are the code's own; values are parameters
-            [promotion_id, member_id, period_start, current, rewards, timezone.now()],
+            params,
         )
 
 

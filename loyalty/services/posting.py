@@ -408,6 +408,8 @@ def _post_locked(
             )
         # A credit dated in the past may already be due for expiry.
         settle(writer, member, now)
+    for extension in context.extensions:
+        extension.flush(writer)
     writer.flush()
     tiers_after_posting(member=member, transaction=txn, now=now)
     if request.type == Transaction.Type.ACCRUAL and request.subtype == "purchase":

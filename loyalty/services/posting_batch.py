@@ -421,6 +421,8 @@ class _BatchPoster:
         bulk_insert_copy(TransactionLine, [line for _, _, lines in written for line in lines])
         bulk_update_values(Transaction, reversals.reversed_in_database(), ["status"])
         moved = _moved_points(writer)  # by transaction id, once the transactions have ids
+        for extension in self.context.extensions:
+            extension.flush(writer)
         writer.flush()
         # Only activities move `last_activity_at` (`accrual_apply`): enrolments, referrals and
         # opening balances leave the member row alone.
