@@ -54,6 +54,27 @@ class DefinitionSection:
         return []
 
 
+def definition_upsert(model, lookup: dict, values: dict, kind: str, report: LoadReport):
+    """Create, or update only the fields that differ, so an unchanged row is not saved and
+    loading a document twice changes nothing (`report` counts created / updated /
+    unchanged under `kind`). The one upsert of every section, loyalty's own included."""
+    obj = model.objects.select_for_update().filter(**lookup).first()
+    if obj is None:
+        obj = model.objects.create(**lookup, **values)
+        report.count(kind, "created")
+        return obj
+    changed = [name for name, value in values.items() if getattr(obj, name) != value]
+    if not changed:
+        report.count(kind, "unchanged")
+        return obj
+    for name in changed:
+        setattr(obj, name, values[name])
+    auto = [f.name for f in model._meta.concrete_fields if getattr(f, "auto_now", False)]
+    obj.save(update_fields=changed + auto)
+    report.count(kind, "updated")
+    return obj
+
+
 def definition_sections() -> list[DefinitionSection]:
     """The configured sections, in their load order."""
     return [import_string(path)() for path in getattr(settings, SETTING, ())]

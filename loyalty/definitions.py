@@ -37,11 +37,10 @@ from zoneinfo import ZoneInfo, available_timezones
 import jsonschema
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import models
 from django.db import transaction as db_transaction
 from django.db.models import Prefetch
 
-from loyalty.definition_sections import definition_sections
+from loyalty.definition_sections import definition_sections, definition_upsert
 from loyalty.exceptions import ProgramDefinitionError
 from loyalty.models import (
     Balance,
@@ -616,27 +615,6 @@ class LoadReport:
         return lines
 
 
-def _upsert(
-    model: type[models.Model], lookup: dict, values: dict, kind: str, report: LoadReport
-) -> models.Model:
-    """Create, or update only the fields that differ (so an unchanged row is not saved)."""
-    obj = model.objects.select_for_update().filter(**lookup).first()
-    if obj is None:
-        obj = model.objects.create(**lookup, **values)
-        report.count(kind, "created")
-        return obj
-    changed = [name for name, value in values.items() if getattr(obj, name) != value]
-    if not changed:
-        report.count(kind, "unchanged")
-        return obj
-    for name in changed:
-        setattr(obj, name, values[name])
-    auto = [f.name for f in model._meta.concrete_fields if getattr(f, "auto_now", False)]
-    obj.save(update_fields=changed + auto)
-    report.count(kind, "updated")
-    return obj
-
-
 def _decimal(value: Any, default: str = "0") -> Decimal:
     return Decimal(str(default if value is None else value))
 
@@ -713,7 +691,7 @@ def program_load(*, document: dict, actor: str = "", report: LoadReport | None =
         program_validate(document=document)
         existing_program = Program.objects.filter(code=document["code"]).first()
         tz_name = document.get("timezone", existing_program.timezone if existing_program else "UTC")
-        program = _upsert(
+        program = definition_upsert(
             Program,
             {"code": document["code"]},
             _program_values(document, existing_program),
@@ -721,7 +699,7 @@ def program_load(*, document: dict, actor: str = "", report: LoadReport | None =
             report,
         )
         for item in document.get("currencies", []):
-            _upsert(
+            definition_upsert(
                 Currency,
                 {"program": program, "code": item["code"]},
                 _currency_values(item),
@@ -729,7 +707,7 @@ def program_load(*, document: dict, actor: str = "", report: LoadReport | None =
                 report,
             )
         for item in document.get("earning_rules", []):
-            _upsert(
+            definition_upsert(
                 EarningRule,
                 {"program": program, "code": item["code"]},
                 _rule_values(item, tz_name),
@@ -740,7 +718,7 @@ def program_load(*, document: dict, actor: str = "", report: LoadReport | None =
             _load_partner(program, item, report)
         currencies = {c.code: c for c in program.currencies.all()}
         for item in document.get("benefits", []):
-            _upsert(
+            definition_upsert(
                 Benefit,
                 {"program": program, "code": item["code"]},
                 _benefit_values(item, currencies),
@@ -750,7 +728,7 @@ def program_load(*, document: dict, actor: str = "", report: LoadReport | None =
         for item in document.get("tier_groups", []):
             _load_tier_group(program, item, currencies, report)
         for item in document.get("segments", []):
-            _upsert(
+            definition_upsert(
                 Segment,
                 {"program": program, "code": item["code"]},
                 _segment_values(item),
@@ -815,7 +793,7 @@ def _segment_values(item: dict) -> dict:
 def _load_tier_group(
     program: Program, item: dict, currencies: dict[str, Currency], report: LoadReport
 ) -> None:
-    group = _upsert(
+    group = definition_upsert(
         TierGroup,
         {"program": program, "code": item["code"]},
         {
@@ -834,7 +812,7 @@ def _load_tier_group(
     benefits = {b.code: b for b in program.benefits.all()}
     for tier_item in item["tiers"]:
         created = not Tier.objects.filter(group=group, code=tier_item["code"]).exists()
-        tier = _upsert(
+        tier = definition_upsert(
             Tier,
             {"group": group, "code": tier_item["code"]},
             {
@@ -854,8 +832,10 @@ def _load_tier_group(
 
 
 def _load_partner(program: Program, item: dict, report: LoadReport) -> None:
-    partner = _upsert(Partner, {"code": item["code"]}, _partner_values(item), "partners", report)
-    _upsert(
+    partner = definition_upsert(
+        Partner, {"code": item["code"]}, _partner_values(item), "partners", report
+    )
+    definition_upsert(
         PartnerProgram,
         {"partner": partner, "program": program},
         _terms_values(item),
@@ -863,7 +843,7 @@ def _load_partner(program: Program, item: dict, report: LoadReport) -> None:
         report,
     )
     for category in item.get("categories", []):
-        _upsert(
+        definition_upsert(
             PartnerCategory,
             {"program": program, "category": category},
             {"partner": partner},
@@ -871,7 +851,7 @@ def _load_partner(program: Program, item: dict, report: LoadReport) -> None:
             report,
         )
     for product in item.get("products", []):
-        _upsert(
+        definition_upsert(
             PartnerProduct,
             {"program": program, "sku": product["sku"]},
             {"partner": partner, "name": product.get("name", "")},
@@ -880,7 +860,7 @@ def _load_partner(program: Program, item: dict, report: LoadReport) -> None:
         )
     for sku in item.get("skus", []):
         # The short form names no product name: an existing product keeps its name.
-        _upsert(
+        definition_upsert(
             PartnerProduct,
             {"program": program, "sku": sku},
             {"partner": partner},

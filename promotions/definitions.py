@@ -13,7 +13,7 @@ import datetime as dt
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from loyalty.definition_sections import DefinitionSection
+from loyalty.definition_sections import DefinitionSection, definition_upsert
 from loyalty.models import Currency, Program
 from partners.models import Partner
 from promotions.models import Badge, Promotion, PromotionFunding
@@ -144,7 +144,9 @@ class BadgesSection(DefinitionSection):
                 "icon": item.get("icon", ""),
                 "description": item.get("description", ""),
             }
-            _upsert(Badge, {"program": program, "code": item["code"]}, values, "badges", report)
+            definition_upsert(
+                Badge, {"program": program, "code": item["code"]}, values, "badges", report
+            )
 
     def export(self, *, program: Program) -> list[dict]:
         return [
@@ -208,7 +210,7 @@ class PromotionsSection(DefinitionSection):
         partners = {p.code: p for p in Partner.objects.filter(memberships__program=program)}
         for item in items:
             values = promotion_values(item, program, currencies, badges)
-            promotion = _upsert(
+            promotion = definition_upsert(
                 Promotion, {"program": program, "code": item["code"]}, values, "promotions", report
             )
             _load_funding(promotion, item.get("funding") or [], partners, report)
@@ -330,22 +332,3 @@ def _load_funding(promotion: Promotion, shares: list[dict], partners: dict, repo
             report.count("promotion funding", "updated")
         else:
             report.count("promotion funding", "unchanged")
-
-
-def _upsert(model, lookup: dict, values: dict, kind: str, report):
-    """Create, or update only the fields that differ (an unchanged row is not saved)."""
-    obj = model.objects.select_for_update().filter(**lookup).first()
-    if obj is None:
-        obj = model.objects.create(**lookup, **values)
-        report.count(kind, "created")
-        return obj
-    changed = [name for name, value in values.items() if getattr(obj, name) != value]
-    if not changed:
-        report.count(kind, "unchanged")
-        return obj
-    for name in changed:
-        setattr(obj, name, values[name])
-    auto = [f.name for f in model._meta.concrete_fields if getattr(f, "auto_now", False)]
-    obj.save(update_fields=changed + auto)
-    report.count(kind, "updated")
-    return obj

@@ -20,9 +20,7 @@ import datetime as dt
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Model
-
-from loyalty.definition_sections import AddError, DefinitionSection
+from loyalty.definition_sections import AddError, DefinitionSection, definition_upsert
 from loyalty.models import Currency, Program
 from loyalty.services.posting import from_units
 from partners.models import Partner, PartnerProgram
@@ -253,7 +251,7 @@ class VoucherDefinitionsSection(DefinitionSection):
         currencies = {c.code: c for c in program.currencies.all()}
         default = points_currency_default(program)
         for item in items:
-            _upsert(
+            definition_upsert(
                 VoucherDefinition,
                 {"program": program, "code": item["code"]},
                 _values(item, currencies, default),
@@ -301,24 +299,6 @@ def _values(item: dict, currencies: dict[str, Currency], default: Currency | Non
         "partner": partner,
         "status": item.get("status", VoucherDefinition.Status.ACTIVE),
     }
-
-
-def _upsert(model: type[Model], lookup: dict, values: dict, kind: str, report: LoadReport) -> Model:
-    """Create, or update only the fields that differ (an unchanged row is not saved)."""
-    obj = model.objects.select_for_update().filter(**lookup).first()
-    if obj is None:
-        obj = model.objects.create(**lookup, **values)
-        report.count(kind, "created")
-        return obj
-    changed = [name for name, value in values.items() if getattr(obj, name) != value]
-    if not changed:
-        report.count(kind, "unchanged")
-        return obj
-    for name in changed:
-        setattr(obj, name, values[name])
-    obj.save(update_fields=[*changed, "updated_at"])
-    report.count(kind, "updated")
-    return obj
 
 
 def _dec(value: Decimal) -> str:
