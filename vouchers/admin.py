@@ -518,3 +518,7 @@ def issue_voucher_to_members(modeladmin, request, queryset):
         "opts": modeladmin.opts,
     }
     return TemplateResponse(request, "admin/vouchers/member_issue.html", context)
+
+
+# The members' list offers the action only to who may issue vouchers.
+issue_voucher_to_members.required_permission = "vouchers.add_voucher"

@@ -505,7 +505,10 @@ class MemberAdmin(MemberTiersAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin
         actions = super().get_actions(request)
         for dotted in getattr(settings, "TESSERA_MEMBER_ADMIN_ACTIONS", ()):
             action = import_string(dotted)
-            actions[action.__name__] = self.get_action(action)
+            # offered only to who may do it (the app names the permission on its action)
+            needed = getattr(action, "required_permission", None)
+            if needed is None or request.user.has_perm(needed):
+                actions[action.__name__] = self.get_action(action)
         return actions
 
     def get_inlines(self, request, obj):
