@@ -7,6 +7,7 @@ and badges, listed in `TESSERA_MEMBER_ADMIN_INLINES`."""
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
@@ -149,7 +150,13 @@ class PromotionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         left = selectors.budget_left(obj)
         parts = []
         if left["points"] is not None:
-            parts.append(f"{obj.points_spent} / {left['points']} units")
+            # in points of the reward's currency, as the budget was set
+            code = obj.reward.get("currency", "")
+            scale = self._scales(obj.program_id).get(code, 1)
+            spent, remaining = (
+                Decimal(units) / scale for units in (obj.points_spent, left["points"])
+            )
+            parts.append(f"{spent.normalize():,f} / {remaining.normalize():,f} {code}".strip())
         if left["vouchers"] is not None:
             parts.append(f"{obj.vouchers_spent} / {left['vouchers']} vouchers")
         text = "; ".join(parts) or "no limit"
