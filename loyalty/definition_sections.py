@@ -54,6 +54,23 @@ class DefinitionSection:
         return []
 
 
+def json_path(*parts: str | int) -> str:
+    """The JSON path errors are reported at: `json_path("promotions", 0, "reward")` is
+    `$.promotions[0].reward`."""
+    text = "$"
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def section_items(document: dict, key: str) -> list[tuple[int, dict]]:
+    """(index, item) of a section's objects, skipping what the schema already refused."""
+    value = document.get(key)
+    if not isinstance(value, list):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
+
+
 def definition_upsert(model, lookup: dict, values: dict, kind: str, report: LoadReport):
     """Create, or update only the fields that differ, so an unchanged row is not saved and
     loading a document twice changes nothing (`report` counts created / updated /

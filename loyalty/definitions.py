@@ -40,7 +40,12 @@ from django.core.validators import validate_email
 from django.db import transaction as db_transaction
 from django.db.models import Prefetch
 
-from loyalty.definition_sections import definition_sections, definition_upsert
+from loyalty.definition_sections import (
+    definition_sections,
+    definition_upsert,
+    json_path,
+    section_items,
+)
 from loyalty.exceptions import ProgramDefinitionError
 from loyalty.models import (
     Balance,
@@ -118,13 +123,6 @@ def read_document(path: str | Path) -> dict:
 # --- validation ------------------------------------------------------------------------------
 
 
-def _path(*parts: str | int) -> str:
-    text = "$"
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
-
-
 def _join(base: str, key: str) -> str:
     return f"{base}.{key}"
 
@@ -164,14 +162,6 @@ def _schema_errors(document: Any, errors: _Errors) -> None:
                 errors.add(_join(base, key), f"unknown key (allowed: {', '.join(allowed)})")
         else:
             errors.add(base, error.message)
-
-
-def _items(document: dict, key: str) -> list[tuple[int, dict]]:
-    """(index, item) of a section's objects, skipping what the schema already refused."""
-    value = document.get(key)
-    if not isinstance(value, list):
-        return []
-    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
 
 
 def _check_unique(errors: _Errors, seen: dict[str, str], value: Any, path: str, what: str) -> None:
@@ -233,27 +223,27 @@ def _semantic_errors(document: dict, errors: _Errors) -> None:
     tz_name = document.get("timezone", existing.timezone if existing is not None else "UTC")
     tz_valid = isinstance(tz_name, str) and tz_name in _timezones()
     if isinstance(tz_name, str) and not tz_valid:
-        errors.add(_path("timezone"), f"{tz_name!r} is not an IANA timezone name")
+        errors.add(json_path("timezone"), f"{tz_name!r} is not an IANA timezone name")
 
     currency_kinds = {c: cur.kind for c, cur in existing_currencies.items()}
     seen: dict[str, str] = {}
-    for i, item in _items(document, "currencies"):
+    for i, item in section_items(document, "currencies"):
         _check_currency(errors, i, item, seen, existing_currencies)
         if isinstance(item.get("code"), str):
             currency_kinds[item["code"]] = item.get("kind")
 
     seen = {}
-    for i, item in _items(document, "earning_rules"):
+    for i, item in section_items(document, "earning_rules"):
         _check_rule(errors, i, item, seen, currency_kinds, tz_name if tz_valid else "UTC")
 
     seen = {}
     seen_skus: dict[str, str] = {}
     seen_categories: dict[str, str] = {}
-    for i, item in _items(document, "partners"):
+    for i, item in section_items(document, "partners"):
         _check_partner(errors, i, item, seen, seen_skus, seen_categories, existing)
 
     benefit_codes: dict[str, str] = {}
-    for i, item in _items(document, "benefits"):
+    for i, item in section_items(document, "benefits"):
         _check_benefit(
             errors, i, item, benefit_codes, currency_kinds, document, existing_currencies
         )
@@ -263,22 +253,22 @@ def _semantic_errors(document: dict, errors: _Errors) -> None:
     seen = {}
     periods: dict[str, tuple[str, str]] = {}
     if existing is not None:
-        named = {g.get("code") for _, g in _items(document, "tier_groups")}
+        named = {g.get("code") for _, g in section_items(document, "tier_groups")}
         for group in existing.tier_groups.select_related("qualifying_currency"):
             if group.code not in named:
                 periods[group.qualifying_currency.code] = (group.model, group.period_start)
-    for i, item in _items(document, "tier_groups"):
+    for i, item in section_items(document, "tier_groups"):
         _check_tier_group(errors, i, item, seen, currency_kinds, benefit_codes, periods, existing)
     seen = {}
-    for i, item in _items(document, "segments"):
+    for i, item in section_items(document, "segments"):
         _check_segment(errors, i, item, seen, currency_kinds)
     if existing is None and not isinstance(document.get("name"), str):
-        errors.add(_path("name"), "required to create a program")
+        errors.add(json_path("name"), "required to create a program")
     owned = {section.key for section in definition_sections()}
     for key in ("promotions", "voucher_definitions", "badges", *sorted(owned)):
         seen = {}
-        for i, item in _items(document, key):
-            _check_unique(errors, seen, item.get("code"), _path(key, i, "code"), "code")
+        for i, item in section_items(document, key):
+            _check_unique(errors, seen, item.get("code"), json_path(key, i, "code"), "code")
     for section in definition_sections():
         section.errors(document=document, program=existing, add=errors.add)
 
@@ -287,44 +277,44 @@ def _check_currency(
     errors: _Errors, i: int, item: dict, seen: dict, existing: dict[str, Currency]
 ) -> None:
     code = item.get("code")
-    _check_unique(errors, seen, code, _path("currencies", i, "code"), "currency code")
+    _check_unique(errors, seen, code, json_path("currencies", i, "code"), "currency code")
     kind = item.get("kind")
     if kind == Currency.Kind.QUALIFYING and item.get("redeemable") is True:
         errors.add(
-            _path("currencies", i, "redeemable"),
+            json_path("currencies", i, "redeemable"),
             "qualifying points are for tier status and never redeemable",
         )
-    _check_money(errors, item.get("point_value"), _path("currencies", i, "point_value"))
+    _check_money(errors, item.get("point_value"), json_path("currencies", i, "point_value"))
     expiry = item.get("expiry")
     if isinstance(expiry, dict):
         policy = expiry.get("policy")
         base = ("currencies", i, "expiry")
         if policy in ("rolling", "inactivity") and expiry.get("months") is None:
-            errors.add(_path(*base, "months"), f"the {policy} policy needs months")
+            errors.add(json_path(*base, "months"), f"the {policy} policy needs months")
         if policy == "fixed":
             for key in ("month", "day", "years_after"):
                 if expiry.get(key) is None:
                     errors.add(
-                        _path(*base, key), "the fixed policy needs month, day and years_after"
+                        json_path(*base, key), "the fixed policy needs month, day and years_after"
                     )
             month, day = expiry.get("month"), expiry.get("day")
             if isinstance(month, int) and isinstance(day, int) and 1 <= month <= 12:
                 try:
                     dt.date(2000, month, day)  # a leap year: 29 February is allowed
                 except ValueError:
-                    errors.add(_path(*base, "day"), f"month {month} has no day {day}")
+                    errors.add(json_path(*base, "day"), f"month {month} has no day {day}")
     current = existing.get(code) if isinstance(code, str) else None
     if current is not None and _currency_in_use(current):
         decimals = item.get("decimals", 0)
         if isinstance(decimals, int) and decimals != current.decimals:
             errors.add(
-                _path("currencies", i, "decimals"),
+                json_path("currencies", i, "decimals"),
                 f"cannot change from {current.decimals} to {decimals}: {code} already has "
                 "ledger entries stored in its smallest unit",
             )
         if kind in Currency.Kind.values and kind != current.kind:
             errors.add(
-                _path("currencies", i, "kind"),
+                json_path("currencies", i, "kind"),
                 f"cannot change from {current.kind} to {kind}: {code} already has ledger entries",
             )
 
@@ -339,7 +329,7 @@ def _currency_in_use(currency: Currency) -> bool:
 def _check_rule(
     errors: _Errors, i: int, item: dict, seen: dict, currency_kinds: dict, tz_name: str
 ) -> None:
-    base = _path("earning_rules", i)
+    base = json_path("earning_rules", i)
     _check_unique(errors, seen, item.get("code"), _join(base, "code"), "rule code")
     conditions = item.get("conditions", {})
     award = item.get("award")
@@ -382,28 +372,30 @@ def _check_partner(
 ) -> None:
     base = ("partners", i)
     code = item.get("code")
-    _check_unique(errors, seen, code, _path(*base, "code"), "partner code")
+    _check_unique(errors, seen, code, json_path(*base, "code"), "partner code")
     contacts = item.get("contacts")
     if isinstance(contacts, dict) and isinstance(contacts.get("email"), str) and contacts["email"]:
         try:
             validate_email(contacts["email"])
         except ValidationError:
-            errors.add(_path(*base, "contacts", "email"), f"{contacts['email']!r} is not an email")
+            errors.add(
+                json_path(*base, "contacts", "email"), f"{contacts['email']!r} is not an email"
+            )
     terms = item.get("terms")
     if isinstance(terms, dict):
         for key in ("fee_per_point_issued", "reimbursement_per_point_redeemed"):
-            _check_money(errors, terms.get(key), _path(*base, "terms", key))
+            _check_money(errors, terms.get(key), json_path(*base, "terms", key))
     categories = [
-        (_path(*base, "categories", j), value)
+        (json_path(*base, "categories", j), value)
         for j, value in enumerate(item.get("categories") or [])
         if isinstance(value, str)
     ]
     skus = [
-        (_path(*base, "products", j, "sku"), product.get("sku"))
+        (json_path(*base, "products", j, "sku"), product.get("sku"))
         for j, product in enumerate(item.get("products") or [])
         if isinstance(product, dict) and isinstance(product.get("sku"), str)
     ] + [
-        (_path(*base, "skus", j), value)
+        (json_path(*base, "skus", j), value)
         for j, value in enumerate(item.get("skus") or [])
         if isinstance(value, str)
     ]
@@ -442,19 +434,20 @@ def _check_benefit(
     existing_currencies: dict[str, Currency],
 ) -> None:
     base = ("benefits", i)
-    _check_unique(errors, seen, item.get("code"), _path(*base, "code"), "benefit code")
+    _check_unique(errors, seen, item.get("code"), json_path(*base, "code"), "benefit code")
     currency = item.get("points_currency")
     value = item.get("value")
     if isinstance(currency, str) and currency not in currency_kinds:
         errors.add(
-            _path(*base, "points_currency"),
+            json_path(*base, "points_currency"),
             f"{currency!r} is not a currency of the document or of the program",
         )
     if item.get("kind") in Benefit.GIFT_KINDS and value not in (None, 0, "0") and not currency:
         errors.add(
-            _path(*base, "points_currency"), "a gift with a value needs the currency of its points"
+            json_path(*base, "points_currency"),
+            "a gift with a value needs the currency of its points",
         )
-    path = _path(*base, "value")
+    path = json_path(*base, "value")
     if value is None or errors.under(path):
         return
     try:
@@ -469,7 +462,7 @@ def _check_benefit(
     decimals = next(
         (
             c.get("decimals", 0)
-            for _, c in _items(document, "currencies")
+            for _, c in section_items(document, "currencies")
             if c.get("code") == currency and isinstance(c.get("decimals", 0), int)
         ),
         existing_currencies[currency].decimals if currency in existing_currencies else None,
@@ -482,8 +475,8 @@ def _check_benefit(
 
 def _check_segment(errors: _Errors, i: int, item: dict, seen: dict, currency_kinds: dict) -> None:
     base = ("segments", i)
-    _check_unique(errors, seen, item.get("code"), _path(*base, "code"), "segment code")
-    path = _path(*base, "conditions")
+    _check_unique(errors, seen, item.get("code"), json_path(*base, "code"), "segment code")
+    path = json_path(*base, "conditions")
     if errors.under(path):
         return
     conditions = item.get("conditions", {})
@@ -510,11 +503,11 @@ def _check_tier_group(
     existing: Program | None,
 ) -> None:
     base = ("tier_groups", i)
-    _check_unique(errors, seen, item.get("code"), _path(*base, "code"), "tier group code")
+    _check_unique(errors, seen, item.get("code"), json_path(*base, "code"), "tier group code")
     currency = item.get("qualifying_currency")
     if isinstance(currency, str) and currency_kinds.get(currency) != Currency.Kind.QUALIFYING:
         errors.add(
-            _path(*base, "qualifying_currency"),
+            json_path(*base, "qualifying_currency"),
             f"{currency!r} is not a qualifying currency of the document or of the program",
         )
     elif isinstance(currency, str):
@@ -523,21 +516,23 @@ def _check_tier_group(
         other = periods.setdefault(currency, period)
         if other != period:
             errors.add(
-                _path(*base, "qualifying_currency"),
+                json_path(*base, "qualifying_currency"),
                 f"{currency} qualifies for another tier group with other qualifying periods: "
                 "groups sharing a currency share its periods",
             )
     period_start = item.get("period_start")
-    if isinstance(period_start, str) and not errors.under(_path(*base, "period_start")):
+    if isinstance(period_start, str) and not errors.under(json_path(*base, "period_start")):
         try:
             dt.date.fromisoformat(f"2000-{period_start}")
         except ValueError:
-            errors.add(_path(*base, "period_start"), f"{period_start!r} is not a day of the year")
-    tiers = _items(item, "tiers")
+            errors.add(
+                json_path(*base, "period_start"), f"{period_start!r} is not a day of the year"
+            )
+    tiers = section_items(item, "tiers")
     seen_tiers: dict[str, str] = {}
     previous = None
     for j, tier in tiers:
-        path = _path(*base, "tiers", j)
+        path = json_path(*base, "tiers", j)
         _check_unique(errors, seen_tiers, tier.get("code"), _join(path, "code"), "tier code")
         threshold = tier.get("threshold")
         if isinstance(threshold, int) and not isinstance(threshold, bool):
@@ -549,7 +544,7 @@ def _check_tier_group(
         for k, benefit in enumerate(tier.get("benefits") or []):
             if isinstance(benefit, str) and benefit not in benefit_codes:
                 errors.add(
-                    _path(*base, "tiers", j, "benefits", k),
+                    json_path(*base, "tiers", j, "benefits", k),
                     f"{benefit!r} is not a benefit of the document or of the program",
                 )
     group = (
@@ -564,7 +559,7 @@ def _check_tier_group(
             for j, other in tiers:
                 if other.get("threshold") == tier.threshold:
                     errors.add(
-                        _path(*base, "tiers", j, "threshold"),
+                        json_path(*base, "tiers", j, "threshold"),
                         f"tier {tier.code!r} of the program already has threshold {tier.threshold}",
                     )
 

@@ -13,7 +13,7 @@ import datetime as dt
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from loyalty.definition_sections import DefinitionSection, definition_upsert
+from loyalty.definition_sections import DefinitionSection, definition_upsert, section_items
 from loyalty.models import Currency, Program
 from partners.models import Partner
 from promotions.models import Badge, Promotion, PromotionFunding
@@ -101,15 +101,12 @@ PROMOTION_SCHEMA = {
 }
 
 
-def _items(document: dict, key: str) -> list[tuple[int, dict]]:
-    value = document.get(key)
-    if not isinstance(value, list):
-        return []
-    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
-
-
 def _codes(document: dict, key: str) -> set[str]:
-    return {item["code"] for _, item in _items(document, key) if isinstance(item.get("code"), str)}
+    return {
+        item["code"]
+        for _, item in section_items(document, key)
+        if isinstance(item.get("code"), str)
+    }
 
 
 def parse_instant(value, tz_name: str) -> dt.datetime | None:
@@ -161,12 +158,12 @@ class PromotionsSection(DefinitionSection):
     item_schema = PROMOTION_SCHEMA
 
     def errors(self, *, document: dict, program: Program | None, add) -> None:
-        items = _items(document, self.key)
+        items = section_items(document, self.key)
         if not items:
             return
         currencies = {
             item["code"]: item.get("decimals", 0)
-            for _, item in _items(document, "currencies")
+            for _, item in section_items(document, "currencies")
             if isinstance(item.get("code"), str) and isinstance(item.get("decimals", 0), int)
         }
         badges = _codes(document, "badges")

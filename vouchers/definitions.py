@@ -20,7 +20,13 @@ import datetime as dt
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from loyalty.definition_sections import AddError, DefinitionSection, definition_upsert
+from loyalty.definition_sections import (
+    AddError,
+    DefinitionSection,
+    definition_upsert,
+    json_path,
+    section_items,
+)
 from loyalty.models import Currency, Program
 from loyalty.services.posting import from_units
 from partners.models import Partner, PartnerProgram
@@ -66,13 +72,6 @@ ITEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def _path(*parts: str | int) -> str:
-    text = "$"
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
-
-
 def _decimal(value: Any) -> Decimal | None:
     if value is None:
         return None
@@ -81,13 +80,6 @@ def _decimal(value: Any) -> Decimal | None:
     except InvalidOperation:
         return None
     return number if number.is_finite() else None
-
-
-def _items(document: dict) -> list[tuple[int, dict]]:
-    value = document.get(KEY)
-    if not isinstance(value, list):
-        return []
-    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
 
 
 def _until(item: dict) -> dt.date | None:
@@ -156,14 +148,14 @@ class VoucherDefinitionsSection(DefinitionSection):
             if program is not None
             else {}
         )
-        for i, item in _items(document):
+        for i, item in section_items(document, KEY):
             self._check_item(i, item, currencies, partners, stored, add)
-        named = {item.get("code") for _, item in _items(document)} | set(stored)
+        named = {item.get("code") for _, item in section_items(document, KEY)} | set(stored)
         for j, benefit in enumerate(document.get("benefits") or []):
             code = benefit.get("voucher_definition") if isinstance(benefit, dict) else None
             if code and code not in named:
                 add(
-                    _path("benefits", j, "voucher_definition"),
+                    json_path("benefits", j, "voucher_definition"),
                     f"no voucher definition {code!r} in the document or the program",
                 )
 
@@ -181,48 +173,52 @@ class VoucherDefinitionsSection(DefinitionSection):
         percent = _decimal(item.get("percent"))
         if kind == Kind.FIXED_VALUE:
             if "amount" not in item:
-                add(_path(KEY, i, "amount"), "required for a fixed_value voucher")
+                add(json_path(KEY, i, "amount"), "required for a fixed_value voucher")
             elif amount is not None and (amount <= 0 or amount != amount.quantize(Decimal("0.01"))):
-                add(_path(KEY, i, "amount"), "must be positive, with at most 2 decimals")
+                add(json_path(KEY, i, "amount"), "must be positive, with at most 2 decimals")
             elif amount is not None and amount >= Decimal(10) ** 12:
-                add(_path(KEY, i, "amount"), "is too large")
+                add(json_path(KEY, i, "amount"), "is too large")
             if "currency" not in item:
-                add(_path(KEY, i, "currency"), "required for a fixed_value voucher")
+                add(json_path(KEY, i, "currency"), "required for a fixed_value voucher")
         else:
             for key in ("amount", "currency"):
                 if key in item:
-                    add(_path(KEY, i, key), "only for a fixed_value voucher")
+                    add(json_path(KEY, i, key), "only for a fixed_value voucher")
             if item.get("partial_redemption"):
-                add(_path(KEY, i, "partial_redemption"), "only a fixed_value voucher is partial")
+                add(
+                    json_path(KEY, i, "partial_redemption"), "only a fixed_value voucher is partial"
+                )
         if kind == Kind.PERCENT_DISCOUNT:
             if "percent" not in item:
-                add(_path(KEY, i, "percent"), "required for a percent_discount voucher")
+                add(json_path(KEY, i, "percent"), "required for a percent_discount voucher")
             elif percent is not None and not (
                 0 < percent <= 100 and percent == percent.quantize(Decimal("0.01"))
             ):
-                add(_path(KEY, i, "percent"), "must be above 0 and at most 100 (2 decimals)")
+                add(json_path(KEY, i, "percent"), "must be above 0 and at most 100 (2 decimals)")
         elif "percent" in item:
-            add(_path(KEY, i, "percent"), "only for a percent_discount voucher")
+            add(json_path(KEY, i, "percent"), "only for a percent_discount voucher")
         if kind == Kind.FREE_PRODUCT and not item.get("skus"):
-            add(_path(KEY, i, "skus"), "a free_product voucher names at least one sku")
+            add(json_path(KEY, i, "skus"), "a free_product voucher names at least one sku")
         if item.get("points_cost") is not None:
             self._check_points(i, item, currencies, add)
         elif item.get("points_currency") is not None:
-            add(_path(KEY, i, "points_currency"), "only with a points_cost")
+            add(json_path(KEY, i, "points_currency"), "only with a points_cost")
         partner = item.get("partner")
         if isinstance(partner, str) and partner not in partners:
-            add(_path(KEY, i, "partner"), f"{partner!r} is not a partner of the program")
+            add(json_path(KEY, i, "partner"), f"{partner!r} is not a partner of the program")
         existing = stored.get(item.get("code"))
         stock = item.get("stock")
         if existing is not None and isinstance(stock, int) and stock < existing.issued_count:
             add(
-                _path(KEY, i, "stock"),
+                json_path(KEY, i, "stock"),
                 f"{existing.issued_count} vouchers are issued already; the stock cannot be lower",
             )
 
     def _check_points(self, i: int, item: dict, currencies: _Currencies, add: AddError) -> None:
         code = item.get("points_currency") or currencies.default()
-        path = _path(KEY, i, "points_currency" if item.get("points_currency") else "points_cost")
+        path = json_path(
+            KEY, i, "points_currency" if item.get("points_currency") else "points_cost"
+        )
         if code is None:
             add(path, "the program has no non-qualifying currency to pay the points cost in")
             return
@@ -239,11 +235,11 @@ class VoucherDefinitionsSection(DefinitionSection):
         units = cost * 10**decimals
         if cost <= 0 or units != units.to_integral_value():
             add(
-                _path(KEY, i, "points_cost"),
+                json_path(KEY, i, "points_cost"),
                 f"must be positive with at most {decimals} decimals ({code})",
             )
         elif units >= 2**63:
-            add(_path(KEY, i, "points_cost"), "is too large")
+            add(json_path(KEY, i, "points_cost"), "is too large")
 
     # --- loading ----------------------------------------------------------------------------
 
