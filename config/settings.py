@@ -326,6 +326,10 @@ TESSERA_EXTRA_JOBS = [
     # last: the day's figures include what the jobs above wrote
     "reports.jobs.REPORT_AGGREGATES",
 ]
+# The hourly run of the jobs cuts each job that works member by member (expiry, tier
+# assessment, ...) into this many parts over member ranges, run in parallel by the Celery
+# workers (docs/jobs.md); 1 runs each job in one task.
+TESSERA_JOB_PARTS = env.int("TESSERA_JOB_PARTS", default=1)
 # Issues the voucher of a tier benefit that names a voucher definition (docs/vouchers.md).
 TESSERA_BENEFIT_VOUCHER_ISSUER = "vouchers.services.benefits.benefit_voucher_issue"
 # A voucher reservation (POS checkout) holds its value this many minutes, then is released.

@@ -8,13 +8,31 @@ from loyalty.services.imports import import_job_preview, import_job_run
 
 @shared_task(name="loyalty.tasks.run_jobs_task")
 def run_jobs_task(
-    as_of: str | None = None, program: str | None = None, only: list[str] | None = None
+    as_of: str | None = None,
+    program: str | None = None,
+    only: list[str] | None = None,
+    parts: int | None = None,
 ) -> list:
-    """Run the periodic jobs (idempotent; scheduled hourly by Celery beat)."""
+    """Run the periodic jobs (idempotent; scheduled hourly by Celery beat). With more than
+    one part (`parts`, default the setting TESSERA_JOB_PARTS), the jobs that work member by
+    member are cut into parts that the workers run in parallel; returns the runs' ids."""
     import datetime as dt
 
+    from django.conf import settings
+
     day = dt.date.fromisoformat(as_of) if as_of else None
+    parts = parts or getattr(settings, "TESSERA_JOB_PARTS", 1)
+    if parts > 1:
+        runs = jobs.jobs_dispatch(as_of=day, program_code=program, only=only, parts=parts)
+        return [run.pk for run in runs]
     return jobs.run_jobs(as_of=day, program_code=program, only=only)
+
+
+@shared_task(name=jobs.PART_TASK)
+def run_job_part_task(part_id: int) -> int | None:
+    """One part of a recorded run of the jobs (a job over a range of members); the part that
+    ends its job starts the next one. Safe to deliver twice."""
+    return jobs.job_part_run(part_id=part_id, enqueue=jobs.enqueue_on_workers)
 
 
 @shared_task(name="loyalty.tasks.import_job_task")

@@ -13,6 +13,7 @@ are new transactions.
 - `events`: the outbox of member events
 - `webhooks`: notifications (webhook subscriptions and deliveries, e-mail templates, e-mails)
 - `segments`: segments (live count, refresh, CSV export of their members)
+- `jobs`: runs of the periodic jobs (progress by part, failures)
 - `imports`: file imports (upload, dry run, confirm, progress, rejects) and the import history
 - `index`: the home page in three parts (working screens, configuration, ledger internals)
 - `approvals`: maker-checker requests, approved or rejected by a second manager
@@ -26,6 +27,7 @@ from loyalty.admin import (  # noqa: F401  (each module registers its admins)
     earning_rules,
     events,
     imports,
+    jobs,
     members,
     programs,
     segments,

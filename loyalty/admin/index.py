@@ -22,6 +22,7 @@ WORKING_SCREENS = (
     ("partners", "PartnerStatement"),
     ("loyalty", "ApprovalRequest"),
     ("loyalty", "ImportJob"),
+    ("loyalty", "JobRun"),
     ("django_celery_beat", "PeriodicTask"),
 )
 LEDGER_INTERNALS = (
@@ -35,6 +36,7 @@ LEDGER_INTERNALS = (
 SCREEN_NAMES = {
     ("loyalty", "ImportJob"): "Imports",
     ("vouchers", "VoucherDefinition"): "Voucher definitions and reward catalogue",
+    ("loyalty", "JobRun"): "Job runs",
     ("django_celery_beat", "PeriodicTask"): "Jobs (periodic tasks)",
 }
 

@@ -9,6 +9,7 @@
 - `events`: the outbox of member events
 - `api_keys`: keys of the REST API
 - `imports`: the import history (import jobs)
+- `jobs`: the runs of the periodic jobs and their parts (progress, failures)
 - `approvals`: maker-checker requests waiting for a second manager
 - `webhooks`: webhook subscriptions and deliveries, e-mail templates and e-mails sent
 - `segments`: segments, their materialised members, and members' RFM and churn scores
@@ -22,6 +23,7 @@ from loyalty.models.api_keys import ApiKey
 from loyalty.models.approvals import ApprovalRequest
 from loyalty.models.events import MemberEvent
 from loyalty.models.imports import ImportJob
+from loyalty.models.jobs import JobRun, JobRunPart
 from loyalty.models.journal import Transaction, TransactionLine
 from loyalty.models.ledger import Balance, Bucket, BucketAllocation, LedgerEntry
 from loyalty.models.members import Member, MemberChange
@@ -48,6 +50,8 @@ __all__ = [
     "EmailNotification",
     "EmailTemplate",
     "ImportJob",
+    "JobRun",
+    "JobRunPart",
     "LedgerEntry",
     "Member",
     "MemberChange",
