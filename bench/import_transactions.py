@@ -42,6 +42,10 @@ PRODUCTS = [
     ("CRO", "pastry", "3.10"), ("BEAN-ETH", "beans", "14.50"), ("BEAN-COL", "beans", "12.90"),
     ("SAND", "food", "7.50"), ("TEA", "tea", "3.20"),
 ]  # fmt: skip
+MEMBER_HEADER = [
+    "membership_number", "email", "first_name", "last_name", "birth_date", "enrolled_at",
+    "enrollment_channel", "attr_home_store",
+]  # fmt: skip
 EVENTS = ["app_login", "review_posted", "survey_completed"]
 # --promotions: the kinds a program runs most, with no end and no budget.
 PROMOTIONS = {
@@ -72,6 +76,27 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="with two promotions active (a standard multiplier at weekends and a monthly "
         "cumulative challenge): to compare with a run without (target: within 20%%)",
+    )
+    parser.add_argument(
+        "--migration",
+        action="store_true",
+        help="import the members in migration mode (`import_csv members FILE --migration`: "
+        "no welcome accrual, no `enrolled` events, tier history `import`)",
+    )
+    parser.add_argument(
+        "--upgrades",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="after the transactions, import two more files of the same shape for two "
+        "disjoint SHARE of the members, this year: purchases that each upgrade their member "
+        "(to silver, then gold) and purchases that upgrade no one; prints both rows/s "
+        "(target: upgrading purchases at least half as fast)",
+    )
+    parser.add_argument(
+        "--skip-transactions",
+        action="store_true",
+        help="members only (with --upgrades: the upgrade and control files, not the main one)",
     )
     return parser.parse_args()
 
@@ -123,8 +148,7 @@ def write_members(path: Path, count: int) -> list[str]:
     start = dt.date(2023, 1, 1)
     with path.open("w", newline="", encoding="utf-8") as handle:
         out = csv.writer(handle)
-        out.writerow(["membership_number", "email", "first_name", "last_name", "birth_date",
-                      "enrolled_at", "enrollment_channel", "attr_home_store"])  # fmt: skip
+        out.writerow(MEMBER_HEADER)
         for n, number in enumerate(numbers):
             out.writerow([
                 number, f"member{n}@example.com", f"First{n % 997}", f"Last{n % 991}",
@@ -178,15 +202,56 @@ def write_transactions(path: Path, numbers: list[str], rows: int, rng: random.Ra
     return transactions
 
 
-def copy_floor(path: Path) -> float:
+def write_upgrades(
+    upgrading: Path, control: Path, numbers: list[str], share: float, rng: random.Random
+) -> tuple[int, int]:
+    """Two files of the same shape (rows, lines per purchase, dates) for two disjoint shares
+    of the members: in `upgrading`, each member's two purchases this year lift them to
+    silver (500 TQP), then gold (1,500); in `control`, the same purchases at café prices
+    upgrade no one. Returns the row counts."""
+    count = int(len(numbers) * share)
+    chosen = rng.sample(numbers, k=min(2 * count, len(numbers)))
+    uppers, others = chosen[:count], chosen[count : 2 * count]
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    year_start = dt.datetime(now.year, 1, 1, 12, tzinfo=dt.UTC)
+    span = (now - dt.timedelta(days=1) - year_start).total_seconds()
+    plan = []  # (at, slot, purchase 0 or 1, lines)
+    for slot in range(len(uppers)):
+        first, second = sorted(rng.random() * span for _ in range(2))
+        for purchase, offset in ((0, first), (1, second)):
+            at = year_start + dt.timedelta(seconds=int(offset))
+            plan.append((at, slot, purchase, rng.randint(1, 4)))
+    plan.sort()
+    sizes = []
+    for path, members, upgrade in ((upgrading, uppers, True), (control, others, False)):
+        rows = 0
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            out = csv.writer(handle)
+            out.writerow(TRANSACTION_HEADER)
+            for n, (at, slot, purchase, k) in enumerate(plan):
+                if upgrade:  # 500 TQP with the first purchase, 1,500 with the second
+                    price = Decimal((520 if purchase == 0 else 1000) // k + 1)
+                    lines = [("HAMPER", "gifts", str(price))] * k
+                else:
+                    lines = rng.sample(PRODUCTS, k=k)
+                amount = sum((Decimal(price) for _, _, price in lines), Decimal("0"))
+                prefix = "U" if upgrade else "C"
+                for sku, category, price in lines:
+                    out.writerow([f"{prefix}{n:08d}", members[slot], "accrual", "purchase", "",
+                                  at.isoformat(), amount, "EUR", "store", sku, category, "1",
+                                  price, "", ""])  # fmt: skip
+                    rows += 1
+        sizes.append(rows)
+    return sizes[0], sizes[1]
+
+
+def copy_floor(path: Path, header: list[str] = TRANSACTION_HEADER) -> float:
     """Seconds to COPY the same rows into a bare unlogged-free, index-free table."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS bench_copy")
-        cursor.execute(
-            "CREATE TABLE bench_copy (" + ", ".join(f"{c} text" for c in TRANSACTION_HEADER) + ")"
-        )
+        cursor.execute("CREATE TABLE bench_copy (" + ", ".join(f"{c} text" for c in header) + ")")
         started = time.perf_counter()
         with (
             path.open("rb") as handle,
@@ -197,6 +262,23 @@ def copy_floor(path: Path) -> float:
         elapsed = time.perf_counter() - started
         cursor.execute("DROP TABLE bench_copy")
     return elapsed
+
+
+def import_transactions(program, path: Path, title: str, rows: int) -> float:
+    """Import one transactions file, print its figures; returns the wall time."""
+    from loyalty.services.imports import import_file
+
+    with Phase() as phase, open(os.devnull, "w") as rejects:
+        report = import_file(
+            kind="transactions", program=program, source=path, actor="bench", rejects=rejects
+        )
+    print(
+        f"{title}: {report.created:,} rows created, {report.duplicates:,} duplicates, "
+        f"{report.rejected + report.conflicts:,} rejected in {phase.wall:.1f} s "
+        f"= {rows / phase.wall:,.0f} rows/s"
+    )
+    print(phase.split())
+    return phase.wall
 
 
 def main() -> None:
@@ -222,45 +304,64 @@ def main() -> None:
     members_csv, transactions_csv = workdir / "members.csv", workdir / "transactions.csv"
     print(f"Writing {args.members:,} members and {args.rows:,} transaction rows to {workdir}")
     numbers = write_members(members_csv, args.members)
-    count = write_transactions(transactions_csv, numbers, args.rows, rng)
-    print(f"  {count:,} transactions, {transactions_csv.stat().st_size / 1e6:.0f} MB")
+    if not args.skip_transactions:
+        count = write_transactions(transactions_csv, numbers, args.rows, rng)
+        print(f"  {count:,} transactions, {transactions_csv.stat().st_size / 1e6:.0f} MB")
 
     with Phase() as phase, open(os.devnull, "w") as rejects:
         report = import_file(
-            kind="members", program=program, source=members_csv, actor="bench", rejects=rejects
+            kind="members",
+            program=program,
+            source=members_csv,
+            actor="bench",
+            rejects=rejects,
+            migration=args.migration,
         )
     members_s = phase.wall
+    mode = "migration mode" if args.migration else "normal enrolment"
     print(
-        f"Members: {report.created:,} created, {report.rejected:,} rejected in "
+        f"Members ({mode}): {report.created:,} created, {report.rejected:,} rejected in "
         f"{members_s:.1f} s = {args.members / members_s:,.0f} rows/s"
     )
     print(phase.split())
+    members_copy_s = copy_floor(members_csv, MEMBER_HEADER)
+    print(
+        f"COPY of the same member rows into a bare table: {members_copy_s:.2f} s "
+        f"= {args.members / members_copy_s:,.0f} rows/s "
+        f"(import / COPY: {members_s / members_copy_s:.1f}x)"
+    )
+    print(f"Peak memory (RSS) after the members: {peak_rss_mb():.0f} MB")
 
-    with Phase() as phase, open(os.devnull, "w") as rejects:
-        report = import_file(
-            kind="transactions",
-            program=program,
-            source=transactions_csv,
-            actor="bench",
-            rejects=rejects,
+    if not args.skip_transactions:
+        import_s = import_transactions(program, transactions_csv, "Transactions", args.rows)
+        copy_s = copy_floor(transactions_csv)
+        print(
+            f"COPY of the same rows into a bare table: {copy_s:.2f} s "
+            f"= {args.rows / copy_s:,.0f} rows/s"
         )
-    import_s = phase.wall
-    copy_s = copy_floor(transactions_csv)
-    print(
-        f"Transactions: {report.created:,} rows created, {report.duplicates:,} duplicates, "
-        f"{report.rejected + report.conflicts:,} rejected in {import_s:.1f} s "
-        f"= {args.rows / import_s:,.0f} rows/s"
-    )
-    print(phase.split())
-    print(
-        f"COPY of the same rows into a bare table: {copy_s:.2f} s "
-        f"= {args.rows / copy_s:,.0f} rows/s"
-    )
-    print(f"Import / COPY time ratio: {import_s / copy_s:.1f}x")
+        print(f"Import / COPY time ratio: {import_s / copy_s:.1f}x")
+    if args.upgrades:
+        upgrading_csv, control_csv = workdir / "upgrading.csv", workdir / "control.csv"
+        up_rows, control_rows = write_upgrades(
+            upgrading_csv, control_csv, numbers, args.upgrades, rng
+        )
+        control_s = import_transactions(
+            program, control_csv, "Purchases that upgrade no one", control_rows
+        )
+        up_s = import_transactions(
+            program, upgrading_csv, "Purchases that each upgrade their member", up_rows
+        )
+        ratio = (up_rows / up_s) / (control_rows / control_s)
+        print(f"Upgrading / other purchases, rows/s: {ratio:.2f} (target: at least 0.50)")
+        upgraded = program.members.filter(tiers__tier__code="gold").count()
+        print(f"  members now gold: {upgraded:,}")
+        if not args.keep:
+            upgrading_csv.unlink()
+            control_csv.unlink()
     print(f"Peak memory (RSS): {peak_rss_mb():.0f} MB")
     if not args.keep:
         members_csv.unlink()
-        transactions_csv.unlink()
+        transactions_csv.unlink(missing_ok=True)
         workdir.rmdir()
 
 

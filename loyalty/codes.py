@@ -25,3 +25,28 @@ def membership_number() -> str:
 def referral_code() -> str:
     """Eight of the 31 characters of `ALPHABET`: short to type, 31^8 (about 850 billion) codes."""
     return random_code(8)
+
+
+def random_codes(count: int, length: int, alphabet: str = ALPHABET) -> list[str]:
+    """`count` codes like `random_code`'s, from one read of the system's random source per
+    round instead of one per character: an import draws thousands at a time. Bytes at or
+    above the largest multiple of the alphabet's size are dropped, so every character stays
+    equally likely."""
+    size = len(alphabet)
+    limit = 256 - 256 % size
+    chars: list[str] = []
+    while len(chars) < count * length:
+        chars.extend(
+            alphabet[b % size] for b in secrets.token_bytes(count * length + 64) if b < limit
+        )
+    return ["".join(chars[i * length : (i + 1) * length]) for i in range(count)]
+
+
+def membership_numbers(count: int) -> list[str]:
+    """`count` numbers like `membership_number`'s (not necessarily distinct)."""
+    return [f"M-{d[:4]}-{d[4:]}" for d in random_codes(count, 8, DIGITS)]
+
+
+def referral_codes(count: int) -> list[str]:
+    """`count` codes like `referral_code`'s (not necessarily distinct)."""
+    return random_codes(count, 8)

@@ -38,13 +38,23 @@ class Member(models.Model):
     enrollment_channel = models.CharField(max_length=20, blank=True)
     referral_code = models.CharField(max_length=20, unique=True)
     referred_by = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="referrals"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="referrals",
+        db_index=False,  # a partial index below: most members were referred by no one
     )
     attributes = models.JSONField(default=dict, blank=True)
     # Last qualifying activity (processed purchase or engagement): drives inactivity expiry.
     last_activity_at = models.DateTimeField(null=True, blank=True)
     merged_into = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="merged_members"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="merged_members",
+        db_index=False,  # a partial index below: most members were never merged
     )
     erased_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -62,6 +72,18 @@ class Member(models.Model):
             models.Index(fields=["program", "email"]),
             models.Index(fields=["program", "last_name", "first_name"]),
             models.Index(fields=["program", "status"]),
+            # Only the rows that have one: an index of NULLs is written for every member
+            # enrolled and read by no query (docs/decisions.md).
+            models.Index(
+                fields=["referred_by"],
+                condition=models.Q(referred_by__isnull=False),
+                name="member_referred_by",
+            ),
+            models.Index(
+                fields=["merged_into"],
+                condition=models.Q(merged_into__isnull=False),
+                name="member_merged_into",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -92,7 +114,11 @@ class MemberChange(models.Model):
         ERASED = "erased"
         EXPORTED = "exported"  # a copy of its personal data was taken (GDPR access request)
 
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+")
+    # The member's program (`member` says it already): no constraint nor index of its own,
+    # which no query reads and every enrolment paid for (docs/decisions.md).
+    program = models.ForeignKey(
+        Program, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+    )
     member = models.ForeignKey(
         Member, on_delete=models.PROTECT, related_name="changes", db_index=False
     )
@@ -106,12 +132,20 @@ class MemberChange(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
         help_text="The other member of a merge.",
+        db_index=False,  # a partial index below: only merges have one
     )
     occurred_at = models.DateTimeField()
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
-        indexes = [models.Index(fields=["member", "-occurred_at"])]
+        indexes = [
+            models.Index(fields=["member", "-occurred_at"]),
+            models.Index(
+                fields=["other_member"],
+                condition=models.Q(other_member__isnull=False),
+                name="member_change_other_member",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} {self.member.membership_number} by {self.actor or '?'}"

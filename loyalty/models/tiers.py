@@ -240,8 +240,13 @@ class MemberTier(models.Model):
     member = models.ForeignKey(
         Member, on_delete=models.PROTECT, related_name="tiers", db_index=False
     )
+    # The group of `tier` (which says it already): no constraint of its own (as history).
     group = models.ForeignKey(
-        TierGroup, on_delete=models.CASCADE, related_name="member_tiers", db_index=False
+        TierGroup,
+        on_delete=models.CASCADE,
+        related_name="member_tiers",
+        db_index=False,
+        db_constraint=False,
     )
     tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="member_tiers")
     valid_from = models.DateField()
@@ -291,11 +296,22 @@ class TierHistory(models.Model):
     member = models.ForeignKey(
         Member, on_delete=models.PROTECT, related_name="tier_history", db_index=False
     )
+    # The group of `to_tier` (which says it already): no constraint of its own, a check per
+    # row that every enrolment and import paid for at commit (docs/decisions.md).
     group = models.ForeignKey(
-        TierGroup, on_delete=models.CASCADE, related_name="history", db_index=False
+        TierGroup,
+        on_delete=models.CASCADE,
+        related_name="history",
+        db_index=False,
+        db_constraint=False,
     )
     from_tier = models.ForeignKey(
-        Tier, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        Tier,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,  # a partial index below: a member's first row has none
     )
     to_tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="+")
     reason = models.CharField(max_length=24, choices=Reason.choices)
@@ -309,7 +325,12 @@ class TierHistory(models.Model):
         null=True, blank=True, help_text="The qualifying period the tier was reached in."
     )
     transaction = models.ForeignKey(
-        Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        Transaction,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,  # a partial index below: only upgrades by a purchase have one
     )
     actor = models.CharField(max_length=150, blank=True)
     note = models.TextField(blank=True)
@@ -321,6 +342,17 @@ class TierHistory(models.Model):
         indexes = [
             models.Index(fields=["member", "-occurred_at"]),
             models.Index(fields=["group", "occurred_at"]),
+            # Only the rows that have one: enrolments, imports and assessments do not.
+            models.Index(
+                fields=["from_tier"],
+                condition=models.Q(from_tier__isnull=False),
+                name="tier_history_from_tier",
+            ),
+            models.Index(
+                fields=["transaction"],
+                condition=models.Q(transaction__isnull=False),
+                name="tier_history_transaction",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -21,7 +21,7 @@ from django.db import transaction as db_transaction
 from django.utils import timezone
 
 from loyalty import codes, dates
-from loyalty.bulk import build, bulk_insert_copy
+from loyalty.bulk import among, build, bulk_insert_copy, insert_columns
 from loyalty.exceptions import (
     InvalidMerge,
     LoyaltyError,
@@ -225,9 +225,9 @@ def _enrol_chunk(
     given = {number for number, _, _, _ in arguments if number}
     taken = (
         set(
-            Member.objects.filter(program=program, membership_number__in=given).values_list(
-                "membership_number", flat=True
-            )
+            Member.objects.filter(
+                program=program, membership_number__in=among(given, "text")
+            ).values_list("membership_number", flat=True)
         )
         if given
         else set()
@@ -270,15 +270,24 @@ def _enrol_chunk(
         )
         members.append(outcome.member)
     bulk_insert_copy(Member, members)
-    bulk_insert_copy(
+    # What `_member_change_build` makes, for each member, in one statement.
+    insert_columns(
         MemberChange,
-        [_member_change_build(m, MemberChange.Action.ENROLLED, actor, now) for m in members],
+        len(members),
+        {
+            "program_id": program.pk,
+            "member_id": [m.pk for m in members],
+            "action": MemberChange.Action.ENROLLED,
+            "actor": actor,
+            "occurred_at": now,
+        },
     )
-    tiers: dict[int, list[TierHistory]] = {}
-    for change in tiers_enrol_many(members=members, migration=migration):
-        tiers.setdefault(change.member_id, []).append(change)
-    if migration:  # as they were: no event, no enrollment accrual
+    if migration:  # as they were: base tiers with reason `import`, no event, no accrual
+        tiers_enrol_many(members=members, migration=True, fresh=True)
         return outcomes
+    tiers: dict[int, list[TierHistory]] = {}
+    for change in tiers_enrol_many(members=members, fresh=True):
+        tiers.setdefault(change.member_id, []).append(change)
     bulk_insert_copy(
         MemberEvent,
         [
@@ -426,11 +435,11 @@ def _free_membership_numbers(
     """`count` distinct generated membership numbers that no member of `program` holds (nor
     any of `avoid`): one query per round, and a second round is rare."""
     return _free(
-        codes.membership_number,
+        codes.membership_numbers,
         count,
         avoid,
         lambda batch: Member.objects.filter(
-            program=program, membership_number__in=batch
+            program=program, membership_number__in=among(batch, "text")
         ).values_list("membership_number", flat=True),
     )
 
@@ -439,26 +448,27 @@ def _free_referral_codes(count: int) -> list[str]:
     """`count` distinct referral codes that no member holds (they are unique across
     programs): one query per round."""
     return _free(
-        codes.referral_code,
+        codes.referral_codes,
         count,
         set(),
-        lambda batch: Member.objects.filter(referral_code__in=batch).values_list(
+        lambda batch: Member.objects.filter(referral_code__in=among(batch, "text")).values_list(
             "referral_code", flat=True
         ),
     )
 
 
 def _free(generate, count: int, avoid, stored) -> list[str]:
+    """`generate(n)` draws n codes at once (`codes.referral_codes`)."""
     found: list[str] = []
     seen = set(avoid)
     while len(found) < count:
         batch = []
         while len(batch) < count - len(found):
-            code = generate()
-            if code not in seen:
-                seen.add(code)
-                batch.append(code)
-        taken = set(stored(batch))
+            for code in generate(count - len(found) - len(batch)):
+                if code not in seen:
+                    seen.add(code)
+                    batch.append(code)
+        taken = set(stored(batch)) if batch else set()
         found.extend(code for code in batch if code not in taken)
     return found
 

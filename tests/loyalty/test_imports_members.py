@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loyalty.dates import add_months
 from loyalty.models import Member, MemberTier, TierHistory, Transaction
@@ -410,3 +412,88 @@ def test_existing_members_are_looked_up_per_chunk_not_per_row(program):
     # then one query per chunk of 2,000 rows
     assert small <= 3
     assert large <= small + 10
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.from_regex(
+        r"\A[a-zA-Z0-9_+.\-]{1,12}@[a-zA-Z0-9.\-]{1,20}\.[a-zA-Z0-9\-]{1,5}\Z", fullmatch=True
+    )
+)
+def test_the_fast_email_check_accepts_only_what_django_accepts(value):
+    # `cells.email` takes addresses of the plainest shape on one regular expression and the
+    # others through Django's validator: the shortcut must never accept more
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    from loyalty.services.imports.cells import PLAIN_EMAIL
+
+    if PLAIN_EMAIL.fullmatch(value):
+        try:
+            validate_email(value)
+        except ValidationError:
+            pytest.fail(f"{value!r} passes the shortcut but not Django's validator")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["ann@example.com", "a.b+c_d-e@mail.example.co.uk", "x@sub-domain.example.org"],
+)
+def test_plain_addresses_take_the_shortcut(value):
+    from loyalty.services.imports.cells import PLAIN_EMAIL, email
+
+    assert PLAIN_EMAIL.fullmatch(value) and email(value) == value
+
+
+@pytest.mark.parametrize(
+    "value", ['"quoted"@example.com', "ann@[192.168.0.1]", "ann@localhost", "ann@bücher.example"]
+)
+def test_other_valid_addresses_still_pass_through_django(value):
+    from loyalty.services.imports.cells import PLAIN_EMAIL, email
+
+    assert not PLAIN_EMAIL.fullmatch(value)
+    assert email(value) == value
+
+
+@pytest.mark.parametrize("value", ["ann@@example.com", ".ann@example.com", "ann@example.c0m-"])
+def test_invalid_addresses_are_refused(value):
+    from loyalty.services.imports.cells import CellError, email
+
+    with pytest.raises(CellError):
+        email(value)
+
+
+def test_chunks_read_ahead_arrive_in_order_and_a_reading_error_reaches_the_importer():
+    from loyalty.services.imports.run import _ahead
+
+    assert list(_ahead(iter(range(50)))) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ValueError("unreadable row")
+
+    items = _ahead(broken())
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="unreadable row"):
+        next(items)
+
+
+def test_an_importer_that_stops_early_stops_the_reader():
+    import threading
+
+    from loyalty.services.imports.run import _ahead
+
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    items = _ahead(endless(), depth=2)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()  # the consumer gives up (an error in the importer)
+    assert not any(t.name == "import-reader" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) <= 3 + 2 + 1  # what was taken, what the buffer held, one in hand

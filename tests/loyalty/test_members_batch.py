@@ -25,6 +25,7 @@ from loyalty.models import (
     Bucket,
     LedgerEntry,
     Member,
+    MemberChange,
     MemberEvent,
     MemberTier,
     Program,
@@ -412,3 +413,76 @@ def test_a_members_import_enrols_new_rows_in_bulk(programs):
     assert large <= small, (small, large)
     assert Member.objects.get(program=many, membership_number="l-0").first_name == "Changed"
     assert Transaction.objects.filter(program=many, subtype="enrollment").count() == 1 + 510
+
+
+def _changes(program: Program) -> list:
+    """The `MemberChange` rows of the program's members, by e-mail, without ids and clocks
+    but the time of the change."""
+    return sorted(
+        (c.member.email, c.action, c.actor, c.fields, c.other_member_id, c.occurred_at)
+        for c in MemberChange.objects.filter(member__program=program).select_related("member")
+    )
+
+
+@pytest.mark.parametrize("actor", ["importer", ""])
+def test_batch_migration_writes_exactly_what_member_enrol_writes_in_migration_mode(programs, actor):
+    # (the batch writes a migration's journal rows, base tiers and history set-based, from
+    # columns of values, not from model objects)
+    one, many = programs
+    expected = []
+    for row in _rows(one):
+        try:
+            member = member_enrol(program=one, actor=actor, now=NOW, migration=True, **row)
+        except (LoyaltyError, DataError) as error:
+            expected.append(_error(one, error))
+        else:
+            expected.append(member.email)
+
+    outcomes = members_enrol_many(
+        program=many, rows=_rows(many), actor=actor, now=NOW, migration=True
+    )
+
+    assert _results(many, outcomes) == expected
+    assert _snapshot(many) == _snapshot(one)
+    assert _changes(many) == _changes(one)
+    # as they were: base tiers recorded as imported, no event, no transaction, no balance row
+    imported = TierHistory.objects.filter(member__program=many).exclude(
+        member__membership_number=REFERRER
+    )
+    assert imported.count() == 8 and set(imported.values_list("reason", flat=True)) == {"import"}
+    assert not MemberEvent.objects.filter(member__program=many).exclude(
+        member__membership_number=REFERRER
+    )
+    assert not Transaction.objects.filter(program=many).exclude(member__membership_number=REFERRER)
+    j = MemberTier.objects.get(member__program=many, member__email="j@example.com")
+    # enrolled on the last evening of 2025 in UTC, the first hour of 2026 in Warsaw
+    assert (j.valid_from, j.period_start, j.period_end) == (
+        dt.date(2026, 1, 1),
+        dt.date(2026, 1, 1),
+        dt.date(2026, 12, 31),
+    )
+
+
+def test_a_migration_imported_again_writes_nothing(programs):
+    _, many = programs
+    content = csv_bytes(
+        [["membership_number", "email", "first_name", "enrolled_at"]]
+        + [
+            [f"MIG-{i}", f"mig{i}@example.com", "Old", "2024-05-01T10:00:00+00:00"]
+            for i in range(30)
+        ]
+    )
+    report, rejects = run_import("members", many, content, migration=True)
+    assert (report.created, rejects) == (30, [])
+    counts = {
+        model.__name__: model.objects.count()
+        for model in (Member, MemberChange, MemberTier, TierHistory, MemberEvent, Transaction)
+    }
+
+    again, rejects = run_import("members", many, content, migration=True)
+
+    assert (again.created, again.duplicates, rejects) == (0, 30, [])
+    assert {
+        model.__name__: model.objects.count()
+        for model in (Member, MemberChange, MemberTier, TierHistory, MemberEvent, Transaction)
+    } == counts

@@ -401,6 +401,41 @@ def test_batch_posting_equals_one_by_one_with_a_posting_extension_active(plan, a
         _check_batch_equals_one_by_one(plan, as_of_occurrence)
 
 
+# Purchases big enough that most of them upgrade their member (silver at 100 TQP, gold at
+# 300), days far enough apart that validities end and periods roll within one history.
+upgrading_purchases = st.fixed_dictionaries(
+    {
+        "kind": st.just("purchase"),
+        "amount": st.decimals(min_value=40, max_value=320, places=2),
+        "beans": st.booleans(),
+        "blocked": st.just(False),
+    }
+)
+upgrade_heavy_steps = st.lists(
+    st.tuples(
+        st.sampled_from(MEMBERS),
+        st.integers(min_value=0, max_value=20),
+        st.integers(min_value=0, max_value=23),
+        st.one_of(upgrading_purchases, upgrading_purchases, upgrading_purchases, returns),
+    ),
+    min_size=6,
+    max_size=30,
+)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(plan=upgrade_heavy_steps, as_of_occurrence=st.booleans())
+def test_batch_posting_of_upgrading_purchases_equals_one_by_one(plan, as_of_occurrence):
+    # the batched upgrade hook decides upgrades in memory and writes them in bulk; the one
+    # by one hook (assessments due, states to create) takes the members it cannot
+    _check_batch_equals_one_by_one(plan, as_of_occurrence)
+
+
 def _check_batch_equals_one_by_one(plan, as_of_occurrence):
     from django.db import transaction
 

@@ -14,6 +14,7 @@ from django.db import DataError, IntegrityError
 from django.db import transaction as db_transaction
 from django.db.models.functions import Lower
 
+from loyalty.bulk import among
 from loyalty.exceptions import LoyaltyError, ValidationFailed
 from loyalty.models import Member, MemberTier, Program, Tier
 from loyalty.services.imports.cells import (
@@ -194,7 +195,15 @@ class MemberImport:
         """Rows in file order; the rows that enrol a member (without a tier to set) are
         enrolled together by `members_enrol_many`, in one batch until a later row needs
         one of them (the same number or e-mail), which is then matched as usual."""
-        parsed = [parse_member_row(row, self.program) for row in rows]
+        self.chunk_parsed(self.parse(rows))
+
+    def parse(self, rows: list[Row]) -> list[MemberRow]:
+        """The shape checks of a chunk's rows: no database, so the import runs them for the
+        next chunk in a thread of its own while this one is written."""
+        return [parse_member_row(row, self.program) for row in rows]
+
+    def chunk_parsed(self, parsed: list[MemberRow]) -> None:
+        """`chunk` for rows `parse` has checked."""
         by_number, by_email = self._existing(parsed)
         results: dict[int, str | list[tuple[str, str]]] = {}
         batch: list[MemberRow] = []
@@ -247,7 +256,9 @@ class MemberImport:
         by_number: dict[str, Member] = {}
         by_email: dict[str, list[Member]] = {}
         members = self.program.members.all()
-        found = list(members.filter(membership_number__in=numbers)) if numbers else []
+        found = (
+            list(members.filter(membership_number__in=among(numbers, "text"))) if numbers else []
+        )
         if emails:
             found += members.alias(email_lower=Lower("email")).filter(
                 email_lower__in=emails, merged_into=None

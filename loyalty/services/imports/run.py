@@ -4,6 +4,8 @@ transaction rolled back), `inspect_file` (the file checked, nothing written) and
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -122,8 +124,10 @@ def _run(table, layout, program, report, writer, actor, progress, migration=Fals
         progress(report)  # the start: rows_total is known
     if layout.kind == MEMBERS:
         members = MemberImport(program, report, writer, actor, migration=migration)
-        for chunk in _batches(rows, _chunk_size("IMPORT_CHUNK_MEMBERS", CHUNK_MEMBERS)):
-            members.chunk(chunk)
+        size = _chunk_size("IMPORT_CHUNK_MEMBERS", CHUNK_MEMBERS)
+        parsed = (members.parse(chunk) for chunk in _batches(rows, size))
+        for chunk in _ahead(parsed):
+            members.chunk_parsed(chunk)
             statistics.refresh()
             if progress is not None:
                 progress(report)
@@ -142,6 +146,53 @@ def _chunk_size(setting: str, default: int) -> int:
     """Progress (and the job's heartbeat) is recorded after each chunk: smaller chunks
     report it more often, larger ones cost fewer queries per row."""
     return max(1, int(getattr(settings, setting, default)))
+
+
+_END = object()
+
+
+def _ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """`items`, produced by a thread of their own up to `depth` ahead of the consumer.
+
+    Why: a members file's next chunk is read and parsed (pure Python, no database) while
+    this thread waits for the database to write the current one; measured in
+    docs/performance.md ("Imports at scale"). An error in the producer is raised here, where
+    the consumer reaches it; a consumer that stops early stops the producer too."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put((_END, None))
+        except BaseException as error:  # handed to the consumer
+            buffer.put((_END, error))
+
+    producer = threading.Thread(target=produce, name="import-reader", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full buffer
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                producer.join(timeout=0.1)
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
