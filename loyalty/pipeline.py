@@ -49,6 +49,11 @@ class PostingRun:
     requests: Sequence[TransactionRequest]
     rules: Sequence[EarningRule]  # the program's active earning rules
     writes: bool = True  # False: a simulation (nothing is recorded)
+    # The program's cached posting configuration (`loyalty.selectors.PostingConfig`) when the
+    # run has one: `config.memo(key, load)` keeps an extension's per-program reads with it,
+    # valid while the program's `config_version` stays (the extension's app bumps it by
+    # trigger when what it read changes). None: read as usual.
+    config: Any = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ a read never disagrees with the next write.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
@@ -36,6 +37,7 @@ from loyalty.models import (
     Bucket,
     BucketAllocation,
     Currency,
+    EarningRule,
     LedgerEntry,
     Member,
     MemberEvent,
@@ -705,3 +707,73 @@ def programs_for_user(user) -> QuerySet[Program]:
     ids = program_ids_for_user(user)
     programs = Program.objects.all()
     return programs if ids is None else programs.filter(id__in=ids)
+
+
+# --- the program's posting configuration, cached per process ---------------------------------
+
+
+@dataclass
+class PostingConfig:
+    """What posting reads of a program's configuration, as of `version`: the active rules,
+    the currencies by code, the partner owning each sku and category, whether any tier group
+    has tiers, and what the posting extensions keep per program (`memo`).
+
+    Shared by every post of the process while the program's `config_version` stays the same:
+    treat it as read-only."""
+
+    program_id: int
+    version: int
+    currencies: dict[str, Currency]
+    rules: list[EarningRule]
+    sku_partners: dict[str, int]
+    category_partners: dict[str, int]
+    has_tier_groups: bool
+    memos: dict = dataclasses.field(default_factory=dict)
+
+    def memo(self, key: str, load):
+        """`load()`, once per configuration version: for an extension's per-program reads of
+        tables whose changes bump the version (their app's migration adds the trigger)."""
+        if key not in self.memos:
+            self.memos[key] = load()
+        return self.memos[key]
+
+
+_posting_configs: dict[int, PostingConfig] = {}
+
+
+def program_posting_config(program: Program) -> PostingConfig:
+    """The program's posting configuration, from the process's cache when it was read at the
+    program's current `config_version`, else read now (4 queries) and cached.
+
+    `program` must be freshly read (posting reads it with the member lock): its version says
+    whether the cache is current. Versions are never reused, so a cache entry is used only at
+    the very version it was read under, or a later read of the same data."""
+    cached = _posting_configs.get(program.pk)
+    if cached is not None and cached.version == program.config_version:
+        return cached
+    from partners.models import PartnerCategory, PartnerProduct
+
+    config = PostingConfig(
+        program_id=program.pk,
+        version=program.config_version,
+        currencies={c.code: c for c in Currency.objects.filter(program_id=program.pk)},
+        rules=list(
+            EarningRule.objects.filter(program_id=program.pk, status=EarningRule.Status.ACTIVE)
+        ),
+        sku_partners=dict(
+            PartnerProduct.objects.filter(program_id=program.pk).values_list("sku", "partner_id")
+        ),
+        category_partners=dict(
+            PartnerCategory.objects.filter(program_id=program.pk).values_list(
+                "category", "partner_id"
+            )
+        ),
+        has_tier_groups=Tier.objects.filter(group__program_id=program.pk).exists(),
+    )
+    _posting_configs[program.pk] = config
+    return config
+
+
+def posting_configs_clear() -> None:
+    """Forget every cached configuration (tests: what a freshly started process sees)."""
+    _posting_configs.clear()

@@ -45,6 +45,15 @@ class Draw:
     points: int
 
 
+def _any_prepaid(run: PostingRun) -> bool:
+    """Whether the program has prepaid partners: cached with the program's configuration
+    (a change of a partner's billing bumps its version; a draw does not, nor need it: the
+    packs' balances are read fresh whenever there is one)."""
+    return PartnerProgram.objects.filter(
+        program=run.program, billing=PartnerProgram.Billing.PREPAID
+    ).exists()
+
+
 class PrepaidPacks(PostingExtension):
     """Draws prepaid partners' packs for the points their transactions issue."""
 
@@ -52,7 +61,9 @@ class PrepaidPacks(PostingExtension):
 
     def load(self, run: PostingRun) -> None:
         self.terms: dict[int, PartnerProgram] = {}
-        if any(request.type == Transaction.Type.ACCRUAL for request in run.requests):
+        if any(request.type == Transaction.Type.ACCRUAL for request in run.requests) and (
+            run.config is None or run.config.memo("partners.prepaid", lambda: _any_prepaid(run))
+        ):
             self.terms = {
                 terms.partner_id: terms
                 for terms in PartnerProgram.objects.filter(

@@ -59,6 +59,17 @@ def promotion_note(promotion: Promotion) -> str:
     return f"promotion {promotion.code}: {promotion.name}"
 
 
+def _windows(run: PostingRun) -> list:
+    """(starts_at, ends_at) of the program's active promotions, cached with the program's
+    configuration (their status and dates bump its version; spending a budget does not, and
+    the promotions themselves are read fresh whenever one may apply)."""
+    return list(
+        Promotion.objects.filter(program=run.program, status=Promotion.Status.ACTIVE).values_list(
+            "starts_at", "ends_at"
+        )
+    )
+
+
 class Promotions(PostingExtension):
     label = "promotions"
 
@@ -86,6 +97,11 @@ class Promotions(PostingExtension):
             return
         first = min(r.occurred_at for r in accruals)
         last = max(r.occurred_at for r in accruals)
+        if run.config is not None and not any(
+            (start is None or start <= last) and (end is None or end >= first)
+            for start, end in run.config.memo("promotions.windows", lambda: _windows(run))
+        ):
+            return  # no active promotion can apply: nothing to read
         self.promotions = list(
             Promotion.objects.filter(program=run.program, status=Promotion.Status.ACTIVE)
             .filter(Q(starts_at__isnull=True) | Q(starts_at__lte=last))

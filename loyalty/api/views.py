@@ -296,11 +296,15 @@ def transaction_data(
     return s.TransactionSerializer(txn, context=context).data
 
 
-def posted_transaction_data(program: Program, txn: Transaction, lines: list) -> dict:
-    """A transaction this request has just written, rendered from the row the service saved
-    and the lines as sent (they are written as sent); only its entries are read (one query,
-    until the service returns the entries it wrote)."""
-    return transaction_data(program, txn, lines=lines, entries=selectors.transaction_entries(txn))
+def posted_transaction_data(
+    program: Program, txn: Transaction, lines: list, entries: list[LedgerEntry] | None = None
+) -> dict:
+    """A transaction this request has just written, rendered from the row the service saved,
+    the lines as sent (they are written as sent) and the entries posting wrote (read back,
+    in one query, only when posting does not return them)."""
+    if entries is None:
+        entries = selectors.transaction_entries(txn)
+    return transaction_data(program, txn, lines=lines, entries=entries)
 
 
 def transaction_detail(program: Program, external_id: str) -> dict:
@@ -631,7 +635,7 @@ class TransactionCreateView(ApiView):
             for line in request_data.lines
         ]
         return Response(
-            posted_transaction_data(self.program, result.transaction, lines),
+            posted_transaction_data(self.program, result.transaction, lines, result.entries),
             status=status.HTTP_201_CREATED,
         )
 

@@ -59,6 +59,14 @@ class Program(models.Model):
         help_text="At most this many promotions reward one transaction (highest priority "
         "first); empty: no maximum.",
     )
+    config_version = models.BigIntegerField(
+        default=0,
+        editable=False,
+        help_text="Changes whenever what posting reads of the program's configuration changes "
+        "(rules, currencies, tiers, partner products and categories, prepaid terms, "
+        "promotions): set by database triggers (migration 0022), never by code, so that "
+        "posting's per-process cache of that configuration knows when it is stale.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -93,11 +93,18 @@ class LedgerWriter:
     same code either way. A deferred writer cannot read back its own unsaved rows: its
     balances must be preloaded (`preload_balances`) or are new, and it debits only with a
     `bucket_source` (or from a first bucket that covers the debit).
+
+    `buffered=True` (a single accrual) is an immediate writer in every respect but two: the
+    new entries, buckets and allocations are inserted at `flush`, one INSERT per table (or
+    before a read of open buckets needs them), and the balances are preloaded
+    (`preload_balances`) and updated at `flush` in one statement. Everything else (events,
+    extensions' rows, bucket changes) is written at once, as `deferred` is False.
     """
 
     now: dt.datetime
     balances: dict[tuple[int, int], Balance] = field(default_factory=dict)
     deferred: bool = False
+    buffered: bool = False
     new_entries: list[LedgerEntry] = field(default_factory=list)
     new_buckets: list[Bucket] = field(default_factory=list)
     new_allocations: list[BucketAllocation] = field(default_factory=list)
@@ -110,12 +117,18 @@ class LedgerWriter:
     # Where a deferred writer finds a member's open buckets (its own unsaved ones included),
     # instead of the database: `open_buckets`' contract, answered from memory.
     bucket_source: Callable[[Member, Currency, dt.date], list[Bucket]] | None = None
+    # The balances a buffered writer changed (only those are updated at flush).
+    touched: set = field(default_factory=set)
+    # The entries a buffered writer has inserted, in the order written.
+    written_entries: list = field(default_factory=list)
 
     # --- balances -------------------------------------------------------------------------
     def balance(self, member: Member, currency: Currency) -> Balance:
         key = (member.id, currency.id)
+        if self.buffered:
+            self.touched.add(key)
         if key not in self.balances:
-            if self.deferred:
+            if self.deferred or self.buffered:
                 self.balances[key] = build(Balance, member=member, currency=currency)
             else:
                 balance, _ = Balance.objects.get_or_create(member=member, currency=currency)
@@ -130,6 +143,16 @@ class LedgerWriter:
             self.balances[(balance.member_id, balance.currency_id)] = balance
 
     def flush(self) -> None:
+        if self.buffered:
+            self._insert_buffered()
+            touched = [self.balances[key] for key in self.touched]
+            now = timezone.now()
+            for balance in touched:
+                balance.updated_at = now
+            Balance.objects.bulk_create([b for b in touched if b.pk is None])
+            bulk_update_values(Balance, [b for b in touched if b.pk is not None], BALANCE_FIELDS)
+            self.balances, self.touched = {}, set()
+            return
         if not self.deferred:
             for balance in self.balances.values():
                 balance.save()
@@ -157,6 +180,18 @@ class LedgerWriter:
         self.new_rows = {}
         self.balances = {}
 
+    def _insert_buffered(self) -> None:
+        """A buffered writer's new rows, one INSERT per table (their ids come back)."""
+        for model, rows in (
+            (LedgerEntry, self.new_entries),
+            (Bucket, self.new_buckets),
+            (BucketAllocation, self.new_allocations),
+        ):
+            if rows:
+                model.objects.bulk_create(rows)
+        self.written_entries.extend(self.new_entries)
+        self.new_entries, self.new_buckets, self.new_allocations = [], [], []
+
     # --- persistence: immediate, or kept for flush when deferred ---------------------------
     def _entry(self, member: Member, currency: Currency, points: int, kind: str, **extra):
         entry = build(
@@ -168,7 +203,7 @@ class LedgerWriter:
             kind=kind,
             **extra,
         )
-        if self.deferred:
+        if self.deferred or self.buffered:
             self.new_entries.append(entry)
         else:
             entry.save(force_insert=True)
@@ -176,7 +211,7 @@ class LedgerWriter:
 
     def _new_bucket(self, **fields) -> Bucket:
         bucket = build(Bucket, **fields)
-        if self.deferred:
+        if self.deferred or self.buffered:
             self.new_buckets.append(bucket)
         else:
             bucket.save(force_insert=True)
@@ -184,7 +219,8 @@ class LedgerWriter:
 
     def _save_bucket(self, bucket: Bucket, fields: list[str]) -> None:
         if not self.deferred:
-            bucket.save(update_fields=fields)
+            if bucket.pk is not None or not self.buffered:
+                bucket.save(update_fields=fields)
         elif bucket.pk is not None:
             self.changed_buckets[bucket.pk] = bucket
         # A new bucket is inserted with its final state at flush.
@@ -209,7 +245,7 @@ class LedgerWriter:
 
     def _allocate(self, entry: LedgerEntry, bucket: Bucket, points: int) -> None:
         allocation = build(BucketAllocation, entry=entry, bucket=bucket, points=points)
-        if self.deferred:
+        if self.deferred or self.buffered:
             self.new_allocations.append(allocation)
         else:
             allocation.save(force_insert=True)
@@ -286,6 +322,8 @@ class LedgerWriter:
         then oldest."""
         if self.bucket_source is not None:
             return self.bucket_source(member, currency, today)
+        if self.buffered:
+            self._insert_buffered()
         return list(
             Bucket.objects.filter(
                 member=member, currency=currency, remaining__gt=0, released=True, expired=False

@@ -26,7 +26,7 @@ from django.db import transaction as db_transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from loyalty import dates, rules
+from loyalty import dates, rules, selectors
 from loyalty.bulk import build
 from loyalty.exceptions import (
     IdempotencyConflict,
@@ -48,6 +48,8 @@ from loyalty.models import (
     TransactionLine,
 )
 from loyalty.pipeline import Decision, PostingExtension, PostingRun, RunStale, extensions_load
+from loyalty.selectors import PostingConfig
+from loyalty.services.due import DueBuckets
 from loyalty.services.escrow import available_at_for
 from loyalty.services.ledger import LedgerWriter, settle
 from loyalty.services.requests import (
@@ -57,7 +59,12 @@ from loyalty.services.requests import (
     check_not_future,
     check_not_too_old,
 )
-from loyalty.services.tiers import tiers_after_posting
+from loyalty.services.tiers import (
+    NOT_QUALIFYING_KINDS,
+    _BatchReads,
+    program_tier_groups,
+    tiers_after_posting,
+)
 from partners.models import Partner, PartnerCategory, PartnerProduct
 
 ACTIVITY_SUBTYPES = ("purchase", "engagement")
@@ -68,8 +75,12 @@ STALE_RUN_ATTEMPTS = 10
 
 @dataclass
 class PostResult:
+    """`entries`: the ledger entries the post wrote for its transaction, in the order they
+    were written, when it knows them (an accrual); None: read them if needed."""
+
     transaction: Transaction
     created: bool
+    entries: list[LedgerEntry] | None = None
 
 
 # --- conversions ---------------------------------------------------------------------------
@@ -112,6 +123,9 @@ class PostingContext:
     """
 
     program: Program
+    # The process's cached configuration (`selectors.program_posting_config`), when the
+    # caller read the program's version under the member lock; else read per context.
+    config: PostingConfig | None = None
     _currencies: dict[str, Currency] | None = None
     _rules: list[EarningRule] | None = None
     _partners: dict[str, Partner] = field(default_factory=dict)
@@ -133,12 +147,16 @@ class PostingContext:
                 requests=requests,
                 rules=self.rules(),
                 writes=writes,
+                config=self.config,
             )
         )
 
     def currencies(self) -> dict[str, Currency]:
         if self._currencies is None:
-            self._currencies = {c.code: c for c in self.program.currencies.all()}
+            if self.config is not None:
+                self._currencies = self.config.currencies
+            else:
+                self._currencies = {c.code: c for c in self.program.currencies.all()}
         return self._currencies
 
     def currency(self, code: str, field: str = "points_currency") -> Currency:
@@ -152,7 +170,9 @@ class PostingContext:
 
     def rules(self) -> list[EarningRule]:
         if self._rules is None:
-            self._rules = active_rules(self.program)
+            self._rules = (
+                self.config.rules if self.config is not None else active_rules(self.program)
+            )
         return self._rules
 
     def rules_read_member_groups(self) -> bool:
@@ -167,6 +187,13 @@ class PostingContext:
     def line_partner_ids(self, lines) -> list[int | None]:
         """The partner of each line: the partner owning its sku in this program, else its
         category's."""
+        if self.config is not None:
+            skus, categories = self.config.sku_partners, self.config.category_partners
+            return [
+                (skus.get(line.sku) if line.sku else None)
+                or (categories.get(line.category) if line.category else None)
+                for line in lines
+            ]
         missing_skus = {line.sku for line in lines if line.sku} - {
             sku for kind, sku in self._line_partners if kind == "sku"
         }
@@ -215,12 +242,14 @@ def transaction_post(
 
     `limit_backdating=False` lifts the back-dating window (`check_not_too_old`): the batched
     path passes it, since imports and the demo load history by design; every other door
-    (API, admin) posts through here with the window."""
+    (API, admin) posts through here with the window.
+
+    A replay is not looked up first: the insert of its transaction row fails on the unique
+    (program, external_id) inside the post's savepoint, and the original answers; a refusal
+    looks for an original too before it is raised, so a replay is answered as the original
+    whatever has changed since (the clock, the member's status)."""
     request.check_shape()
     now = now or timezone.now()
-    existing = _existing(program, request.external_id)
-    if existing is not None:
-        return PostResult(_replay(existing, request), created=False)
     try:
         check_not_future(request, now)
         if limit_backdating:
@@ -241,6 +270,9 @@ def transaction_post(
             raise
         return PostResult(_replay(existing, request), created=False)
     except LoyaltyError as error:
+        existing = _existing(program, request.external_id)
+        if existing is not None:
+            return PostResult(_replay(existing, request), created=False)
         if not (record_refusal and refusal_recordable(error)):
             raise
         if not refusal_record(program=program, request=request, error=error, actor=actor):
@@ -365,21 +397,34 @@ def _post_locked(
     *, program: Program, request: TransactionRequest, actor: str, now: dt.datetime
 ) -> PostResult:
     member = _lock_member(program, request)
-    context = PostingContext(program)
+    # The program as read with the lock: its version says whether the cached configuration
+    # is current.
+    config = selectors.program_posting_config(member.program)
+    context = PostingContext(program, config=config)
     context.start_run([member], [request])
-    # A replay that waited for the member lock finds the original through the unique
-    # constraint: the insert below raises IntegrityError and transaction_post replays.
-    writer = LedgerWriter(now=now)
-    settle(writer, member, now)
+    # A replay (or a post that waited for the member lock behind its original) finds the
+    # original through the unique constraint: the insert of its row raises IntegrityError
+    # and transaction_post replays.
+    entries = None
     if request.type == Transaction.Type.ACCRUAL:
+        # The ledger rows are kept and written together at the end (one INSERT per table);
+        # the member's balances are read once and updated once.
+        writer = LedgerWriter(now=now, buffered=True)
+        writer.preload_balances([member.id])
+        due = DueBuckets(program, {c.id: c for c in config.currencies.values()}, [member], now)
+        due.settle(writer, member, now)
+        due.add_new(member, writer)
         accrual = accrual_prepare(context, member, request, actor)
         accrual.txn.save(force_insert=True)
         TransactionLine.objects.bulk_create(accrual.lines)
         accrual_apply(writer, context, member, accrual)
+        due.add_new(member, writer)
         if settlement_due_after(context, accrual, now):
-            settle(writer, member, now)
+            due.settle(writer, member, now)
         txn = accrual.txn
     else:
+        writer = LedgerWriter(now=now)
+        settle(writer, member, now)
         txn, lines = journal_build(context, member, request, actor)
         txn.save(force_insert=True)
         TransactionLine.objects.bulk_create(lines)
@@ -411,12 +456,41 @@ def _post_locked(
     for extension in context.extensions:
         extension.flush(writer)
     writer.flush()
-    tiers_after_posting(member=member, transaction=txn, now=now)
+    if writer.buffered:
+        entries = [
+            e
+            for e in writer.written_entries
+            if LedgerEntry.transaction.is_cached(e) and e.transaction is txn
+        ]
+    if config.has_tier_groups:
+        _tiers_after(config, member, txn, now, entries)
     if request.type == Transaction.Type.ACCRUAL and request.subtype == "purchase":
         # In this database transaction: the purchase and the referral it earns are
         # committed together or not at all.
         _referral_on_first_purchase(program, member, txn, actor, now)
-    return PostResult(txn, created=True)
+    return PostResult(txn, created=True, entries=entries)
+
+
+def _tiers_after(
+    config: PostingConfig,
+    member: Member,
+    txn: Transaction,
+    now: dt.datetime,
+    entries: list[LedgerEntry] | None,
+) -> None:
+    """The immediate tier upgrade of a post; given the entries it wrote, with the program's
+    tier groups from the cached configuration and the points it moved from those entries,
+    instead of reading both again."""
+    if entries is None:
+        tiers_after_posting(member=member, transaction=txn, now=now)
+        return
+    moved: dict[int, int] = {}
+    for entry in entries:
+        if entry.kind not in NOT_QUALIFYING_KINDS:
+            moved[entry.currency_id] = moved.get(entry.currency_id, 0) + entry.points
+    groups = config.memo("loyalty.tier_groups", lambda: program_tier_groups(config.program_id))
+    reads = _BatchReads(groups=groups, states={}, moved={txn.pk: moved})
+    tiers_after_posting(member=member, transaction=txn, now=now, _reads=reads)
 
 
 def _lock_member(program: Program, request: TransactionRequest) -> Member:
