@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 
 from loyalty import dates
 from loyalty.models import Member, TierGroup
@@ -40,7 +41,16 @@ def period_containing(group: TierGroup, enrolled_on: dt.date, day: dt.date) -> P
     """The qualifying period containing `day`: calendar-aligned years from `period_start`
     (fixed model) or years from the member's enrolment date (anniversary model)."""
     if group.model == TierGroup.PeriodModel.FIXED:
-        month, day_of_month = group.period_month_day
+        return _period(group.period_start, None, day)
+    return _period(None, enrolled_on, day)
+
+
+@lru_cache(maxsize=65536)
+def _period(period_start: str | None, enrolled_on: dt.date | None, day: dt.date) -> Period:
+    """`period_containing`, remembered: the batched tier jobs ask it for the same few dates
+    for thousands of members."""
+    if enrolled_on is None:
+        month, day_of_month = (int(part) for part in period_start.split("-"))
         origin = dt.date(2000, month, day_of_month)  # 2000 is a leap year
     else:
         origin = enrolled_on

@@ -17,7 +17,9 @@ What this module guarantees (all dates in the program's timezone):
   current period. They keep the displayed balance honest; tier decisions never read them.
 - Every change is one `MemberTier` update, one `TierHistory` row and, when the tier changes,
   one `tier_upgraded`/`tier_downgraded` member event, in the same database transaction.
-- Writers hold the member's row lock (`lock_members`); jobs run one member per transaction.
+- Writers hold the member's row lock (`lock_members`); the jobs run in batches of members,
+  one database transaction per batch (`tier_jobs`), with the result of the per-member
+  functions `tier_assess_member` and `qualifying_reset_member`.
 """
 
 from __future__ import annotations
@@ -28,15 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction as db_transaction
-from django.db.models import Exists, OuterRef, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Sum
 from django.utils import timezone
 
 from loyalty import dates
 from loyalty.bulk import among, build, bulk_insert_copy, bulk_update_values, insert_columns
 from loyalty.exceptions import InvalidTierChange, ValidationFailed
 from loyalty.models import (
-    Bucket,
     LedgerEntry,
     Member,
     MemberEvent,
@@ -53,7 +53,30 @@ from loyalty.selectors import (  # noqa: F401  (part of this module's vocabulary
     qualifying_entries,
     qualifying_points,
 )
-from loyalty.services.events import EventType, member_event_build, member_event_record
+from loyalty.services.events import member_event_build
+from loyalty.services.tier_jobs import (
+    qualifying_reset_batched,
+    reset_before,
+    tiers_assess_batched,
+)
+from loyalty.services.tier_rules import (  # noqa: F401  (part of this module's vocabulary)
+    assessment_move,
+    base_tier,
+    catch_up,
+    catch_up_from,
+    extend,
+    highest_reached,
+    job_groups,
+    ladder,
+    member_state,
+    program_tier_groups,
+    rank,
+    renewal_valid_until,
+    roll_period,
+    tier_change_event,
+    upgrade_move,
+    upgrade_valid_until,
+)
 from loyalty.tier_periods import (  # noqa: F401  (part of this module's vocabulary)
     Period,
     anniversary_in,
@@ -71,109 +94,15 @@ TICK = dt.timedelta(microseconds=1)
 # --- periods and validity (pure) ------------------------------------------------------------------
 
 
-def extend(group: TierGroup, enrolled_on: dt.date, day: dt.date) -> dt.date:
-    """`extend_expiration` applied to a validity end date."""
-    option = group.extend_expiration
-    if option == TierGroup.Extension.END_OF_MONTH:
-        return dates.end_of_month(day)
-    if option == TierGroup.Extension.QUALIFYING_RESET_DATE:
-        return period_containing(group, enrolled_on, day).end
-    if option == TierGroup.Extension.ANNIVERSARY_DATE:
-        return next_anniversary(enrolled_on, day)
-    return day
-
-
-def upgrade_valid_until(group: TierGroup, enrolled_on: dt.date, upgraded_on: dt.date) -> dt.date:
-    """Rule 2: `tier_duration_months` from the upgrade date, then extended."""
-    return extend(group, enrolled_on, dates.add_months(upgraded_on, group.tier_duration_months))
-
-
-def renewal_valid_until(group: TierGroup, enrolled_on: dt.date, starts_on: dt.date) -> dt.date:
-    """Rule 4: another duration from the day after the old validity (that day included), then
-    extended. From 1 January 2027 for 12 months: through 31 December 2027."""
-    last_day = dates.add_months(starts_on, group.tier_duration_months) - DAY
-    return extend(group, enrolled_on, last_day)
-
-
 # --- reading --------------------------------------------------------------------------------------
-
-
-def ladder(group: TierGroup) -> list[Tier]:
-    """The group's tiers, lowest threshold first (the first is the base tier)."""
-    cached = getattr(group, "_ladder", None)
-    if cached is None:
-        cached = list(group.tiers.order_by("threshold", "id"))
-        group._ladder = cached
-    return cached
-
-
-def program_tier_groups(program_id: int) -> list[TierGroup]:
-    """The program's tier groups that have tiers, with their ladders, in one query."""
-    groups: dict[int, TierGroup] = {}
-    tiers = (
-        Tier.objects.filter(group__program_id=program_id)
-        .select_related("group__qualifying_currency")
-        .order_by("group_id", "threshold", "id")
-    )
-    for tier in tiers:
-        group = groups.setdefault(tier.group_id, tier.group)
-        if not hasattr(group, "_ladder") or group._ladder is None:
-            group._ladder = []
-        tier.group = group
-        group._ladder.append(tier)
-    return list(groups.values())
-
-
-def base_tier(group: TierGroup) -> Tier:
-    tiers = ladder(group)
-    if not tiers:
-        raise InvalidTierChange(f"Tier group {group.code} has no tiers.")
-    return tiers[0]
-
-
-def highest_reached(group: TierGroup, qp_units: int) -> Tier:
-    """The highest tier whose threshold the qualifying points reach (at least the base)."""
-    scale = group.qualifying_currency.scale
-    reached = base_tier(group)
-    for tier in ladder(group):
-        if tier.threshold * scale <= qp_units:
-            reached = tier
-    return reached
-
-
-def rank(group: TierGroup, tier: Tier) -> int:
-    return next(i for i, t in enumerate(ladder(group)) if t.pk == tier.pk)
 
 
 # --- state and changes ----------------------------------------------------------------------------
 
 
-def _state(member: Member, group: TierGroup, day: dt.date) -> MemberTier:
-    """The member's state in the group; a member without one holds the base tier since
-    enrolment (a group added after they enrolled), created here without history."""
-    state = MemberTier.objects.filter(member=member, group=group).select_related("tier").first()
-    if state is not None:
-        return state
-    start = enrolled_on(member)
-    period = period_containing(group, start, max(day, start))
-    return MemberTier.objects.create(
-        member=member,
-        group=group,
-        tier=base_tier(group),
-        valid_from=start,
-        valid_until=None,
-        period_start=period.start,
-        period_end=period.end,
-    )
-
-
 def _roll_period(member: Member, group: TierGroup, state: MemberTier, day: dt.date) -> bool:
     """Move the state's qualifying period forward to the one containing `day`."""
-    period = period_containing(group, enrolled_on(member), day)
-    if period.start <= state.period_start:
-        return False
-    state.period_start, state.period_end = period.start, period.end
-    return True
+    return roll_period(group, enrolled_on(member), state, day)
 
 
 def _change(member: Member, group: TierGroup, state: MemberTier, **move) -> TierHistory:
@@ -182,33 +111,29 @@ def _change(member: Member, group: TierGroup, state: MemberTier, **move) -> Tier
     history = _move(member, group, state, **move)
     state.save()
     history.save(force_insert=True)
-    event = _change_event(group, history)
+    event = tier_event(member, group, history)
     if event is not None:
-        member_event_record(member=member, **event)
+        event.save(force_insert=True)
     return history
 
 
-def _change_event(group: TierGroup, history: TierHistory) -> dict | None:
-    """The `tier_upgraded`/`tier_downgraded` event of a history row (the keyword arguments of
-    `member_event_record` besides the member), or None when the tier did not change."""
-    old, tier = history.from_tier, history.to_tier
-    if old is None or old.pk == tier.pk:
+def tier_event(member: Member, group: TierGroup, history: TierHistory):
+    """The `tier_upgraded`/`tier_downgraded` member event of a change of tier (unsaved), or
+    None when the change keeps the tier."""
+    found = tier_change_event(
+        group,
+        history.from_tier,
+        history.to_tier,
+        history.reason,
+        history.valid_from,
+        history.valid_until,
+    )
+    if found is None:
         return None
-    return {
-        "type": EventType.TIER_UPGRADED
-        if tier.threshold > old.threshold
-        else EventType.TIER_DOWNGRADED,
-        "payload": {
-            "group": group.code,
-            "from_tier": old.code,
-            "to_tier": tier.code,
-            "tier_name": tier.name,
-            "reason": history.reason,
-            "valid_from": history.valid_from,
-            "valid_until": history.valid_until,
-        },
-        "occurred_at": history.occurred_at,
-    }
+    type, payload = found
+    return member_event_build(
+        member=member, type=type, payload=payload, occurred_at=history.occurred_at
+    )
 
 
 def _move(
@@ -263,142 +188,41 @@ def _upgrade(
     transaction: Transaction | None = None,
 ) -> TierHistory:
     """Rule 2, dated on `at`'s local date (never before the state's last change)."""
-    return _change(
-        member,
-        group,
-        state,
-        **_upgrade_move(member, group, state, tier, at, qp, period, transaction),
+    move = upgrade_move(
+        group, enrolled_on(member), member.program.timezone, state, tier, at, qp, period
     )
-
-
-def _upgrade_move(
-    member: Member,
-    group: TierGroup,
-    state: MemberTier,
-    tier: Tier,
-    at: dt.datetime,
-    qp: int,
-    period: Period,
-    transaction: Transaction | None,
-) -> dict:
-    """The keyword arguments of `_move` for an upgrade (`_upgrade`; the batched posting hook
-    writes the same in bulk)."""
-    tz_name = member.program.timezone
-    day = max(dates.local_date(at, tz_name), state.valid_from)
-    return {
-        "tier": tier,
-        "reason": Reason.UPGRADE,
-        "occurred_at": max(at, dates.start_of_day(day, tz_name)),
-        "valid_from": day,
-        "valid_until": None
-        if tier.pk == base_tier(group).pk
-        else upgrade_valid_until(group, enrolled_on(member), day),
-        "qp": qp,
-        "period": period,
-        "transaction": transaction,
-    }
-
-
-def _assess(
-    member: Member, group: TierGroup, state: MemberTier, qp: int, period: Period
-) -> TierHistory:
-    """Rule 4 at the end of `state.valid_until`, on that day's period QP."""
-    tz_name = member.program.timezone
-    current = state.tier
-    eligible = highest_reached(group, qp)
-    if rank(group, eligible) >= rank(group, current):
-        tier = eligible
-        reason = Reason.ASSESSMENT_RETAIN if eligible.pk == current.pk else Reason.UPGRADE
-    else:
-        reason = Reason.ASSESSMENT_DOWNGRADE
-        if group.downgrade == TierGroup.Downgrade.ONE_STEP:
-            tier = ladder(group)[rank(group, current) - 1]
-        else:
-            tier = eligible
-    starts_on = state.valid_until + DAY
-    _roll_period(member, group, state, starts_on)
-    return _change(
-        member,
-        group,
-        state,
-        tier=tier,
-        reason=reason,
-        occurred_at=dates.start_of_day(starts_on, tz_name),
-        valid_from=starts_on,
-        valid_until=None
-        if tier.pk == base_tier(group).pk
-        else renewal_valid_until(group, enrolled_on(member), starts_on),
-        qp=qp,
-        period=period,
-        note="assessed at the end of the validity",
-    )
+    return _change(member, group, state, transaction=transaction, **move)
 
 
 def _advance(
     member: Member, group: TierGroup, state: MemberTier, until: dt.datetime
 ) -> list[TierHistory]:
-    """Catch up in date order: assessments due by `until` (validity ends before its day) and
-    the upgrades the qualifying entries since the state's last change would have made
-    (transactions that occurred before `until`)."""
+    """Catch up in date order (`catch_up`), reading the member's qualifying entries and
+    writing each change at once."""
     if state.valid_until is None:
         return []
     tz_name = member.program.timezone
     start = enrolled_on(member)
-    first_period = period_containing(group, start, state.valid_from)
     rows = list(
         qualifying_entries(member, group)
         .filter(
-            attributed_at__gte=dates.start_of_day(first_period.start, tz_name),
+            attributed_at__gte=dates.start_of_day(catch_up_from(group, start, state), tz_name),
             effective_at__lt=until,
         )
         .order_by("effective_at", "id")
         .values_list("points", "attributed_at", "effective_at")
     )
-    periods: dict[dt.date, Period] = {}
-
-    def period_of(day: dt.date) -> Period:
-        found = next((p for p in periods.values() if p.start <= day <= p.end), None)
-        if found is None:
-            found = period_containing(group, start, day)
-            periods[found.start] = found
-        return found
-
-    keyed = [
-        (points, period_of(dates.local_date(attributed, tz_name)).start, effective)
-        for points, attributed, effective in rows
-    ]
-
-    def qp(period: Period, before: dt.datetime) -> int:
-        return sum(p for p, key, effective in keyed if key == period.start and effective < before)
-
-    changes = []
-    index = 0
-    scan_from = dates.start_of_day(state.valid_from, tz_name)
-    while True:
-        while index < len(keyed) and keyed[index][2] < scan_from:
-            index += 1
-        next_at = keyed[index][2] if index < len(keyed) else None
-        due = (
-            dates.start_of_day(state.valid_until + DAY, tz_name)
-            if state.valid_until is not None
-            else None
-        )
-        if due is not None and due <= until and (next_at is None or due <= next_at):
-            period = period_of(state.valid_until)
-            changes.append(_assess(member, group, state, qp(period, due), period))
-            scan_from = due
-            continue
-        if next_at is None:
-            return changes
-        while index < len(keyed) and keyed[index][2] == next_at:
-            index += 1
-        period = period_of(dates.local_date(next_at, tz_name))
-        points = qp(period, next_at + TICK)
-        reached = highest_reached(group, points)
-        if rank(group, reached) > rank(group, state.tier):
-            changes.append(
-                _upgrade(member, group, state, tier=reached, at=next_at, qp=points, period=period)
-            )
+    changes: list[TierHistory] = []
+    catch_up(
+        group,
+        start,
+        tz_name,
+        state,
+        rows,
+        until,
+        lambda move: changes.append(_change(member, group, state, **move)),
+    )
+    return changes
 
 
 # --- the posting hook -----------------------------------------------------------------------------
@@ -548,9 +372,9 @@ def _upgrades_in_memory(
         simulated_states, moves = result
         for group, history in moves:
             histories.append(history)
-            event = _change_event(group, history)
+            event = tier_event(member, group, history)
             if event is not None:
-                events.append(member_event_build(member=member, **event))
+                events.append(event)
         for group in groups:
             state, simulated = states[(member_id, group.pk)], simulated_states[group.pk]
             if (
@@ -641,8 +465,10 @@ def _simulate_member(
                 )
                 reached = highest_reached(group, points)
                 if rank(group, reached) > rank(group, state.tier):
-                    move = _upgrade_move(member, group, state, reached, at, points, period, txn)
-                    histories.append((group, _move(member, group, state, **move)))
+                    move = upgrade_move(
+                        group, enrolled_on(member), tz_name, state, reached, at, points, period
+                    )
+                    histories.append((group, _move(member, group, state, transaction=txn, **move)))
             _roll_period(member, group, state, current_day)
     return simulated, histories
 
@@ -736,7 +562,7 @@ def _evaluate_posting(
     day = dates.local_date(at, tz_name)
     # The stored period never runs ahead of the clock (a future-dated transaction).
     current_day = min(day, dates.local_date(now, tz_name))
-    state = (states or {}).get((member.pk, group.pk)) or _state(member, group, current_day)
+    state = (states or {}).get((member.pk, group.pk)) or member_state(member, group, current_day)
     if states is not None:
         states[(member.pk, group.pk)] = state
     changes = []
@@ -948,7 +774,7 @@ def member_tier_set(
         from loyalty.services.ledger import lock_member
 
         member = lock_member(member)
-        state = _state(member, group, today)
+        state = member_state(member, group, today)
         _advance(member, group, state, now)
         period = period_containing(group, enrolled_on(member), today)
         return _change(
@@ -978,7 +804,7 @@ def tiers_after_merge(*, survivor: Member, duplicate: Member, now: dt.datetime) 
     ):
         if not ladder(group):
             continue
-        state = _state(survivor, group, today)
+        state = member_state(survivor, group, today)
         _advance(survivor, group, state, now)
         other = MemberTier.objects.filter(member=duplicate, group=group).first()
         if (
@@ -1008,119 +834,74 @@ def tiers_after_merge(*, survivor: Member, duplicate: Member, now: dt.datetime) 
 # --- jobs -----------------------------------------------------------------------------------------
 
 
-def _groups(program: Program) -> list[TierGroup]:
-    return [
-        g
-        for g in program.tier_groups.select_related("qualifying_currency").order_by("id")
-        if ladder(g)
-    ]
-
-
-def tier_assess_due(*, program: Program, as_of: dt.date) -> int:
+def tier_assess_due(
+    *,
+    program: Program,
+    as_of: dt.date,
+    id_range: tuple[int, int] | None = None,
+    batch_size: int = 0,
+) -> int:
     """Rules 4 and 5: assess every tier whose validity ended before `as_of` (catching up
-    missed assessments and the upgrades between them, in date order). Idempotent. Returns the
-    number of members assessed; each is one database transaction under its row lock."""
-    from loyalty.services.ledger import lock_member
-
-    groups = _groups(program)
-    member_ids = sorted(
-        set(
-            MemberTier.objects.filter(group__in=groups, valid_until__lt=as_of)
-            .exclude(member__status=Member.Status.CLOSED)
-            .values_list("member_id", flat=True)
-        )
+    missed assessments and the upgrades between them, in date order). Idempotent. Only members
+    with `id_range[0] <= id < id_range[1]` when given. Returns the number of members assessed.
+    Runs in batches (`tier_jobs`), with exactly the result of `tier_assess_member` member by
+    member."""
+    return tiers_assess_batched(
+        program=program, as_of=as_of, id_range=id_range, batch_size=batch_size
     )
-    until = dates.start_of_day(as_of, program.timezone)
-    for member_id in member_ids:
-        with db_transaction.atomic():
-            member = lock_member(Member(id=member_id))
-            for group in groups:
-                state = MemberTier.objects.filter(member=member, group=group).first()
-                if state is not None and state.valid_until is not None:
-                    _advance(member, group, state, until)
-    return len(member_ids)
 
 
-def qualifying_points_reset(*, program: Program, as_of: dt.date) -> int:
+def qualifying_points_reset(
+    *,
+    program: Program,
+    as_of: dt.date,
+    id_range: tuple[int, int] | None = None,
+    batch_size: int = 0,
+) -> int:
     """Rule 3: once a qualifying period has ended (by the start of `as_of`), a
     `qualifying_reset` entry takes away the qualifying points earned before the current
     period; points of a closed period that arrive later (backdated, or released from escrow)
-    are taken away by the next run. Idempotent. Returns the number of members reset."""
+    are taken away by the next run. Idempotent. Only members with
+    `id_range[0] <= id < id_range[1]` when given. Returns the number of members reset. Runs
+    in batches (`tier_jobs`), with exactly the result of `qualifying_reset_member` member by
+    member."""
+    return qualifying_reset_batched(
+        program=program, as_of=as_of, id_range=id_range, batch_size=batch_size
+    )
+
+
+def tier_assess_member(*, member_id: int, program: Program, as_of: dt.date) -> None:
+    """The assessment job for one member, in its own database transaction under its lock:
+    the reference the batched job is held equal to (and what the job did before batches)."""
+    from loyalty.services.ledger import lock_member
+
+    until = dates.start_of_day(as_of, program.timezone)
+    with db_transaction.atomic():
+        member = lock_member(Member(id=member_id))
+        for group in job_groups(program):
+            state = MemberTier.objects.filter(member=member, group=group).first()
+            if state is not None and state.valid_until is not None:
+                _advance(member, group, state, until)
+
+
+def qualifying_reset_member(
+    *, member_id: int, program: Program, group: TierGroup, as_of: dt.date
+) -> None:
+    """The qualifying reset of one member in `group`'s currency, in its own database
+    transaction under its lock: settle, then take away the open qualifying points earned
+    before the current period (the reference the batched job is held equal to)."""
     from loyalty.services.ledger import LedgerWriter, lock_member, settle
 
-    tz_name = program.timezone
-    at = dates.start_of_day(as_of, tz_name)
-    done_currencies: set[int] = set()
-    members = 0
-    for group in _groups(program):
-        if group.qualifying_currency_id in done_currencies:
-            continue  # groups sharing a currency share its periods (TierGroup.clean)
-        done_currencies.add(group.qualifying_currency_id)
-        ended = MemberTier.objects.filter(group=group, period_end__lt=as_of).values_list(
-            "member_id", flat=True
-        )
-        late = (
-            Bucket.objects.filter(
-                currency_id=group.qualifying_currency_id,
-                remaining__gt=0,
-                released=True,
-                expired=False,
-            )
-            .annotate(earned_on=TruncDate("occurred_at", tzinfo=dates.zone(tz_name)))
-            .filter(
-                Exists(
-                    MemberTier.objects.filter(
-                        member=OuterRef("member"),
-                        group=group,
-                        period_start__gt=OuterRef("earned_on"),
-                    )
-                )
-            )
-            .values_list("member_id", flat=True)
-        )
-        for member_id in sorted(set(ended) | set(late)):
-            with db_transaction.atomic():
-                member = lock_member(Member(id=member_id))
-                state = _state(member, group, as_of)
-                if _roll_period(member, group, state, as_of):
-                    state.save(update_fields=["period_start", "period_end", "updated_at"])
-                writer = LedgerWriter(now=at)
-                settle(writer, member, at)
-                _reset_before(writer, member, group, state.period_start)
-                writer.flush()
-            members += 1
-    return members
-
-
-def _reset_before(writer, member: Member, group: TierGroup, period_start: dt.date) -> None:
-    tz_name = member.program.timezone
-    cutoff = dates.start_of_day(period_start, tz_name)
-    currency = group.qualifying_currency
-    today = dates.local_date(writer.now, tz_name)
-    open_buckets = writer.open_buckets(member, currency, today)
-    old = [b for b in open_buckets if b.occurred_at < cutoff]
-    if not old:
-        return
-    note = f"qualifying points earned before {period_start.isoformat()}"
-    if [b.pk for b in open_buckets[: len(old)]] == [b.pk for b in old]:
-        # The oldest buckets are consumed first: one entry takes exactly them.
-        writer.debit(
-            member=member,
-            currency=currency,
-            points=sum(b.remaining for b in old),
-            kind=Kind.QUALIFYING_RESET,
-            note=note,
-        )
-        return
-    for bucket in old:
-        writer.debit(
-            member=member,
-            currency=currency,
-            points=bucket.remaining,
-            kind=Kind.QUALIFYING_RESET,
-            first_bucket=bucket,
-            note=note,
-        )
+    at = dates.start_of_day(as_of, program.timezone)
+    with db_transaction.atomic():
+        member = lock_member(Member(id=member_id))
+        state = member_state(member, group, as_of)
+        if _roll_period(member, group, state, as_of):
+            state.save(update_fields=["period_start", "period_end", "updated_at"])
+        writer = LedgerWriter(now=at)
+        settle(writer, member, at)
+        reset_before(writer, member, group, state.period_start)
+        writer.flush()
 
 
 def member_tier_import(

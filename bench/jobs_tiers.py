@@ -1,0 +1,420 @@
+"""Tier jobs at scale: the qualifying reset and the tier assessment of many upgraded members.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/tessera_bench_tiers \\
+        .venv/bin/python bench/jobs_tiers.py [--members 1000000] [--as-of 2027-01-02]
+
+Creates a fresh database (dropped and re-created: it must be a scratch one), loads the points
+template (the Coffee Club: tier points TQP, the `status` group Blue/Silver/Gold on calendar
+years, 12 months of validity extended to the end of the qualifying period), then generates
+set-based, in a few SQL statements, N members enrolled in January 2024 and upgraded by one
+purchase in June 2025, to Silver (600 TQP) or, one in three, Gold (1,600 TQP): the purchase,
+its TQP entry and bucket, the TQP balance, the tier state (valid until 31 December 2026, in the
+2025 period) and the history (enrolment, upgrade). Then, timed:
+
+    tier_assessment   run_jobs' assessment as of the date (services/tier_jobs.py)
+    qualifying_reset  run_jobs' qualifying reset as of the date
+    ... again         both once more: idempotent, they must find nothing to do
+
+As of 2 January 2027 (the default) every member is due for both: their validity ended on
+31 December 2026 (no TQP in 2026: back to Blue) and their June 2025 points were earned before
+the current period. (As of 2 July 2026, the date of issue #17, only the reset is due: the
+template extends the validity to the period's end.)
+
+And, in the same run, the floor: the same writes as set-based SQL (one UPDATE of the states,
+one INSERT of the history rows, one INSERT of the reset entries), rolled back, the least the
+two jobs can cost. Prints seconds, members/s, Python CPU and database CPU, and the ratios to
+the floor. Run by hand; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from bench.database import fresh_database  # noqa: E402  (after the path is set)
+
+UPGRADED_IN = dt.date(2025, 6, 1)  # purchases from 1 to 28 June 2025, local noon
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--as-of", type=dt.date.fromisoformat, default=dt.date(2027, 1, 2))
+    return parser.parse_args()
+
+
+def backend_cpu_seconds() -> float | None:
+    """CPU time of this connection's PostgreSQL backend (user + system) when the server runs
+    on this machine (as bench/import_transactions.py reads it); None otherwise."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+class Phase:
+    """Wall time, Python CPU time and database backend CPU time of one step."""
+
+    def __enter__(self):
+        self.db_start = backend_cpu_seconds()
+        self.wall, self.cpu, self.db = time.perf_counter(), time.process_time(), None
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        db_end = backend_cpu_seconds()
+        if self.db_start is not None and db_end is not None:
+            self.db = db_end - self.db_start
+
+    def split(self) -> str:
+        db = f"{self.db:6.1f} s" if self.db is not None else "   n/a"
+        return f"{self.wall:7.1f} s wall {self.cpu:6.1f} s Python CPU {db} database CPU"
+
+
+def generate(cursor, program, members: int) -> None:
+    """Members upgraded to Silver or Gold by a purchase in June 2025, set-based."""
+    from loyalty.models import (
+        Balance,
+        Bucket,
+        LedgerEntry,
+        Member,
+        MemberTier,
+        TierGroup,
+        TierHistory,
+        Transaction,
+    )
+    from loyalty.services.tiers import ladder, period_containing, upgrade_valid_until
+
+    group = TierGroup.objects.get(program=program, code="status")
+    blue, silver, gold = ladder(group)
+    tqp = group.qualifying_currency
+    enrolled = dt.date(2024, 1, 15)
+    # The template's validity of an upgrade in June 2025, the same whatever the day.
+    [valid_until] = {
+        upgrade_valid_until(group, enrolled, UPGRADED_IN.replace(day=day)) for day in (1, 28)
+    }
+    period = period_containing(group, enrolled, UPGRADED_IN)
+    first_period = period_containing(group, enrolled, enrolled)
+    gold_units, silver_units = 1600 * tqp.scale, 600 * tqp.scale
+    tz = program.timezone
+    p = {
+        "program": program.id,
+        "currency": tqp.id,
+        "group": group.id,
+        "blue": blue.id,
+        "silver": silver.id,
+        "gold": gold.id,
+        "tz": tz,
+    }
+    cursor.execute(
+        "CREATE TEMP TABLE gen AS SELECT g AS m FROM generate_series(1, %s) g", [members]
+    )
+    cursor.execute("ALTER TABLE gen ADD PRIMARY KEY (m)")
+    insert = _inserter(cursor, p)
+    bought = "(timestamp '2025-06-01 12:00' + ((m %% 28) * interval '1 day')) AT TIME ZONE %(tz)s"
+    points = f"CASE WHEN m %% 3 = 0 THEN {gold_units} ELSE {silver_units} END"
+    insert(
+        Member,
+        {
+            "id": "m",
+            "program_id": "%(program)s",
+            "membership_number": "'T-' || m",
+            "referral_code": "'R' || m",
+            "status": "'active'",
+            "type": "'individual'",
+            "enrolled_at": "(timestamp '2024-01-15 10:00') AT TIME ZONE %(tz)s",
+            "enrollment_channel": "'store'",
+        },
+        "FROM gen",
+    )
+    insert(
+        Transaction,
+        {
+            "id": "m",
+            "program_id": "%(program)s",
+            "external_id": "'P-' || m",
+            "member_id": "m",
+            "type": "'accrual'",
+            "subtype": "'purchase'",
+            "occurred_at": bought,
+            "amount": f"({points}) / {tqp.scale}",
+            "money_currency": "'EUR'",
+            "channel": "'store'",
+        },
+        "FROM gen",
+    )
+    insert(
+        LedgerEntry,
+        {
+            "id": "m",
+            "program_id": "%(program)s",
+            "member_id": "m",
+            "currency_id": "%(currency)s",
+            "points": points,
+            "kind": "'accrual'",
+            "pool": "'available'",
+            "transaction_id": "m",
+        },
+        "FROM gen",
+    )
+    insert(
+        Bucket,
+        {
+            "id": "m",
+            "entry_id": "m",
+            "member_id": "m",
+            "currency_id": "%(currency)s",
+            "points": points,
+            "remaining": points,
+            "occurred_at": bought,
+            "released": "true",
+            "expired": "false",
+        },
+        "FROM gen",
+    )
+    insert(
+        Balance,
+        {
+            "member_id": "m",
+            "currency_id": "%(currency)s",
+            "available": points,
+            "lifetime_earned": points,
+        },
+        "FROM gen",
+    )
+    upgraded_on = f"(({bought}) AT TIME ZONE %(tz)s)::date"
+    insert(
+        MemberTier,
+        {
+            "member_id": "m",
+            "group_id": "%(group)s",
+            "tier_id": "CASE WHEN m %% 3 = 0 THEN %(gold)s ELSE %(silver)s END",
+            "valid_from": upgraded_on,
+            "valid_until": f"date '{valid_until}'",
+            "period_start": f"date '{period.start}'",
+            "period_end": f"date '{period.end}'",
+        },
+        "FROM gen",
+    )
+    insert(
+        TierHistory,
+        {
+            "member_id": "m",
+            "group_id": "%(group)s",
+            "to_tier_id": "%(blue)s",
+            "reason": "'enrolment'",
+            "occurred_at": "(timestamp '2024-01-15 10:00') AT TIME ZONE %(tz)s",
+            "valid_from": f"date '{enrolled}'",
+            "period_start": f"date '{first_period.start}'",
+            "note": "'base tier from enrolment'",
+        },
+        "FROM gen",
+    )
+    insert(
+        TierHistory,
+        {
+            "member_id": "m",
+            "group_id": "%(group)s",
+            "from_tier_id": "%(blue)s",
+            "to_tier_id": "CASE WHEN m %% 3 = 0 THEN %(gold)s ELSE %(silver)s END",
+            "reason": "'upgrade'",
+            "occurred_at": bought,
+            "valid_from": upgraded_on,
+            "valid_until": f"date '{valid_until}'",
+            "qualifying_points": points,
+            "period_start": f"date '{period.start}'",
+            "transaction_id": "m",
+        },
+        "FROM gen",
+    )
+    for table in ("loyalty_member", "loyalty_transaction", "loyalty_ledgerentry", "loyalty_bucket"):
+        cursor.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"  # nosec B608
+        )
+    cursor.execute("DROP TABLE gen")
+
+
+def _inserter(cursor, params: dict):
+    """insert(model, given, source): INSERT INTO the model's table SELECT ... FROM `source`,
+    the columns in `given` as SQL expressions (with `params`, by name), every other column its
+    Django default (auto timestamps: now()), so the rows are what the ORM would write."""
+
+    def insert(model, given, source):
+        from django.db import connection
+
+        columns, exprs = [], []
+        for field in model._meta.concrete_fields:
+            if field.attname in given:
+                columns.append(connection.ops.quote_name(field.column))
+                exprs.append(given[field.attname])
+            elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+                columns.append(connection.ops.quote_name(field.column))
+                exprs.append("now()")
+            elif not field.primary_key:
+                default = field.get_default()
+                columns.append(connection.ops.quote_name(field.column))
+                name = f"d_{model._meta.model_name}_{field.attname}"
+                params[name] = json.dumps(default) if isinstance(default, dict | list) else default
+                cast = "::jsonb" if isinstance(default, dict | list) else ""
+                exprs.append(f"%({name})s{cast}")
+        sql = (
+            f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) "  # nosec B608
+            f"SELECT {', '.join(exprs)} {source}"
+        )
+        cursor.execute(sql, params)
+
+    return insert
+
+
+def floor(cursor, program, as_of: dt.date) -> None:
+    """The two jobs' writes as set-based SQL: the history rows and the states of the
+    assessment (back to Blue, in the period of the as-of date), the reset entries."""
+    from loyalty.models import TierGroup
+    from loyalty.services.tiers import ladder, period_containing
+
+    group = TierGroup.objects.get(program=program, code="status")
+    blue = ladder(group)[0]
+    period = period_containing(group, as_of, as_of)  # fixed model: any enrolment date
+    params = {
+        "group": group.id,
+        "blue": blue.id,
+        "as_of": as_of,
+        "tz": program.timezone,
+        "start": period.start,
+        "end": period.end,
+        "currency": group.qualifying_currency_id,
+        "program": program.id,
+    }
+    cursor.execute(
+        """
+        INSERT INTO loyalty_tierhistory (
+            member_id, group_id, from_tier_id, to_tier_id, reason, occurred_at, valid_from,
+            valid_until, qualifying_points, period_start, actor, note, created_at)
+        SELECT member_id, group_id, tier_id, %(blue)s, 'assessment_downgrade',
+               (valid_until + 1)::timestamp AT TIME ZONE %(tz)s, valid_until + 1, NULL, 0,
+               %(start)s, '', 'assessed at the end of the validity', now()
+        FROM loyalty_membertier WHERE group_id = %(group)s AND valid_until < %(as_of)s
+        """,
+        params,
+    )
+    cursor.execute(
+        """
+        UPDATE loyalty_membertier SET tier_id = %(blue)s, valid_from = valid_until + 1,
+               valid_until = NULL, period_start = %(start)s, period_end = %(end)s,
+               updated_at = now()
+        WHERE group_id = %(group)s AND valid_until < %(as_of)s
+        """,
+        params,
+    )
+    cursor.execute(
+        """
+        INSERT INTO loyalty_ledgerentry (
+            program_id, member_id, currency_id, points, kind, pool, note, created_at)
+        SELECT %(program)s, member_id, currency_id, -remaining, 'qualifying_reset', 'available',
+               'qualifying points earned before ' || %(start)s, now()
+        FROM loyalty_bucket
+        WHERE currency_id = %(currency)s AND remaining > 0 AND released AND NOT expired
+          AND occurred_at < %(start)s::timestamp AT TIME ZONE %(tz)s
+        """,
+        params,
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    if "DATABASE_URL" not in os.environ:
+        sys.exit("Set DATABASE_URL to a scratch database (it is dropped and re-created).")
+    fresh_database()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection, transaction
+
+    from loyalty.definitions import program_load, read_document, template_path
+    from loyalty.jobs import run_jobs
+    from loyalty.models import Balance, LedgerEntry, TierHistory
+
+    call_command("migrate", verbosity=0)
+    program = program_load(document=read_document(template_path("points")), actor="bench")
+    n = args.members
+    print(f"Generating {n:,} members upgraded in June 2025 (set-based) ...")
+    started = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        generate(cursor, program, n)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    print(f"  {time.perf_counter() - started:.1f} s; load: {os.getloadavg()[0]:.2f} (1 min)")
+
+    with Phase() as floor_phase, transaction.atomic(), connection.cursor() as cursor:
+        floor(cursor, program, args.as_of)
+        transaction.set_rollback(True)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+
+    phases = {}
+    for label, job in (
+        ("tier_assessment", "tier_assessment"),
+        ("qualifying_reset", "qualifying_reset"),
+        ("tier_assessment again", "tier_assessment"),
+        ("qualifying_reset again", "qualifying_reset"),
+    ):
+        with Phase() as phase:
+            [(_, _, members)] = run_jobs(as_of=args.as_of, program_code=program.code, only=[job])
+        phases[label] = phase
+        rate = f"{members / phase.wall:9,.0f} members/s" if members else "   nothing to do"
+        print(f"{label:23} {members:>10,} members {rate}  {phase.split()}")
+
+    first = phases["tier_assessment"].wall + phases["qualifying_reset"].wall
+    again = phases["tier_assessment again"].wall + phases["qualifying_reset again"].wall
+    cpu = phases["tier_assessment"].cpu + phases["qualifying_reset"].cpu
+    db = (phases["tier_assessment"].db or 0) + (phases["qualifying_reset"].db or 0)
+    print(
+        f"{'both jobs':23} {n:>10,} members {n / first:9,.0f} members/s  "
+        f"{first:7.1f} s wall {cpu:6.1f} s Python CPU {db:6.1f} s database CPU"
+    )
+    print(
+        f"{'floor (SQL, 3 stmts)':23} {n:>10,} members {n / floor_phase.wall:9,.0f} members/s  "
+        f"{floor_phase.split()}"
+    )
+    print(
+        f"The two jobs take {first / floor_phase.wall:.1f}x the floor's wall time "
+        f"({db / floor_phase.db:.1f}x its database CPU); the re-run takes "
+        f"{again:.2f} s, {100 * again / first:.1f}% of the first run."
+        if floor_phase.db
+        else f"The two jobs take {first / floor_phase.wall:.1f}x the floor; the re-run "
+        f"{100 * again / first:.1f}% of the first run."
+    )
+    downgraded = TierHistory.objects.filter(reason="assessment_downgrade").count()
+    resets = LedgerEntry.objects.filter(kind="qualifying_reset").count()
+    left = Balance.objects.filter(available__gt=0).count()
+    print(
+        f"Check: {downgraded:,} assessments, {resets:,} reset entries, {left:,} balances left "
+        f"with tier points (expected {n:,}, {n:,}, 0). Load at the end: "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}."
+    )
+    print(
+        "Target (2 cores): reset and assessment of 1M upgraded members under 60 s "
+        "(17,000 members/s for both); a re-run under 10% of the first run."
+    )
+
+
+if __name__ == "__main__":
+    main()

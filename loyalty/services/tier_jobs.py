@@ -1,0 +1,734 @@
+"""The tier jobs in batches: the assessment (with catch-up) and the qualifying reset of many
+members at once (docs/tiers.md, "Tier jobs in batches").
+
+What it guarantees: for each member, exactly what the per-member services write when that
+member is processed alone (`tiers.tier_assess_member`, `tiers.qualifying_reset_member`): the
+same tier states, history, member events, ledger entries, allocations, buckets and balances;
+a property test holds the two equal on random histories. The decisions are the same code
+(`tier_rules.catch_up`, `reset_before`, `due.DueBuckets`), fed from memory.
+
+Members are taken `TIER_BATCH` at a time, in primary-key order: one database transaction
+per batch, under the batch's member locks (one statement, key order), with set-based reads
+(the batch's states, its qualifying entries: one query each) and bulk writes (`COPY` of plain
+rows, `UPDATE ... FROM unnest`). Members with the same inputs share one assessment decision.
+The reset of a member with nothing due for settlement and undated qualifying buckets (the
+usual case) is one set-based statement per batch; the others are settled and reset from
+memory with the deferred `LedgerWriter`. The candidates are found with one indexed query per
+job, so a run with nothing due reads little. A run that stops halfway leaves whole batches;
+the next run finds nothing due for them.
+
+`id_range=(low, high)` restricts a run to members with `low <= id < high`: disjoint ranges
+can run in parallel (the Celery fan-out) and together write what one run writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from django.db import connection
+from django.db import transaction as db_transaction
+from django.db.models import Exists, JSONField, OuterRef, Q, QuerySet
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+from psycopg.types.json import Jsonb
+
+from loyalty import dates
+from loyalty.bulk import among
+from loyalty.models import (
+    Balance,
+    Bucket,
+    BucketAllocation,
+    Currency,
+    LedgerEntry,
+    Member,
+    MemberEvent,
+    MemberTier,
+    Program,
+    TierGroup,
+    TierHistory,
+)
+from loyalty.selectors import group_qualifying_entries
+from loyalty.services.due import DueBuckets
+from loyalty.services.events import member_event_build
+from loyalty.services.ledger import LedgerWriter, spendable
+from loyalty.services.tier_rules import (
+    catch_up,
+    catch_up_from,
+    job_groups,
+    ladder,
+    member_state,
+    tier_change_event,
+)
+from loyalty.tier_periods import period_containing
+
+TIER_BATCH = 2000
+IdRange = tuple[int, int] | None
+
+
+def _in_range(queryset: QuerySet, id_range: IdRange, field: str = "member_id") -> QuerySet:
+    if id_range is None:
+        return queryset
+    low, high = id_range
+    return queryset.filter(**{f"{field}__gte": low, f"{field}__lt": high})
+
+
+def _batches(ids: Sequence[int], size: int):
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+# --- assessment -----------------------------------------------------------------------------------
+
+
+def assessment_candidates(
+    program: Program, groups: list[TierGroup], as_of: dt.date, id_range: IdRange = None
+) -> list[int]:
+    """Members holding, in one of `groups`, a tier whose validity ended before `as_of` (not
+    closed), in key order: one query on the `member_tier_assessment_due` index."""
+    if not groups:
+        return []
+    due = MemberTier.objects.order_by().filter(group__in=groups, valid_until__lt=as_of)
+    due = _in_range(due, id_range).exclude(member__status=Member.Status.CLOSED)
+    return sorted(set(due.values_list("member_id", flat=True)))
+
+
+def tiers_assess_batched(
+    *, program: Program, as_of: dt.date, id_range: IdRange = None, batch_size: int = 0
+) -> int:
+    """`tier_assess_due` in batches (see the module): every member holding a tier whose
+    validity ended before `as_of` is caught up in every group. Returns the number of members."""
+    groups = job_groups(program)
+    ids = assessment_candidates(program, groups, as_of, id_range)
+    until = dates.start_of_day(as_of, program.timezone)
+    decisions: dict[tuple, _Decision] = {}
+    for batch in _batches(ids, batch_size or TIER_BATCH):
+        with db_transaction.atomic():
+            _assess_batch(program, groups, batch, until, decisions)
+    return len(ids)
+
+
+class _State:
+    """A member's tier state in a group as the jobs read it: what `catch_up` reads and moves
+    (plain data instead of a model instance, thousands per batch)."""
+
+    __slots__ = (
+        "pk",
+        "member_id",
+        "group_id",
+        "tier",
+        "valid_from",
+        "valid_until",
+        "period_start",
+        "period_end",
+    )
+
+    def __init__(self, pk, member_id, group_id, tier, valid_from, valid_until, start, end):
+        self.pk, self.member_id, self.group_id, self.tier = pk, member_id, group_id, tier
+        self.valid_from, self.valid_until = valid_from, valid_until
+        self.period_start, self.period_end = start, end
+
+    def copy(self) -> _State:
+        return _State(
+            self.pk,
+            self.member_id,
+            self.group_id,
+            self.tier,
+            self.valid_from,
+            self.valid_until,
+            self.period_start,
+            self.period_end,
+        )
+
+
+@dataclass
+class _Decision:
+    """What `catch_up` decided for a state: the history rows (without member), the events
+    (type, payload) with their instants, and the state's final values."""
+
+    history: list[tuple]
+    events: list[tuple]
+    final: tuple
+
+
+def _decide(
+    group: TierGroup, enrolled: dt.date, tz_name: str, state: _State, rows, until
+) -> _Decision:
+    """`catch_up` on a copy of `state`, its changes kept as rows (no query)."""
+    moving = state.copy()
+    history: list[tuple] = []
+    events: list[tuple] = []
+
+    def apply(move: dict) -> None:
+        old, tier = moving.tier, move["tier"]
+        period = move.get("period")
+        history.append(
+            (
+                old.pk,
+                tier.pk,
+                move["reason"],
+                move["occurred_at"],
+                move["valid_from"],
+                move["valid_until"],
+                move.get("qp"),
+                period.start if period else None,
+                move.get("note", ""),
+            )
+        )
+        event = tier_change_event(
+            group, old, tier, move["reason"], move["valid_from"], move["valid_until"]
+        )
+        if event is not None:
+            # The payload as the outbox stores it (dates as ISO strings).
+            probe = member_event_build(
+                member=_NO_MEMBER, type=event[0], payload=event[1], occurred_at=move["occurred_at"]
+            )
+            events.append((probe.type, probe.payload, move["occurred_at"]))
+        moving.tier = tier
+        moving.valid_from, moving.valid_until = move["valid_from"], move["valid_until"]
+
+    catch_up(group, enrolled, tz_name, moving, rows, until, apply)
+    final = (
+        moving.tier.pk,
+        moving.valid_from,
+        moving.valid_until,
+        moving.period_start,
+        moving.period_end,
+    )
+    return _Decision(history, events, final)
+
+
+_NO_MEMBER = Member(id=None, program_id=None)
+
+
+def _assess_batch(
+    program: Program,
+    groups: list[TierGroup],
+    batch: Sequence[int],
+    until: dt.datetime,
+    decisions: dict[tuple, _Decision],
+) -> None:
+    """One batch under its locks. Each member's decision is `catch_up`'s on its state and
+    entries; members with the same inputs (`_decision_key`: the same state, points per
+    period and later entries, as most members upgraded on the same day have) share one
+    decision, computed once per run (`decisions`)."""
+    tz_name = program.timezone
+    enrolled = {m: dates.local_date(at, tz_name) for m, at in _lock(program, batch).items()}
+    if not enrolled:
+        return
+    tiers = {t.pk: t for g in groups for t in ladder(g)}
+    states = [
+        _State(pk, member_id, group_id, tiers[tier_id], *rest)
+        for pk, member_id, group_id, tier_id, *rest in MemberTier.objects.order_by(
+            "member_id", "group_id"
+        )
+        .filter(member_id__in=among(enrolled), group__in=groups, valid_until__isnull=False)
+        .values_list(
+            "pk",
+            "member_id",
+            "group_id",
+            "tier_id",
+            "valid_from",
+            "valid_until",
+            "period_start",
+            "period_end",
+        )
+    ]
+    by_group = {g.pk: g for g in groups}
+    rows = {
+        g.pk: _qualifying_rows(
+            g, enrolled, [s for s in states if s.group_id == g.pk], until, tz_name
+        )
+        for g in groups
+    }
+    history, events, updates = [], [], []
+    for state in states:
+        group = by_group[state.group_id]
+        member_id = state.member_id
+        member_enrolled = enrolled[member_id]
+        first_day = _day_start(catch_up_from(group, member_enrolled, state), tz_name)
+        member_rows = [r for r in rows[group.pk].get(member_id, ()) if r[1] >= first_day]
+        key = _decision_key(group, member_enrolled, state, member_rows, tz_name)
+        decision = decisions.get(key)
+        if decision is None:
+            decision = decisions[key] = _decide(
+                group, member_enrolled, tz_name, state, member_rows, until
+            )
+        if not decision.history:
+            continue
+        history.extend((member_id, group.pk, *row) for row in decision.history)
+        events.extend(
+            (program.pk, member_id, type, Jsonb(payload), at)
+            for type, payload, at in decision.events
+        )
+        updates.append((state.pk, *decision.final))
+    _update_states(updates)
+    _copy(
+        TierHistory,
+        [
+            "member_id",
+            "group_id",
+            "from_tier_id",
+            "to_tier_id",
+            "reason",
+            "occurred_at",
+            "valid_from",
+            "valid_until",
+            "qualifying_points",
+            "period_start",
+            "note",
+        ],
+        history,
+    )
+    _copy(MemberEvent, ["program_id", "member_id", "type", "payload", "occurred_at"], events)
+
+
+def _decision_key(group, enrolled, state, rows, tz_name) -> tuple:
+    """Everything `catch_up` reads of a member: the state; the entries whose transaction
+    occurred on or after the day of the state's last change (points, period, instant); of the
+    earlier ones only their points per period (every QP it computes counts them all); and the
+    enrolment date where the group's dates depend on it. Members with the same key get the
+    same decision (the run's `until` and timezone are the same for all)."""
+    scan_from = _day_start(state.valid_from, tz_name)
+    per_period: dict[dt.date, int] = {}
+    later = []
+    for points, attributed, effective in rows:
+        start = period_containing(group, enrolled, dates.local_date(attributed, tz_name)).start
+        if effective < scan_from:
+            per_period[start] = per_period.get(start, 0) + points
+        else:
+            later.append((points, start, effective))
+    uses_enrolment = (
+        group.model != TierGroup.PeriodModel.FIXED
+        or group.extend_expiration == TierGroup.Extension.ANNIVERSARY_DATE
+    )
+    return (
+        group.pk,
+        enrolled if uses_enrolment else None,
+        state.tier.pk,
+        state.valid_from,
+        state.valid_until,
+        state.period_start,
+        state.period_end,
+        tuple(sorted(per_period.items())),
+        tuple(later),
+    )
+
+
+def _qualifying_rows(
+    group: TierGroup,
+    enrolled: dict[int, dt.date],
+    states: list[_State],
+    until: dt.datetime,
+    tz_name: str,
+) -> dict[int, list[tuple]]:
+    """The batch's qualifying entries in `group` that `catch_up` may read, in one query:
+    member -> [(points, attributed_at, effective_at)] in (effective_at, id) order, from
+    the earliest first day of the batch (each member's own is applied by the caller)."""
+    if not states:
+        return {}
+    first = min(catch_up_from(group, enrolled[s.member_id], s) for s in states)
+    entries = (
+        group_qualifying_entries(group)
+        .filter(
+            member_id__in=among(s.member_id for s in states),
+            attributed_at__gte=dates.start_of_day(first, tz_name),
+            effective_at__lt=until,
+        )
+        .order_by("member_id", "effective_at", "id")
+        .values_list("member_id", "points", "attributed_at", "effective_at")
+    )
+    found: dict[int, list[tuple]] = {}
+    for member_id, points, attributed, effective in entries:
+        found.setdefault(member_id, []).append((points, attributed, effective))
+    return found
+
+
+# --- plain-data reads and writes ------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _day_start(day: dt.date, tz_name: str) -> dt.datetime:
+    return dates.start_of_day(day, tz_name)
+
+
+def _lock(program: Program, ids: Sequence[int]) -> dict[int, dt.datetime]:
+    """Lock the batch's member rows in key order, in one statement, as `ledger.lock_members`
+    does, reading only their enrolment instants (a member instance each costs more than the
+    rest of the member's assessment)."""
+    table = connection.ops.quote_name(Member._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, enrolled_at FROM {table} WHERE id = ANY(%s) AND program_id = %s "  # nosec B608
+            "ORDER BY id FOR UPDATE",
+            [list(ids), program.pk],
+        )
+        return dict(cursor.fetchall())
+
+
+def _update_states(rows: list[tuple]) -> None:
+    """(id, tier_id, valid_from, valid_until, period_start, period_end) of states, in one
+    UPDATE ... FROM unnest."""
+    if not rows:
+        return
+    columns = list(zip(*rows, strict=True))
+    table = connection.ops.quote_name(MemberTier._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET tier_id = v.tier_id, valid_from = v.valid_from, "  # nosec B608
+            "valid_until = v.valid_until, period_start = v.period_start, "
+            "period_end = v.period_end, updated_at = now() "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::date[], %s::date[], %s::date[], "
+            "%s::date[]) AS v(id, tier_id, valid_from, valid_until, period_start, period_end) "
+            f"WHERE {table}.id = v.id",
+            [list(c) for c in columns],
+        )
+
+
+def _copy(model, names: list[str], rows: list[tuple]) -> None:
+    """COPY plain rows of `names` into the model's table; every other column gets its
+    default (automatic timestamps: now), as `bulk_insert_copy` writes model instances."""
+    if not rows:
+        return
+    constants, extra = [], []
+    now = timezone.now()
+    for field in model._meta.concrete_fields:
+        if field.primary_key or field.attname in names:
+            continue
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            value = now
+        elif field.has_default() and callable(field.default) and field.default is not dict:
+            raise TypeError(f"{model.__name__}.{field.name}: a default per row")
+        else:
+            value = field.get_default()
+            value = Jsonb(value) if isinstance(field, JSONField) and value is not None else value
+        extra.append(field.column)
+        constants.append(value)
+    quote = connection.ops.quote_name
+    fields = [model._meta.get_field(name).column for name in names]
+    columns = ", ".join(quote(c) for c in [*fields, *extra])
+    tail = tuple(constants)
+    with connection.cursor() as cursor:
+        statement = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
+        with connection.wrap_database_errors, cursor.cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row + tail)
+
+
+# --- qualifying reset -----------------------------------------------------------------------------
+
+
+def reset_candidates(
+    program: Program, group: TierGroup, as_of: dt.date, id_range: IdRange = None
+) -> list[int]:
+    """Members whose qualifying period in `group` ended before `as_of`, or who hold open
+    qualifying points earned before their stored period (late credits of a closed period),
+    in key order."""
+    ended = _in_range(
+        MemberTier.objects.order_by().filter(group=group, period_end__lt=as_of), id_range
+    ).values_list("member_id", flat=True)
+    late = (
+        _in_range(
+            Bucket.objects.order_by().filter(
+                currency_id=group.qualifying_currency_id,
+                remaining__gt=0,
+                released=True,
+                expired=False,
+            ),
+            id_range,
+        )
+        .annotate(earned_on=TruncDate("occurred_at", tzinfo=dates.zone(program.timezone)))
+        .filter(
+            Exists(
+                MemberTier.objects.filter(
+                    member=OuterRef("member"), group=group, period_start__gt=OuterRef("earned_on")
+                )
+            )
+        )
+        .values_list("member_id", flat=True)
+    )
+    return sorted(set(ended.union(late)))
+
+
+def qualifying_reset_batched(
+    *, program: Program, as_of: dt.date, id_range: IdRange = None, batch_size: int = 0
+) -> int:
+    """`qualifying_points_reset` in batches (see the module): in each qualifying currency,
+    settle the candidates, then take away their open qualifying points earned before their
+    current period. Returns the number of members reset (once per currency)."""
+    at = dates.start_of_day(as_of, program.timezone)
+    currencies = {c.id: c for c in program.currencies.all()}
+    done_currencies: set[int] = set()
+    count = 0
+    for group in job_groups(program):
+        if group.qualifying_currency_id in done_currencies:
+            continue  # groups sharing a currency share its periods (TierGroup.clean)
+        done_currencies.add(group.qualifying_currency_id)
+        ids = reset_candidates(program, group, as_of, id_range)
+        for batch in _batches(ids, batch_size or TIER_BATCH):
+            with db_transaction.atomic():
+                _reset_batch(program, group, currencies, batch, as_of, at)
+        count += len(ids)
+    return count
+
+
+def _reset_batch(
+    program: Program,
+    group: TierGroup,
+    currencies: dict,
+    batch: Sequence[int],
+    as_of: dt.date,
+    at: dt.datetime,
+) -> None:
+    """One batch under its locks: the states' periods moved forward, then the reset. A member
+    with nothing due for release or expiry and whose open qualifying buckets have no expiry
+    date (so the oldest are consumed first and one entry takes exactly those earned before the
+    period) is reset by one set-based statement for the whole batch; the others as
+    `reset_before` resets them, from memory (`_reset_settled`)."""
+    tz_name = program.timezone
+    enrolled = {m: dates.local_date(e, tz_name) for m, e in _lock(program, batch).items()}
+    if not enrolled:
+        return
+    starts: dict[int, dt.date] = {}
+    rolled = []
+    for pk, member_id, start in (
+        MemberTier.objects.order_by()
+        .filter(group=group, member_id__in=among(enrolled))
+        .values_list("pk", "member_id", "period_start")
+    ):
+        period = period_containing(group, enrolled[member_id], as_of)
+        if period.start > start:
+            rolled.append((pk, period.start, period.end))
+            start = period.start
+        starts[member_id] = start
+    _update_periods(rolled)
+    reset = _reset_simple(program, group, currencies, starts, at)
+    others = sorted(set(enrolled) - reset)
+    if others:
+        _reset_settled(program, group, currencies, others, as_of, at)
+
+
+def _reset_simple(
+    program: Program, group: TierGroup, currencies: dict, starts: dict[int, dt.date], at
+) -> set[int]:
+    """The reset of the batch's simple members in one statement (see `_reset_batch`): their
+    `qualifying_reset` entries (one each, for the sum of the buckets), the allocations, the
+    buckets emptied and the balances lowered, as `LedgerWriter.debit` writes them. Returns the
+    members it took (with or without points to reset)."""
+    if not starts:
+        return set()
+    tz_name = program.timezone
+    today = dates.local_date(at, tz_name)
+    members = sorted(starts)
+    cutoffs = [_day_start(starts[m], tz_name) for m in members]
+    notes = [f"qualifying points earned before {starts[m].isoformat()}" for m in members]
+    inactivity = [
+        c.id for c in currencies.values() if c.expiry_policy == Currency.ExpiryPolicy.INACTIVITY
+    ]
+    q = connection.ops.quote_name
+    bucket, entry = q(Bucket._meta.db_table), q(LedgerEntry._meta.db_table)
+    allocation, balance = q(BucketAllocation._meta.db_table), q(Balance._meta.db_table)
+    entry_defaults = _defaults(
+        LedgerEntry, ["program_id", "member_id", "currency_id", "points", "kind", "note"]
+    )
+    columns = ", ".join(q(c) for c in entry_defaults[0])
+    sql = f"""
+        WITH batch AS (
+            SELECT * FROM unnest(%(members)s::bigint[], %(cutoffs)s::timestamptz[],
+                                 %(notes)s::text[]) AS v(member_id, cutoff, note)
+        ), simple AS (
+            SELECT * FROM batch
+            WHERE NOT EXISTS (
+                SELECT 1 FROM {bucket} d
+                WHERE d.member_id = batch.member_id AND d.remaining > 0 AND NOT d.expired
+                  AND ((NOT d.released AND d.available_at <= %(at)s)
+                       OR d.expires_on < %(today)s OR d.currency_id = ANY(%(inactivity)s)))
+              AND NOT EXISTS (
+                SELECT 1 FROM {bucket} d
+                WHERE d.member_id = batch.member_id AND d.currency_id = %(currency)s
+                  AND d.remaining > 0 AND d.released AND NOT d.expired
+                  AND d.expires_on IS NOT NULL)
+        ), old AS (
+            -- one index probe per member (OFFSET 0 keeps the planner from a scan of all buckets)
+            SELECT b.id, b.member_id, b.remaining FROM simple s CROSS JOIN LATERAL (
+                SELECT b.id, b.member_id, b.remaining FROM {bucket} b
+                WHERE b.member_id = s.member_id AND b.currency_id = %(currency)s
+                  AND b.remaining > 0 AND b.released AND NOT b.expired
+                  AND b.occurred_at < s.cutoff
+                OFFSET 0
+            ) b
+        ), total AS (
+            SELECT member_id, sum(remaining) AS points FROM old GROUP BY member_id
+        ), entries AS (
+            INSERT INTO {entry} ({columns})
+            SELECT %(program)s, t.member_id, %(currency)s, -t.points, %(kind)s, s.note,
+                   {entry_defaults[1]}
+            FROM total t JOIN simple s USING (member_id)
+            RETURNING id, member_id
+        ), allocations AS (
+            INSERT INTO {allocation} (entry_id, bucket_id, points)
+            SELECT e.id, o.id, -o.remaining FROM old o JOIN entries e USING (member_id)
+        ), emptied AS (
+            UPDATE {bucket} b SET remaining = 0 WHERE b.id = ANY(ARRAY(SELECT id FROM old))
+        ), lowered AS (
+            UPDATE {balance} l SET available = l.available - t.points, updated_at = now()
+            FROM total t WHERE l.member_id = t.member_id AND l.currency_id = %(currency)s
+        )
+        SELECT member_id FROM simple
+    """  # nosec B608: identifiers from the models' metadata, values as parameters
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "members": members,
+                "cutoffs": cutoffs,
+                "notes": notes,
+                "at": at,
+                "today": today,
+                "inactivity": inactivity,
+                "currency": group.qualifying_currency_id,
+                "program": program.pk,
+                "kind": LedgerEntry.Kind.QUALIFYING_RESET,
+                **entry_defaults[2],
+            },
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _reset_settled(
+    program: Program,
+    group: TierGroup,
+    currencies: dict,
+    ids: list[int],
+    as_of: dt.date,
+    at: dt.datetime,
+) -> None:
+    """The reset of members with something due (or dated qualifying buckets): settled as
+    `DueBuckets` settles them, then `reset_before` on their open buckets, from memory."""
+    members = {}
+    for member in Member.objects.order_by("id").filter(id__in=among(ids)):
+        member.program = program
+        members[member.id] = member
+    states = {
+        s.member_id: s
+        for s in MemberTier.objects.order_by().filter(group=group, member_id__in=among(ids))
+    }
+    for member_id, member in members.items():
+        if member_id not in states:  # never for a candidate; `_state` creates it as the job would
+            states[member_id] = member_state(member, group, as_of)
+    writer = LedgerWriter(now=at, deferred=True)
+    writer.preload_balances(members)
+    listed = list(members.values())
+    due = DueBuckets(program, currencies, listed, at)
+    currency = currencies[group.qualifying_currency_id]
+    today = dates.local_date(at, program.timezone)
+    held = _qualifying_buckets(currency, members, at, due.buckets_by_id())
+
+    def open_buckets(member: Member, wanted, day: dt.date) -> list[Bucket]:
+        if wanted.id != currency.id or day != today:
+            raise AssertionError("the reset reads only its qualifying currency, today")
+        found = [b for b in held.get(member.id, ()) if spendable(b, member, currency, today)]
+        return sorted(found, key=_consumption_order)
+
+    writer.bucket_source = open_buckets
+    for member in listed:
+        due.settle(writer, member, at)
+        reset_before(writer, member, group, states[member.id].period_start)
+    writer.flush()
+
+
+def _update_periods(rows: list[tuple]) -> None:
+    """(id, period_start, period_end) of states, in one UPDATE ... FROM unnest."""
+    if not rows:
+        return
+    table = connection.ops.quote_name(MemberTier._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET period_start = v.period_start, period_end = v.period_end, "  # nosec B608
+            "updated_at = now() FROM unnest(%s::bigint[], %s::date[], %s::date[]) "
+            f"AS v(id, period_start, period_end) WHERE {table}.id = v.id",
+            [list(c) for c in zip(*rows, strict=True)],
+        )
+
+
+def _defaults(model, given: list[str]) -> tuple[list[str], str, dict]:
+    """The columns of an INSERT of `model` that names `given` first (attnames), then every
+    other column (not the key), the SQL of those others' defaults and their parameters."""
+    columns = [model._meta.get_field(name).column for name in given]
+    exprs, params = [], {}
+    for field in model._meta.concrete_fields:
+        if field.primary_key or field.attname in given:
+            continue
+        columns.append(field.column)
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            exprs.append("now()")
+            continue
+        if field.has_default() and callable(field.default) and field.default is not dict:
+            raise TypeError(f"{model.__name__}.{field.name}: a default per row")
+        name = f"default_{field.column}"
+        value = field.get_default()
+        params[name] = Jsonb(value) if isinstance(field, JSONField) and value is not None else value
+        exprs.append(f"%({name})s")
+    return columns, ", ".join(exprs), params
+
+
+def _qualifying_buckets(
+    currency, members: dict[int, Member], at: dt.datetime, shared: dict[int, Bucket]
+) -> dict[int, list[Bucket]]:
+    """The batch's buckets in the qualifying currency that can be open once settled at `at`
+    (released, or due for release), in one query; the copies `DueBuckets` holds are used
+    instead of a second copy, so the settlement and the reset move the same objects."""
+    rows = Bucket.objects.order_by("id").filter(
+        member_id__in=among(members), currency=currency, remaining__gt=0, expired=False
+    )
+    rows = rows.filter(Q(released=True) | Q(available_at__lte=at))
+    found: dict[int, list[Bucket]] = {}
+    for bucket in rows:
+        found.setdefault(bucket.member_id, []).append(shared.get(bucket.pk, bucket))
+    return found
+
+
+def _consumption_order(bucket: Bucket):
+    """`LedgerWriter.open_buckets`' order: earliest expiry first, none last, then oldest."""
+    return (
+        bucket.expires_on is None,
+        bucket.expires_on or dt.date.min,
+        bucket.occurred_at,
+        bucket.pk,
+    )
+
+
+def reset_before(writer, member: Member, group: TierGroup, period_start: dt.date) -> None:
+    """Take away the member's open qualifying points earned before `period_start` (the
+    writer's `open_buckets`, from the database or from memory): one entry when they are the
+    first consumed, else one per bucket."""
+    tz_name = member.program.timezone
+    cutoff = dates.start_of_day(period_start, tz_name)
+    currency = group.qualifying_currency
+    today = dates.local_date(writer.now, tz_name)
+    open_buckets = writer.open_buckets(member, currency, today)
+    old = [b for b in open_buckets if b.occurred_at < cutoff]
+    if not old:
+        return
+    note = f"qualifying points earned before {period_start.isoformat()}"
+    if [b.pk for b in open_buckets[: len(old)]] == [b.pk for b in old]:
+        # The oldest buckets are consumed first: one entry takes exactly them.
+        writer.debit(
+            member=member,
+            currency=currency,
+            points=sum(b.remaining for b in old),
+            kind=LedgerEntry.Kind.QUALIFYING_RESET,
+            note=note,
+        )
+        return
+    for bucket in old:
+        writer.debit(
+            member=member,
+            currency=currency,
+            points=bucket.remaining,
+            kind=LedgerEntry.Kind.QUALIFYING_RESET,
+            first_bucket=bucket,
+            note=note,
+        )
