@@ -66,8 +66,18 @@ JOBS: list[Job] = [
     ),
     # Assessment before the reset: a validity that ends on a period's last day is assessed on
     # that period's qualifying points (tier decisions never read the reset entries).
-    Job("tier_assessment", tier_assess_due, "assess tiers whose validity has ended (catch-up)"),
-    Job("qualifying_reset", qualifying_points_reset, "reset qualifying points of ended periods"),
+    Job(
+        "tier_assessment",
+        tier_assess_due,
+        "assess tiers whose validity has ended (catch-up)",
+        splits_by_member=True,
+    ),
+    Job(
+        "qualifying_reset",
+        qualifying_points_reset,
+        "reset qualifying points of ended periods",
+        splits_by_member=True,
+    ),
     Job("welcome_gifts", welcome_gifts_issue, "welcome gifts of tiers reached"),
     Job("birthdays", birthdays_celebrate, "birthday events and birthday gifts"),
     Job("anniversaries", anniversary_rewards_issue, "enrolment anniversary rewards"),

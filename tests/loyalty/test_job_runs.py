@@ -146,3 +146,71 @@ def test_the_scheduled_task_cuts_jobs_into_the_configured_parts(
     run = JobRun.objects.get(pk__in=run_ids)
     assert run.status == "done"
     assert sorted(JobRunPart.objects.values_list("items", flat=True)) == [5, 5]
+
+
+class _Undo(Exception):
+    """Rolls a run back so the next one starts from the same history."""
+
+
+def _written() -> dict:
+    """What the jobs write, without ids and times of writing."""
+    from loyalty.models import Balance, LedgerEntry, MemberEvent, MemberTier, TierHistory
+
+    return {
+        "entries": sorted(
+            LedgerEntry.objects.values_list("member_id", "currency_id", "kind", "points")
+        ),
+        "balances": sorted(
+            Balance.objects.values_list("member_id", "currency_id", "available", "expired")
+        ),
+        "tiers": sorted(
+            MemberTier.objects.values_list("member_id", "tier_id", "valid_from", "valid_until")
+        ),
+        "history": sorted(
+            TierHistory.objects.values_list("member_id", "from_tier_id", "to_tier_id", "reason")
+        ),
+        "events": sorted(MemberEvent.objects.values_list("member_id", "type")),
+    }
+
+
+def test_the_real_jobs_cut_into_parts_write_what_one_part_writes(program, pts, tqp, base_rules,
+                                                                   post):  # fmt: skip
+    from django.db import transaction
+
+    from loyalty.models import Tier, TierGroup
+
+    # given members with expiring points and tiers reached in 2025 that end with the year
+    pts.expiry_policy, pts.expiry_months = "rolling", 6
+    pts.save()
+    group = TierGroup.objects.create(
+        program=program, code="status", name="Status", qualifying_currency=tqp, model="fixed",
+        period_start="01-01", tier_duration_months=12,
+    )  # fmt: skip
+    for code, threshold in (("blue", 0), ("silver", 200), ("gold", 600)):
+        Tier.objects.create(group=group, code=code, name=code, threshold=threshold)
+    members = MemberFactory.create_batch(
+        7, program=program, enrolled_at=dt.datetime(2025, 1, 2, tzinfo=dt.UTC)
+    )
+    for n, member in enumerate(members):
+        for month in range(1, 2 + n):
+            at = dt.datetime(2025, month, 10, 12, tzinfo=dt.UTC)
+            post(member, amount=90 * (n + 1), occurred_at=at, now=at)
+
+    # when the jobs run as of 2027-01-02 in three parts, and (undone) in one
+    runs, assessment_parts = {}, {}
+    for parts in (3, 1):
+        try:
+            with transaction.atomic():
+                jobs.run_jobs(as_of=dt.date(2027, 1, 2), program_code=program.code, parts=parts)
+                runs[parts] = _written()
+                assessment_parts[parts] = JobRunPart.objects.filter(job="tier_assessment").count()
+                raise _Undo
+        except _Undo:
+            pass
+
+    # then they wrote the same rows, and the split jobs did run in three parts
+    assert runs[3] == runs[1]
+    assert assessment_parts == {3: 3, 1: 1}
+    kinds = {entry[2] for entry in runs[1]["entries"]}
+    assert {"expiry", "qualifying_reset"} <= kinds
+    assert {"tier_downgraded", "tier_upgraded"} <= {event[1] for event in runs[1]["events"]}
