@@ -108,7 +108,8 @@ class PostingExtension:
         return rules
 
     def decide(self, accrual: PreparedAccrual) -> Decision | None:
-        """What this extension does with a prepared accrual (pure: no query, no write)."""
+        """What this extension does with a prepared accrual (pure: no query, no write). The
+        rules' input is `accrual.snapshot`, to be reused rather than built again."""
         return None
 
     def record(self, accrual: PreparedAccrual, decision: Decision, writer: LedgerWriter) -> None:

@@ -49,6 +49,8 @@ def holdout_bucket(promotion_code: str, membership_number: str) -> int:
 
 
 def in_holdout(promotion, membership_number: str) -> bool:
+    if not promotion.holdout_percent:
+        return False
     return holdout_bucket(promotion.code, membership_number) < int(promotion.holdout_percent * 100)
 
 
@@ -67,6 +69,44 @@ def in_window(promotion, occurred_at: dt.datetime) -> bool:
     if promotion.starts_at is not None and occurred_at < promotion.starts_at:
         return False
     return promotion.ends_at is None or occurred_at <= promotion.ends_at
+
+
+# --- eligibility, compiled once per run ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """A promotion's eligibility as the engine checks it for every transaction of a run:
+    only the condition kinds it names, in the engine's order (a kind absent from the
+    conditions always holds, so the first failure, the "why not", is the same), and whether
+    it selects lines (else its base amount is the transaction's)."""
+
+    source: dict | None  # the promotion's `eligibility` it was compiled from
+    conditions: dict
+    checks: tuple
+    selects_lines: bool
+
+    @classmethod
+    def compile(cls, source: dict | None) -> Eligibility:
+        conditions = source or {}
+        return cls(
+            source=source,
+            conditions=conditions,
+            checks=tuple(c for key, c in rules.CONDITIONS.items() if key in conditions),
+            selects_lines=bool(conditions.get("skus") or conditions.get("categories")),
+        )
+
+    def failure(self, snapshot: rules.TransactionSnapshot) -> str | None:
+        for condition in self.checks:
+            reason = condition.check(self.conditions, snapshot)
+            if reason:
+                return reason
+        return None
+
+    def base_amount(self, snapshot: rules.TransactionSnapshot) -> Decimal:
+        if not self.selects_lines:
+            return snapshot.money_amount
+        return rules.base_amount(self.conditions, snapshot)
 
 
 # --- the run's state -----------------------------------------------------------------------
@@ -92,6 +132,14 @@ class RunState:
     badges: set[tuple[int, int]] = field(default_factory=set)  # (member, badge)
     member_tiers: dict[int, frozenset[str]] = field(default_factory=dict)
     member_segments: dict[int, frozenset[str]] = field(default_factory=dict)
+    # Each promotion's eligibility, compiled once per run (`compiled`), by promotion id.
+    compiled: dict[int, Eligibility] = field(default_factory=dict)
+
+    def eligibility(self, promotion) -> Eligibility:
+        found = self.compiled.get(promotion.id)
+        if found is None or found.source is not promotion.eligibility:
+            found = self.compiled[promotion.id] = Eligibility.compile(promotion.eligibility)
+        return found
 
     def progress_of(self, promotion_id: int, member_id: int, period: dt.date) -> Progress:
         return self.progress.get((promotion_id, member_id, period)) or Progress()
@@ -120,17 +168,23 @@ class Outcome:
 # --- mechanics -----------------------------------------------------------------------------
 
 
-def metric_value(promotion, snapshot: rules.TransactionSnapshot) -> Decimal:
+ONE = Decimal("1")
+ZERO = Decimal("0")
+
+
+def metric_value(
+    promotion, snapshot: rules.TransactionSnapshot, eligibility: Eligibility | None = None
+) -> Decimal:
     """What a transaction adds to cumulative progress: its eligible amount, 1, or the
     quantity of its eligible lines."""
-    conditions = promotion.eligibility or {}
     if promotion.goal_metric == "transaction_count":
-        return Decimal("1")
+        return ONE
+    eligibility = eligibility or Eligibility.compile(promotion.eligibility)
     if promotion.goal_metric == "quantity":
-        lines = rules.matching_lines(conditions, snapshot)
+        lines = rules.matching_lines(eligibility.conditions, snapshot)
         chosen = snapshot.lines if lines is None else [snapshot.lines[i] for i in lines]
-        return sum((line.quantity for line in chosen), Decimal("0")).quantize(QUANTUM)
-    return rules.base_amount(conditions, snapshot).quantize(QUANTUM)
+        return sum((line.quantity for line in chosen), ZERO).quantize(QUANTUM)
+    return eligibility.base_amount(snapshot).quantize(QUANTUM)
 
 
 class StandardMechanic:
@@ -144,7 +198,7 @@ class CumulativeMechanic:
     """Progress towards a goal; one reward per whole multiple of the goal reached."""
 
     def owed(self, promotion, state: RunState, member_id: int, snapshot, outcome) -> int:
-        outcome.contribution = metric_value(promotion, snapshot)
+        outcome.contribution = metric_value(promotion, snapshot, state.eligibility(promotion))
         goal = promotion.goal_value
         if not goal or goal <= 0:
             return 0
@@ -225,7 +279,7 @@ def promotions_decide(
             continue
         if promotion.enrollment_required and (promotion.id, member_id) not in state.enrolled:
             continue
-        if rules.conditions_failure(promotion.eligibility or {}, snapshot):
+        if state.eligibility(promotion).failure(snapshot):
             continue
         outcome = Outcome(
             promotion=promotion,

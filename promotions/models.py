@@ -230,7 +230,11 @@ class PromotionContribution(models.Model):
     """What one transaction added to a member's cumulative progress (so that a return takes
     back exactly its share); `returned` is what returns took back of it so far."""
 
-    promotion = models.ForeignKey(Promotion, on_delete=models.CASCADE, related_name="contributions")
+    # (no index of its own: the unique (promotion, transaction) leads with it; imports write
+    # a contribution per purchase, and each index costs every insert)
+    promotion = models.ForeignKey(
+        Promotion, on_delete=models.CASCADE, related_name="contributions", db_index=False
+    )
     member = models.ForeignKey("loyalty.Member", on_delete=models.CASCADE, related_name="+")
     transaction = models.ForeignKey(
         "loyalty.Transaction", on_delete=models.CASCADE, related_name="promotion_contributions"
@@ -260,9 +264,16 @@ class PromotionReward(models.Model):
     tracked, not given (the control group): its `points` are what the member would have got.
     `points` are smallest units of `currency` (0 and no currency for a voucher reward)."""
 
-    promotion = models.ForeignKey(Promotion, on_delete=models.PROTECT, related_name="rewards")
+    # (no index of their own: `promotion_reward_report` and `promotion_reward_member` lead
+    # with them)
+    promotion = models.ForeignKey(
+        Promotion, on_delete=models.PROTECT, related_name="rewards", db_index=False
+    )
     member = models.ForeignKey(
-        "loyalty.Member", on_delete=models.CASCADE, related_name="promotion_rewards"
+        "loyalty.Member",
+        on_delete=models.CASCADE,
+        related_name="promotion_rewards",
+        db_index=False,
     )
     transaction = models.ForeignKey(
         "loyalty.Transaction", on_delete=models.PROTECT, related_name="promotion_rewards"

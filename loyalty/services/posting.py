@@ -670,6 +670,7 @@ class PreparedAccrual:
     credits: list[Credit]
     evaluation: rules.Evaluation | None = None
     decisions: list[tuple[PostingExtension, Decision]] = field(default_factory=list)
+    snapshot: rules.TransactionSnapshot | None = None  # what the rules were evaluated on
 
 
 def accrual_prepare(
@@ -720,7 +721,7 @@ def accrual_prepare(
         available_at, expires_on = credit_dates(program, currency, txn.occurred_at, rule)
         for partner_id, points in award_by_partner(award, txn, lines):
             credits.append(Credit(currency, points, rule, partner_id, available_at, expires_on))
-    accrual = PreparedAccrual(request, member, txn, lines, credits, evaluation)
+    accrual = PreparedAccrual(request, member, txn, lines, credits, evaluation, snapshot=snapshot)
     _decide(context, accrual, default_partner_id)
     return accrual
 
