@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction as db_transaction
@@ -33,10 +34,20 @@ from django.db.models import Q
 from django.db.models.functions import TruncDate
 from django.utils.module_loading import import_string
 
-from loyalty import dates, selectors
+from loyalty import dates
 from loyalty.exceptions import LoyaltyError
-from loyalty.models import Benefit, Member, MemberEvent, Program, TierHistory, Transaction
-from loyalty.services.events import EventType, member_event_record
+from loyalty.models import (
+    Benefit,
+    Member,
+    MemberEvent,
+    MemberTier,
+    Program,
+    Tier,
+    TierGroup,
+    TierHistory,
+    Transaction,
+)
+from loyalty.services.events import EventType, member_event_build
 from loyalty.services.posting import SYSTEM_PREFIX, transaction_post
 from loyalty.services.requests import TransactionRequest
 from loyalty.services.tiers import anniversary_in, enrolled_on, period_containing
@@ -44,6 +55,7 @@ from loyalty.services.tiers import anniversary_in, enrolled_on, period_containin
 logger = logging.getLogger(__name__)
 
 CATCH_UP_DAYS = 31
+GIFT_BATCH = 1000  # members whose reads (benefits, gifts given, events) are one query each
 Reason = TierHistory.Reason
 
 
@@ -79,31 +91,59 @@ def voucher_issuer() -> Callable[..., bool] | None:
     return import_string(path) if path else None
 
 
+@dataclass
+class _Occasion:
+    """One member's gifts for one occasion (a tier reached, a birthday, an anniversary)."""
+
+    member: Member
+    benefits: list[Benefit]
+    external_id: str
+    subtype: str
+    label: str
+    occurred_at: dt.datetime
+
+
+def _post_gifts_many(occasions: list[_Occasion], *, now: dt.datetime) -> list[int]:
+    """`_post_gifts` of each occasion (in order), with the gifts already given read in one
+    query for all of them. Returns how many benefits gave something now, per occasion."""
+    issuer = voucher_issuer()
+    wanted = [
+        {
+            f"{o.external_id}:{b.pk}": b
+            for b in o.benefits
+            if b.gives_points or (b.voucher_definition and issuer is not None)
+        }
+        for o in occasions
+    ]
+    keys = [key for gifts in wanted for key in gifts]
+    existing: set[str] = set()
+    if keys:
+        program_id = occasions[0].member.program_id
+        existing = set(
+            Transaction.objects.filter(program_id=program_id, external_id__in=keys).values_list(
+                "external_id", flat=True
+            )
+        )
+    return [
+        _post_gifts(o, gifts, existing, issuer, now)
+        for o, gifts in zip(occasions, wanted, strict=True)
+    ]
+
+
 def _post_gifts(
-    member: Member,
-    benefits: list[Benefit],
-    *,
-    external_id: str,
-    subtype: str,
-    label: str,
-    occurred_at: dt.datetime,
+    occasion: _Occasion,
+    wanted: dict[str, Benefit],
+    existing: set[str],
+    issuer: Callable[..., bool] | None,
     now: dt.datetime,
 ) -> int:
     """Give each benefit's points (an adjustment) and voucher not given yet for this occasion,
-    both in one database transaction. Returns how many benefits gave something now."""
-    issuer = voucher_issuer()
-    wanted = {
-        f"{external_id}:{b.pk}": b
-        for b in benefits
-        if b.gives_points or (b.voucher_definition and issuer is not None)
-    }
-    if not wanted:
-        return 0
-    existing = set(
-        Transaction.objects.filter(
-            program_id=member.program_id, external_id__in=list(wanted)
-        ).values_list("external_id", flat=True)
-    )
+    both in one database transaction. Returns how many benefits gave something now.
+
+    Each gift is posted by `transaction_post`, in its own database transaction: gifts are
+    adjustments, which batched posting posts one by one too, and one refused gift (or
+    voucher) must not hold back the others."""
+    member, occurred_at = occasion.member, occasion.occurred_at
     posted = 0
     for key, benefit in wanted.items():
         gave = False
@@ -116,15 +156,16 @@ def _post_gifts(
                             external_id=key,
                             member=member.membership_number,
                             type="adjustment",
-                            subtype=subtype,
+                            subtype=occasion.subtype,
                             occurred_at=occurred_at,
                             points=benefit.value,
                             points_currency=benefit.points_currency.code,
-                            reason=f"{label}: {benefit.name} ({benefit.code})",
+                            reason=f"{occasion.label}: {benefit.name} ({benefit.code})",
                         ),
                         actor="system",
                         now=max(now, occurred_at),
                     )
+                    existing.add(key)  # an occasion met twice in one run gives once
                     gave = True
                 if benefit.voucher_definition and issuer is not None:
                     gave = (
@@ -135,6 +176,51 @@ def _post_gifts(
             continue
         posted += 1 if gave else 0
     return posted
+
+
+def _current_benefits(members: list[Member], kind: str) -> dict[int, list[Benefit]]:
+    """`selectors.member_benefit_objects(member, kind=kind)` of many members of one program,
+    in three queries: the benefits of each member's current tiers (the stored state, else the
+    group's base tier), each once, by benefit code."""
+    if not members:
+        return {}
+    groups = list(
+        TierGroup.objects.filter(program_id=members[0].program_id).prefetch_related("tiers")
+    )
+    base = {}
+    for group in groups:
+        tiers = sorted(group.tiers.all(), key=lambda t: (t.threshold, t.id))
+        if tiers:
+            base[group.id] = tiers[0].id
+    states: dict[int, dict[int, int]] = {}
+    rows = MemberTier.objects.filter(member_id__in=[m.id for m in members]).values_list(
+        "member_id", "group_id", "tier_id"
+    )
+    for member_id, group_id, tier_id in rows:
+        states.setdefault(member_id, {})[group_id] = tier_id
+    by_tier: dict[int, list[Benefit]] = {}
+    through = Tier.benefits.through.objects.filter(
+        tier__group__in=groups, benefit__kind=kind
+    ).select_related("benefit__points_currency")
+    for row in through:
+        by_tier.setdefault(row.tier_id, []).append(row.benefit)
+    result = {}
+    for member in members:
+        tiers = {**base, **states.get(member.id, {})}.values()
+        found = {b.id: b for tier_id in tiers for b in by_tier.get(tier_id, [])}
+        result[member.id] = sorted(found.values(), key=lambda b: b.code)
+    return result
+
+
+def _in_range(id_range: tuple[int, int] | None, field: str = "id") -> Q:
+    if id_range is None:
+        return Q()
+    return Q(**{f"{field}__gte": id_range[0], f"{field}__lt": id_range[1]})
+
+
+def _chunks(items: list, size: int = GIFT_BATCH):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _issue_voucher(
@@ -167,12 +253,19 @@ def _issue_voucher(
         return False
 
 
-def welcome_gifts_issue(*, program: Program, as_of: dt.date) -> int:
+def welcome_gifts_issue(
+    *, program: Program, as_of: dt.date, id_range: tuple[int, int] | None = None
+) -> int:
     """Welcome gifts of the tiers members reached (enrolment, upgrade, or a manual move up)
-    on or before `as_of`: once per member, tier and qualifying period. Returns gifts posted."""
+    on or before `as_of`: once per member, tier and qualifying period. With `id_range`, only
+    members with `id_range[0] <= id < id_range[1]`. Returns gifts posted.
+
+    In batches: the tier changes in one query, each tier's welcome gifts once, the gifts
+    already given once per `GIFT_BATCH` changes."""
     at = dates.start_of_day(as_of, program.timezone)
     reached = (
         TierHistory.objects.filter(
+            _in_range(id_range, "member_id"),
             group__program=program,
             member__status=Member.Status.ACTIVE,
             reason__in=(Reason.ENROLMENT, Reason.UPGRADE, Reason.MANUAL),
@@ -184,7 +277,8 @@ def welcome_gifts_issue(*, program: Program, as_of: dt.date) -> int:
         .distinct()
         .order_by("occurred_at", "id")
     )
-    posted = 0
+    gifts_of_tier: dict[int, list[Benefit]] = {}
+    occasions = []
     for change in reached:
         if change.reason == Reason.MANUAL and not (
             change.from_tier is None or change.to_tier.threshold > change.from_tier.threshold
@@ -195,73 +289,113 @@ def welcome_gifts_issue(*, program: Program, as_of: dt.date) -> int:
             change.period_start
             or period_containing(change.group, enrolled_on(member), change.valid_from).start
         )
-        benefits = list(
-            change.to_tier.benefits.filter(kind=Benefit.Kind.WELCOME_GIFT).select_related(
-                "points_currency"
+        if change.to_tier_id not in gifts_of_tier:
+            gifts_of_tier[change.to_tier_id] = list(
+                change.to_tier.benefits.filter(kind=Benefit.Kind.WELCOME_GIFT).select_related(
+                    "points_currency"
+                )
+            )
+        occasions.append(
+            _Occasion(
+                member,
+                gifts_of_tier[change.to_tier_id],
+                external_id=f"{SYSTEM_PREFIX}welcome:{member.membership_number}:"
+                f"{change.to_tier_id}:{period_start:%Y%m%d}",
+                subtype="welcome_gift",
+                label=f"Welcome to {change.to_tier.name}",
+                occurred_at=change.occurred_at,
             )
         )
-        posted += _post_gifts(
-            member,
-            benefits,
-            external_id=f"{SYSTEM_PREFIX}welcome:{member.membership_number}:"
-            f"{change.to_tier_id}:{period_start:%Y%m%d}",
-            subtype="welcome_gift",
-            label=f"Welcome to {change.to_tier.name}",
-            occurred_at=change.occurred_at,
-            now=at,
-        )
-    return posted
+    return sum(sum(_post_gifts_many(chunk, now=at)) for chunk in _chunks(occasions))
 
 
-def birthdays_celebrate(*, program: Program, as_of: dt.date) -> int:
+def birthdays_celebrate(
+    *, program: Program, as_of: dt.date, id_range: tuple[int, int] | None = None
+) -> int:
     """Birthdays from `as_of` back `CATCH_UP_DAYS` days: the `birthday` event (once a year)
-    and the birthday gifts of the member's current tiers. Returns members newly celebrated."""
+    and the birthday gifts of the member's current tiers. With `id_range`, only members with
+    `id_range[0] <= id < id_range[1]`. Returns members newly celebrated.
+
+    In batches of `GIFT_BATCH` members: their current benefits, their birthday events and
+    their gifts already given read in one query each, the new events in one statement."""
     tz_name = program.timezone
     at = dates.start_of_day(as_of, tz_name)
     days = _window(as_of)
     members = (
         Member.objects.filter(
-            program=program, status=Member.Status.ACTIVE, birth_date__isnull=False
+            _in_range(id_range),
+            program=program,
+            status=Member.Status.ACTIVE,
+            birth_date__isnull=False,
         )
         .filter(_month_day_filter("birth_date", days))
-        .select_related("program")
         .order_by("id")
     )
-    celebrated = 0
+    due = []
     for member in members:
+        member.program = program
         birthday = next((d for d in days if anniversary_in(member.birth_date, d.year) == d), None)
         if birthday is None or birthday < enrolled_on(member):
             continue
-        occurred_at = dates.start_of_day(birthday, tz_name)
-        key = str(birthday.year)
-        new = not MemberEvent.objects.filter(
-            member=member, type=EventType.BIRTHDAY, dedupe_key=key
-        ).exists()
-        if new:
-            with db_transaction.atomic():
-                member_event_record(
-                    member=member,
-                    type=EventType.BIRTHDAY,
-                    payload={"birthday": birthday},
-                    occurred_at=occurred_at,
-                    dedupe_key=key,
-                )
-        gifts = _post_gifts(
-            member,
-            selectors.member_benefit_objects(member, kind=Benefit.Kind.BIRTHDAY_GIFT),
-            external_id=f"{SYSTEM_PREFIX}birthday:{member.membership_number}:{birthday.year}",
-            subtype="birthday_gift",
-            label="Birthday gift",
-            occurred_at=occurred_at,
-            now=at,
-        )
-        celebrated += 1 if new or gifts else 0
+        due.append((member, birthday))
+    celebrated = 0
+    for chunk in _chunks(due):
+        celebrated += _celebrate(program, chunk, at)
     return celebrated
 
 
-def anniversary_rewards_issue(*, program: Program, as_of: dt.date) -> int:
+def _celebrate(program: Program, due: list[tuple[Member, dt.date]], at: dt.datetime) -> int:
+    tz_name = program.timezone
+    seen = set(
+        MemberEvent.objects.filter(
+            member_id__in=[m.id for m, _ in due],
+            type=EventType.BIRTHDAY,
+            dedupe_key__in={str(day.year) for _, day in due},
+        ).values_list("member_id", "dedupe_key")
+    )
+    new = {m.id for m, day in due if (m.id, str(day.year)) not in seen}
+    events = [
+        member_event_build(
+            member=member,
+            type=EventType.BIRTHDAY,
+            payload={"birthday": birthday},
+            occurred_at=dates.start_of_day(birthday, tz_name),
+            dedupe_key=str(birthday.year),
+        )
+        for member, birthday in due
+        if member.id in new
+    ]
+    with db_transaction.atomic():
+        MemberEvent.objects.bulk_create(events, ignore_conflicts=True)
+    benefits = _current_benefits([m for m, _ in due], Benefit.Kind.BIRTHDAY_GIFT)
+    gifts = _post_gifts_many(
+        [
+            _Occasion(
+                member,
+                benefits[member.id],
+                external_id=f"{SYSTEM_PREFIX}birthday:{member.membership_number}:{birthday.year}",
+                subtype="birthday_gift",
+                label="Birthday gift",
+                occurred_at=dates.start_of_day(birthday, tz_name),
+            )
+            for member, birthday in due
+        ],
+        now=at,
+    )
+    return sum(
+        1 if member.id in new or given else 0 for (member, _), given in zip(due, gifts, strict=True)
+    )
+
+
+def anniversary_rewards_issue(
+    *, program: Program, as_of: dt.date, id_range: tuple[int, int] | None = None
+) -> int:
     """Enrolment anniversaries from `as_of` back `CATCH_UP_DAYS` days: the anniversary
-    rewards of the member's current tiers, once a year. Returns rewards posted."""
+    rewards of the member's current tiers, once a year. With `id_range`, only members with
+    `id_range[0] <= id < id_range[1]`. Returns rewards posted.
+
+    In batches of `GIFT_BATCH` members: their current benefits and their rewards already
+    given read in one query each."""
     tz_name = program.timezone
     at = dates.start_of_day(as_of, tz_name)
     days = _window(as_of)
@@ -270,24 +404,31 @@ def anniversary_rewards_issue(*, program: Program, as_of: dt.date) -> int:
     ).exists():
         return 0
     members = (
-        Member.objects.filter(program=program, status=Member.Status.ACTIVE)
+        Member.objects.filter(_in_range(id_range), program=program, status=Member.Status.ACTIVE)
         .annotate(enrolled_day=TruncDate("enrolled_at", tzinfo=dates.zone(tz_name)))
         .filter(_month_day_filter("enrolled_day", days))
-        .select_related("program")
         .order_by("id")
     )
-    posted = 0
+    due = []
     for member in members:
+        member.program = program
         anniversary = _last_occurrence(member.enrolled_day, days)
-        if anniversary is None:
-            continue
-        posted += _post_gifts(
-            member,
-            selectors.member_benefit_objects(member, kind=Benefit.Kind.ANNIVERSARY_REWARD),
-            external_id=f"{SYSTEM_PREFIX}anniversary:{member.membership_number}:{anniversary.year}",
-            subtype="anniversary_reward",
-            label=f"Anniversary reward ({anniversary.year - member.enrolled_day.year} years)",
-            occurred_at=dates.start_of_day(anniversary, tz_name),
-            now=at,
-        )
+        if anniversary is not None:
+            due.append((member, anniversary))
+    posted = 0
+    for chunk in _chunks(due):
+        benefits = _current_benefits([m for m, _ in chunk], Benefit.Kind.ANNIVERSARY_REWARD)
+        occasions = [
+            _Occasion(
+                member,
+                benefits[member.id],
+                external_id=f"{SYSTEM_PREFIX}anniversary:{member.membership_number}:"
+                f"{anniversary.year}",
+                subtype="anniversary_reward",
+                label=f"Anniversary reward ({anniversary.year - member.enrolled_day.year} years)",
+                occurred_at=dates.start_of_day(anniversary, tz_name),
+            )
+            for member, anniversary in chunk
+        ]
+        posted += sum(_post_gifts_many(occasions, now=at))
     return posted

@@ -20,17 +20,19 @@ def available_at_for(
     return dates.start_of_day(release_day, tz_name)
 
 
-def points_release_due(*, program: Program, as_of: dt.date) -> int:
+def points_release_due(
+    *, program: Program, as_of: dt.date, id_range: tuple[int, int] | None = None
+) -> int:
     """Release every escrowed credit due by the start of `as_of` (idempotent), in batches
-    (`settlement.members_settle`): each member as settling it alone would."""
+    (`settlement.members_settle`): each member as settling it alone would. With `id_range`,
+    only members with `id_range[0] <= id < id_range[1]` (a Celery task's share of the job)."""
     from loyalty.services.settlement import members_settle
 
     at = dates.start_of_day(as_of, program.timezone)
-    member_ids = sorted(
-        set(
-            Bucket.objects.filter(
-                member__program=program, released=False, remaining__gt=0, available_at__lte=at
-            ).values_list("member_id", flat=True)
-        )
+    due = Bucket.objects.filter(
+        member__program=program, released=False, remaining__gt=0, available_at__lte=at
     )
+    if id_range is not None:
+        due = due.filter(member_id__gte=id_range[0], member_id__lt=id_range[1])
+    member_ids = sorted(set(due.values_list("member_id", flat=True).distinct()))
     return members_settle(program=program, member_ids=member_ids, at=at)

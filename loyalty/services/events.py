@@ -131,13 +131,22 @@ def points_expired_record(*, writer, bucket: Bucket, points: int) -> None:
 
 
 EXPIRING_NOTICE_DAYS = 30
+NOTICE_BATCH = 1000  # events per database transaction
 
 
-def points_expiring_notify(*, program, as_of: dt.date) -> int:
+def points_expiring_notify(
+    *, program, as_of: dt.date, id_range: tuple[int, int] | None = None
+) -> int:
     """`points_expiring` events: for every member, currency and expiry date within
     `EXPIRING_NOTICE_DAYS` of `as_of` (dated credits, and whole balances of an inactivity
     policy), one event with the points then due. Idempotent (keyed by currency and date).
-    Returns the number of events written."""
+    With `id_range`, only members with `id_range[0] <= id < id_range[1]` (a Celery task's
+    share of the job). Returns the number of events written.
+
+    Set-based: the due points are read in one grouped query (and one per inactivity
+    currency), the events already written in one more; the new events are inserted
+    `NOTICE_BATCH` at a time, in member order, each batch one statement that skips a key
+    written meanwhile (the dedupe index)."""
     from django.db import transaction as db_transaction
     from django.db.models import Q, Sum
 
@@ -149,8 +158,12 @@ def points_expiring_notify(*, program, as_of: dt.date) -> int:
     horizon = as_of + dt.timedelta(days=EXPIRING_NOTICE_DAYS)
     due: dict[tuple[int, str], tuple[Currency, int, dt.date]] = {}
     currencies = {c.id: c for c in program.currencies.all()}
+    in_range = Q()
+    if id_range is not None:
+        in_range = Q(member_id__gte=id_range[0], member_id__lt=id_range[1])
     rows = (
         Bucket.objects.filter(
+            in_range,
             member__program=program,
             currency__kind=Currency.Kind.NON_QUALIFYING,
             remaining__gt=0,
@@ -162,6 +175,7 @@ def points_expiring_notify(*, program, as_of: dt.date) -> int:
         .exclude(member__status=Member.Status.CLOSED)
         .values("member_id", "currency_id", "expires_on")
         .annotate(points=Sum("remaining"))
+        .order_by()
     )
     for row in rows:
         currency = currencies[row["currency_id"]]
@@ -179,7 +193,9 @@ def points_expiring_notify(*, program, as_of: dt.date) -> int:
         low = dates.start_of_day(dates.add_months(as_of, -months) - slack, tz_name)
         high = dates.start_of_day(dates.add_months(horizon, -months) + slack, tz_name)
         balances = (
-            Balance.objects.filter(member__program=program, currency=currency, available__gt=0)
+            Balance.objects.filter(
+                in_range, member__program=program, currency=currency, available__gt=0
+            )
             .exclude(member__status=Member.Status.CLOSED)
             .filter(
                 Q(member__last_activity_at__gte=low, member__last_activity_at__lt=high)
@@ -198,36 +214,33 @@ def points_expiring_notify(*, program, as_of: dt.date) -> int:
                 due[(balance.member_id, key)] = (currency, balance.available, expires_on)
     if not due:
         return 0
-    existing = set(
-        MemberEvent.objects.filter(
-            program=program,
-            type=EventType.POINTS_EXPIRING,
-            dedupe_key__in={key for _, key in due},
-        ).values_list("member_id", "dedupe_key")
+    existing = MemberEvent.objects.filter(
+        in_range,
+        program=program,
+        type=EventType.POINTS_EXPIRING,
+        dedupe_key__in={key for _, key in due},
     )
-    members = {
-        m.id: m
-        for m in Member.objects.filter(id__in={member_id for member_id, _ in due}).select_related(
-            "program"
+    existing = set(existing.values_list("member_id", "dedupe_key"))
+    events = [
+        member_event_build(
+            member=Member(id=member_id, program_id=program.id),
+            type=EventType.POINTS_EXPIRING,
+            payload={
+                "currency": currency.code,
+                "points": display_points(points, currency),
+                "expires_on": expires_on,
+            },
+            occurred_at=at,
+            dedupe_key=key,
         )
-    }
-    written = 0
-    for (member_id, key), (currency, points, expires_on) in sorted(
-        due.items(), key=lambda item: (item[0][0], item[1][2], item[0][1])
-    ):
-        if (member_id, key) in existing:
-            continue
+        for (member_id, key), (currency, points, expires_on) in sorted(
+            due.items(), key=lambda item: (item[0][0], item[1][2], item[0][1])
+        )
+        if (member_id, key) not in existing
+    ]
+    for start in range(0, len(events), NOTICE_BATCH):
         with db_transaction.atomic():
-            member_event_record(
-                member=members[member_id],
-                type=EventType.POINTS_EXPIRING,
-                payload={
-                    "currency": currency.code,
-                    "points": display_points(points, currency),
-                    "expires_on": expires_on,
-                },
-                occurred_at=at,
-                dedupe_key=key,
+            MemberEvent.objects.bulk_create(
+                events[start : start + NOTICE_BATCH], ignore_conflicts=True
             )
-        written += 1
-    return written
+    return len(events)

@@ -27,16 +27,21 @@ from loyalty.models import Bucket, Currency, Member, Program
 Policy = Currency.ExpiryPolicy
 
 
-def members_with_due_expiry(program: Program, as_of: dt.date) -> list[int]:
-    """Ids of members who hold points that expire before `as_of` (dated or by inactivity)."""
+def members_with_due_expiry(
+    program: Program, as_of: dt.date, id_range: tuple[int, int] | None = None
+) -> list[int]:
+    """Ids of members who hold points that expire before `as_of` (dated or by inactivity),
+    among `id_range[0] <= id < id_range[1]` when given."""
     dated = Bucket.objects.filter(
         member__program=program,
         remaining__gt=0,
         expired=False,
         released=True,
         expires_on__lt=as_of,
-    ).values_list("member_id", flat=True)
-    ids = set(dated)
+    )
+    if id_range is not None:
+        dated = dated.filter(member_id__gte=id_range[0], member_id__lt=id_range[1])
+    ids = set(dated.values_list("member_id", flat=True).distinct())
     for currency in _program_currencies(program):
         if currency.expiry_policy != Policy.INACTIVITY:
             continue
@@ -54,16 +59,22 @@ def members_with_due_expiry(program: Program, as_of: dt.date) -> list[int]:
             )
             .select_related("program")
         )
+        if id_range is not None:
+            candidates = candidates.filter(id__gte=id_range[0], id__lt=id_range[1])
         ids.update(m.id for m in candidates if inactivity_expiry_date(m, currency) < as_of)
     return sorted(ids)
 
 
-def points_expire_due(*, program: Program, as_of: dt.date) -> int:
+def points_expire_due(
+    *, program: Program, as_of: dt.date, id_range: tuple[int, int] | None = None
+) -> int:
     """Expire every credit of the program due before `as_of` (idempotent). Returns members
-    settled, in batches (`settlement.members_settle`): each member as settling it alone would."""
+    settled, in batches (`settlement.members_settle`): each member as settling it alone would.
+    With `id_range`, only members with `id_range[0] <= id < id_range[1]` (a Celery task's
+    share of the job)."""
     from loyalty.services.settlement import members_settle
 
     at = dates.start_of_day(as_of, program.timezone)
     return members_settle(
-        program=program, member_ids=members_with_due_expiry(program, as_of), at=at
+        program=program, member_ids=members_with_due_expiry(program, as_of, id_range), at=at
     )

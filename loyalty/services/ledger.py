@@ -16,6 +16,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -59,6 +60,22 @@ def lock_members(member_ids: Iterable[int], *, program: Program | None = None) -
     for member in by_id.values():
         member.program = program
     return by_id
+
+
+def lock_member_ids(member_ids: Iterable[int], *, program: Program) -> list[int]:
+    """Lock member rows of `program` as `lock_members` does (one statement, primary-key
+    order) and return their ids, without building a `Member` per row: the set-based
+    settlement needs only the locks and the ids."""
+    ids = sorted(set(member_ids))
+    if not ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM loyalty_member WHERE id IN (SELECT unnest(%s::bigint[]))"
+            " AND program_id = %s ORDER BY id FOR UPDATE",
+            [ids, program.id],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def spendable(bucket: Bucket, member: Member, currency: Currency, today: dt.date) -> bool:
