@@ -57,12 +57,23 @@ class Job:
 
 
 JOBS: list[Job] = [
-    Job("escrow_release", points_release_due, "release escrowed credits that are due"),
-    Job("expiry", points_expire_due, "expire credits whose expiry date has passed"),
+    Job(
+        "escrow_release",
+        points_release_due,
+        "release escrowed credits that are due",
+        splits_by_member=True,
+    ),
+    Job(
+        "expiry",
+        points_expire_due,
+        "expire credits whose expiry date has passed",
+        splits_by_member=True,
+    ),
     Job(
         "points_expiring",
         points_expiring_notify,
         "points_expiring events for credits that expire within 30 days",
+        splits_by_member=True,
     ),
     # Assessment before the reset: a validity that ends on a period's last day is assessed on
     # that period's qualifying points (tier decisions never read the reset entries).
@@ -78,9 +89,24 @@ JOBS: list[Job] = [
         "reset qualifying points of ended periods",
         splits_by_member=True,
     ),
-    Job("welcome_gifts", welcome_gifts_issue, "welcome gifts of tiers reached"),
-    Job("birthdays", birthdays_celebrate, "birthday events and birthday gifts"),
-    Job("anniversaries", anniversary_rewards_issue, "enrolment anniversary rewards"),
+    Job(
+        "welcome_gifts",
+        welcome_gifts_issue,
+        "welcome gifts of tiers reached",
+        splits_by_member=True,
+    ),
+    Job(
+        "birthdays",
+        birthdays_celebrate,
+        "birthday events and birthday gifts",
+        splits_by_member=True,
+    ),
+    Job(
+        "anniversaries",
+        anniversary_rewards_issue,
+        "enrolment anniversary rewards",
+        splits_by_member=True,
+    ),
     Job("rfm", rfm_score, "RFM scores, labels and churn risk of every member"),
     Job("segments", segments_refresh, "materialise the members of every segment"),
 ]
