@@ -57,6 +57,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='jobrunpart',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('end_member_id__isnull', True), ('first_member_id__isnull', True)), ('first_member_id__lt', models.F('end_member_id')), _connector='OR'), name='jobrunpart_range_valid'),
+            constraint=models.CheckConstraint(condition=models.Q(models.Q(('end_member_id__isnull', True), ('first_member_id__isnull', True)), models.Q(('end_member_id__isnull', False), ('first_member_id__isnull', False), ('first_member_id__lt', models.F('end_member_id'))), _connector='OR'), name='jobrunpart_range_valid'),
         ),
     ]

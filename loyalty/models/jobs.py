@@ -70,7 +70,11 @@ class JobRunPart(models.Model):
             models.UniqueConstraint(fields=["run", "job", "number"], name="jobrunpart_unique"),
             models.CheckConstraint(
                 condition=Q(first_member_id__isnull=True, end_member_id__isnull=True)
-                | Q(first_member_id__lt=models.F("end_member_id")),
+                | Q(
+                    first_member_id__isnull=False,
+                    end_member_id__isnull=False,
+                    first_member_id__lt=models.F("end_member_id"),
+                ),
                 name="jobrunpart_range_valid",
             ),
         ]

@@ -71,6 +71,8 @@ TESTED = {
     "webhook_delivery_once_per_event",
     "webhook_delivery_delivered_at",
     "email_template_per_event_type",
+    "jobrunpart_unique",
+    "jobrunpart_range_valid",
 }
 
 
@@ -592,3 +594,20 @@ def test_email_template_per_event_type(member):
         EmailTemplate.objects.create(
             program=member.program, event_type="enrolled", subject="s", body="b"
         )
+
+
+# --- job runs --------------------------------------------------------------------------------
+
+
+def test_a_job_run_has_one_part_of_each_number_per_job_and_valid_ranges(program):
+    from loyalty.models import JobRun, JobRunPart
+
+    run = JobRun.objects.create(program=program, as_of=T0.date(), jobs=["expiry"], started_at=T0)
+    JobRunPart.objects.create(run=run, job="expiry", number=1, first_member_id=0, end_member_id=5)
+    with refused("jobrunpart_unique"):
+        JobRunPart.objects.create(run=run, job="expiry", number=1)
+    with refused("jobrunpart_range_valid"):
+        JobRunPart.objects.create(run=run, job="expiry", number=2, first_member_id=5,
+                                  end_member_id=5)  # fmt: skip
+    with refused("jobrunpart_range_valid"):
+        JobRunPart.objects.create(run=run, job="expiry", number=3, first_member_id=5)
