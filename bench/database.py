@@ -21,3 +21,23 @@ def fresh_database() -> None:
     with admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{url["NAME"]}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{url["NAME"]}"')
+
+
+def points_program():
+    """A fresh scratch database, migrated, with the points template loaded (the Coffee Club:
+    its earning rules, PTS with rolling expiry, TQP and the three-tier status group): where
+    every bench starts. Returns the program; Django is set up."""
+    import sys
+
+    if "DATABASE_URL" not in os.environ:
+        sys.exit("Set DATABASE_URL to a scratch database (it is dropped and re-created).")
+    fresh_database()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from loyalty.definitions import program_load, read_document, template_path
+
+    call_command("migrate", verbosity=0)
+    return program_load(document=read_document(template_path("points")), actor="bench")

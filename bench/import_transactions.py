@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from bench.database import fresh_database  # noqa: E402  (after the path is set)
+from bench.database import points_program  # noqa: E402  (after the path is set)
 
 TRANSACTION_HEADER = [
     "external_id", "membership_number", "type", "subtype", "event", "occurred_at", "amount",
@@ -283,19 +283,11 @@ def import_transactions(program, path: Path, title: str, rows: int) -> float:
 
 def main() -> None:
     args = parse_args()
-    if "DATABASE_URL" not in os.environ:
-        sys.exit("Set DATABASE_URL to a scratch database (it is dropped and re-created).")
-    fresh_database()
-    import django
+    program = points_program()
 
-    django.setup()
-    from django.core.management import call_command
-
-    from loyalty.definitions import program_load, read_document, template_path
+    from loyalty.definitions import program_load
     from loyalty.services.imports import import_file
 
-    call_command("migrate", verbosity=0)
-    program = program_load(document=read_document(template_path("points")), actor="bench")
     if args.promotions:
         program_load(document=PROMOTIONS, actor="bench")
         print("Two promotions active: double-weekend (standard), monthly-regular (cumulative)")

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from bench.database import fresh_database  # noqa: E402  (after the path is set)
+from bench.database import points_program  # noqa: E402  (after the path is set)
 from bench.import_transactions import Phase  # noqa: E402
 
 AS_OF = dt.date(2026, 7, 1)
@@ -227,22 +227,13 @@ def load() -> str:
 
 def main() -> None:
     args = parse_args()
-    if "DATABASE_URL" not in os.environ:
-        sys.exit("Set DATABASE_URL to a scratch database (it is dropped and re-created).")
-    fresh_database()
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    program = points_program()
     from django.db import connection, transaction
 
     from loyalty import dates
-    from loyalty.definitions import program_load, read_document, template_path
     from loyalty.jobs import run_jobs
     from loyalty.models import Bucket
 
-    call_command("migrate", verbosity=0)
-    program = program_load(document=read_document(template_path("points")), actor="bench")
     currency = program.currencies.get(code="PTS")
     total = args.members * args.buckets_per_member
     print(f"Generating {args.members:,} members and {total:,} buckets (set-based) ...")

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from bench.database import fresh_database  # noqa: E402  (after the path is set)
+from bench.database import points_program  # noqa: E402  (after the path is set)
 
 UPGRADED_IN = dt.date(2025, 6, 1)  # purchases from 1 to 28 June 2025, local noon
 
@@ -339,21 +339,12 @@ def floor(cursor, program, as_of: dt.date) -> None:
 
 def main() -> None:
     args = parse_args()
-    if "DATABASE_URL" not in os.environ:
-        sys.exit("Set DATABASE_URL to a scratch database (it is dropped and re-created).")
-    fresh_database()
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    program = points_program()
     from django.db import connection, transaction
 
-    from loyalty.definitions import program_load, read_document, template_path
     from loyalty.jobs import run_jobs
     from loyalty.models import Balance, LedgerEntry, TierHistory
 
-    call_command("migrate", verbosity=0)
-    program = program_load(document=read_document(template_path("points")), actor="bench")
     n = args.members
     print(f"Generating {n:,} members upgraded in June 2025 (set-based) ...")
     started = time.perf_counter()
