@@ -48,7 +48,8 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="progress")
     def progress(self, run: JobRun) -> str:
         if run.status == JobRun.Status.DONE:
-            return f"{len(run.jobs)} jobs"
+            count = len(run.jobs)
+            return f"all {count} jobs done" if count > 1 else "the job done"
         p = jobs.job_run_progress(run)
         return f"job {p['step']} of {p['jobs']} ({p['job']}): {p['parts_done']}/{p['parts']} parts"
 

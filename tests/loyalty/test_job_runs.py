@@ -214,3 +214,22 @@ def test_the_real_jobs_cut_into_parts_write_what_one_part_writes(program, pts, t
     kinds = {entry[2] for entry in runs[1]["entries"]}
     assert {"expiry", "qualifying_reset"} <= kinds
     assert {"tier_downgraded", "tier_upgraded"} <= {event[1] for event in runs[1]["events"]}
+
+
+def test_the_admin_shows_runs_with_their_progress_and_a_failed_part_s_error(
+    admin_client, program, members, counting
+):
+    from django.urls import reverse
+
+    jobs.run_jobs(as_of=AS_OF, program_code=program.code, only=["count_members"], parts=2)
+    with pytest.raises(RuntimeError):
+        jobs.run_jobs(as_of=AS_OF, program_code=program.code, only=["fail"], parts=1)
+    done, failed = JobRun.objects.order_by("id")
+
+    listing = admin_client.get(reverse("admin:loyalty_jobrun_changelist")).content.decode()
+    assert "the job done" in listing  # the finished run
+    assert "job 1 of 1 (fail): 0/1 parts" in listing
+    page = admin_client.get(reverse("admin:loyalty_jobrun_change", args=[failed.pk]))
+    assert "RuntimeError: the disk is full" in page.content.decode()
+    parts = admin_client.get(reverse("admin:loyalty_jobrun_change", args=[done.pk]))
+    assert "the last" in parts.content.decode()  # the open-ended last range
