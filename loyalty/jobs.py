@@ -163,6 +163,7 @@ def run_jobs(
     only: list[str] | None = None,
     parts: int = 1,
     on_part: Callable[[JobRunPart], None] | None = None,
+    source: str = JobRun.Source.INLINE,
 ) -> list[tuple[str, str, int]]:
     """Run the jobs in order for each program, in this process; returns (program, job,
     items) rows. `parts` cuts each job that splits by member into that many parts (run one
@@ -172,7 +173,7 @@ def run_jobs(
     for program in _programs(program_code):
         run = job_run_inline(
             program=program, as_of=as_of or today_for(program), only=only, parts=parts,
-            on_part=on_part,
+            on_part=on_part, source=source,
         )  # fmt: skip
         for name in run.jobs:
             items = sum(p.items or 0 for p in run.part_rows.all() if p.job == name)
@@ -295,10 +296,14 @@ def job_run_inline(
     only: list[str] | None = None,
     parts: int = 1,
     on_part: Callable[[JobRunPart], None] | None = None,
+    source: str = JobRun.Source.INLINE,
 ) -> JobRun:
     """A recorded run whose parts this process runs one after another."""
     queue: deque[int] = deque()
-    run = job_run_start(program=program, as_of=as_of, only=only, parts=parts, enqueue=queue.extend)
+    run = job_run_start(
+        program=program, as_of=as_of, only=only, parts=parts, source=source,
+        enqueue=queue.extend,
+    )  # fmt: skip
     while queue:
         part_id = queue.popleft()
         job_part_run(part_id=part_id, enqueue=queue.extend)

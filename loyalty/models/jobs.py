@@ -45,7 +45,7 @@ class JobRun(models.Model):
         indexes = [models.Index(fields=["program", "-started_at"], name="jobrun_program_started")]
 
     def __str__(self) -> str:
-        return f"{self.program_id} jobs as of {self.as_of} ({self.status})"
+        return f"Jobs of {self.program.code} as of {self.as_of} ({self.status})"
 
     @property
     def current_job(self) -> str:

@@ -115,6 +115,9 @@ def test_the_command_prints_each_part_as_it_ends(program, members, counting):
     assert "  count_members: part 1 of 2 done, 5 members" in lines
     assert "  count_members: part 2 of 2 done, 5 members" in lines
     assert "coffee\tcount_members\t10 members" in lines
+    run = JobRun.objects.get()
+    assert run.source == "command"
+    assert str(run) == "Jobs of coffee as of 2026-07-01 (done)"
 
 
 def test_the_command_refuses_zero_parts(program):

@@ -50,6 +50,7 @@ class Command(BaseCommand):
             results = jobs.run_jobs(
                 as_of=as_of, program_code=program, only=names, parts=parts,
                 on_part=self._part_done if parts > 1 else None,
+                source=JobRun.Source.COMMAND,
             )  # fmt: skip
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
