@@ -5,10 +5,18 @@
         [--workers 2]
 
 Creates a fresh database (dropped and re-created: it must be a scratch one), loads the points
-template (the Coffee Club: PTS with rolling expiry), then generates the ledger set-based, in a
-few SQL statements: N members, and for each of them K credits (entries and buckets) in PTS of
-which about half expired before the as-of date, one in ten of every second member still in
-escrow but due, and the members' balances equal to the sums of their buckets. Then, timed:
+template (the Coffee Club: PTS with rolling expiry, 12 months to the end of the month), then
+generates the ledger set-based, in a few SQL statements: N members, and for each of them K
+credits (entries and buckets) in PTS, one in ten of every second member still in escrow but
+due, and the members' balances equal to the sums of their buckets. The credits' shape:
+
+    default    a month's credits at the month's end, as issue #17 describes it: every member's
+               K credits were earned in June 2025, so all expire on 30 June 2026 and all are
+               due on 1 July 2026 (K buckets, one expiry date per member)
+    --spread   the credits 60 days apart (K expiry dates per member, about 6 in 10 due): the
+               catch-up of a program whose jobs had not run for a year
+
+Then, timed:
 
     escrow_release  run_jobs' escrow release as of the date (batched, services/settlement.py)
     expiry          run_jobs' expiry as of the date
@@ -16,10 +24,10 @@ escrow but due, and the members' balances equal to the sums of their buckets. Th
 
 and, in the same run, the floors: the same release and expiry as one set-based statement
 each on a copy of the buckets taken before the jobs (with the table's indexes): an UPDATE of
-the due buckets and an INSERT of one entry each, the least any job that writes an entry per
-bucket can cost. Prints, for each, seconds, members, buckets/s, Python CPU and database CPU
-(the backend's /proc/PID/stat: the machine is shared), the load average, the ratio to the
-floor and the re-run's share of the first run. Run by hand; nothing here is a test.
+the due buckets and an INSERT of one row each, the least any job that records, for each
+bucket, what emptied it can cost. Prints, for each, seconds, members, buckets/s, Python CPU
+and database CPU (the backend's /proc/PID/stat: the machine is shared), the load average,
+the ratio to the floor and the re-run's share of the first run. Run by hand; nothing here is a test.
 """
 
 from __future__ import annotations
@@ -46,6 +54,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--buckets-per-member", type=int, default=10)
     parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="credits 60 days apart (a year of catch-up) instead of a month's credits due at "
+        "the month's end",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -55,7 +69,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def generate(cursor, program_id: int, currency_id: int, members: int, per_member: int) -> None:
+def generate(
+    cursor, program_id: int, currency_id: int, members: int, per_member: int, spread: bool
+) -> None:
     """Members, their credits (entries and buckets) and balances, set-based.
 
     Consistent by construction, so written without the foreign-key and append-only triggers
@@ -76,9 +92,10 @@ def generate(cursor, program_id: int, currency_id: int, members: int, per_member
         """,
         [program_id, members],
     )
-    # Credit j of member m: id (m-1)*K + j, expiring 12 months and j*60 days after 2024-06-01
-    # (so about half are due by the as-of date); every tenth of every second member in escrow,
-    # due for release (the release job settles those members, the expiry job the others).
+    # Credit j of member m: id (m-1)*K + j, expiring on 30 June 2026 (earned in June 2025), or
+    # with --spread 12 months and j*60 days after 2024-06-01 (about 6 in 10 due by the as-of
+    # date); every tenth of every second member in escrow, due for release (the release job
+    # settles those members, the expiry job the others).
     cursor.execute(
         """
         INSERT INTO loyalty_ledgerentry (
@@ -89,10 +106,18 @@ def generate(cursor, program_id: int, currency_id: int, members: int, per_member
                CASE WHEN j %% 10 = 0 AND m %% 2 = 0
                     THEN timestamptz '2024-06-01 00:00+00' + (j * 20 + 14) * interval '1 day'
                END,
-               (date '2024-06-01' + j * 60 + 365), '', now()
+               CASE WHEN %(spread)s THEN date '2024-06-01' + j * 60 + 365
+                    ELSE date '2026-06-30' END,
+               '', now()
         FROM generate_series(1, %(members)s) m, generate_series(1, %(k)s) j
         """,
-        {"k": per_member, "program": program_id, "currency": currency_id, "members": members},
+        {
+            "k": per_member,
+            "program": program_id,
+            "currency": currency_id,
+            "members": members,
+            "spread": spread,
+        },
     )
     cursor.execute(
         """
@@ -134,8 +159,9 @@ def copy_buckets(cursor) -> None:
 def floor(cursor, program_id: int, as_of: dt.date, at: dt.datetime) -> dict[str, float]:
     """The release and the expiry as one set-based statement each, on a copy of the buckets
     (`copy_buckets`, made before the jobs ran; rolled back by the caller): update the due
-    buckets and insert one entry per bucket, the least any job that writes an entry per
-    bucket can cost (no allocations, balances or events)."""
+    buckets and insert one row per bucket (an entry, the widest of the ledger's rows), the
+    least any job that records what emptied each bucket can cost (no allocations, balances
+    or events)."""
     seconds = {}
     for label, due, change, points in (
         (
@@ -213,12 +239,33 @@ def run_split(job: str, program_id: int, members: int, workers: int):
     )
 
 
-def last_entry_id() -> int:
+def settled_marks() -> tuple[int, int]:
+    """The last entry and allocation ids: what a job wrote after them is what it settled."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT coalesce(max(id), 0) FROM loyalty_ledgerentry")
-        return cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT (SELECT coalesce(max(id), 0) FROM loyalty_ledgerentry),"
+            " (SELECT coalesce(max(id), 0) FROM loyalty_bucketallocation)"
+        )
+        return cursor.fetchone()
+
+
+def buckets_settled(marks: tuple[int, int]) -> int:
+    """Buckets released (an `escrow_release` entry each) or expired (an allocation each of
+    the expiry entries: one entry per member and date) since `marks`."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM loyalty_ledgerentry"
+            "        WHERE id > %s AND kind = 'escrow_release'),"
+            " (SELECT count(*) FROM loyalty_bucketallocation a"
+            "  JOIN loyalty_ledgerentry e ON e.id = a.entry_id"
+            "  WHERE a.id > %s AND e.kind = 'expiry')",
+            list(marks),
+        )
+        return sum(cursor.fetchone())
 
 
 def load() -> str:
@@ -239,7 +286,9 @@ def main() -> None:
     print(f"Generating {args.members:,} members and {total:,} buckets (set-based) ...")
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
-        generate(cursor, program.id, currency.id, args.members, args.buckets_per_member)
+        generate(
+            cursor, program.id, currency.id, args.members, args.buckets_per_member, args.spread
+        )
     print(f"  {time.perf_counter() - started:.1f} s")
     at = dates.start_of_day(AS_OF, program.timezone)
     due = {
@@ -258,16 +307,16 @@ def main() -> None:
         ("escrow_release again", "escrow_release"),
         ("expiry again", "expiry"),
     ):
-        entries = last_entry_id()
+        marks = settled_marks()
         if args.workers > 1:
             phase, members = run_split(job, program.id, args.members, args.workers)
         else:
             with Phase() as phase:
                 [(_, _, members)] = run_jobs(as_of=AS_OF, program_code=program.code, only=[job])
         timings[label] = phase
-        # Entries written: one per bucket released or expired (the release job settles its
-        # members whole: their expiries too).
-        written[label] = last_entry_id() - entries
+        # Buckets released or expired (the release job settles its members whole: their
+        # expiries too).
+        written[label] = buckets_settled(marks)
         rate = f"{written[label] / phase.wall:,.0f} buckets/s" if written[label] else ""
         print(
             f"{label:22} {phase.wall:8.1f} s  {members:>10,} members  "

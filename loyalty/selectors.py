@@ -503,10 +503,11 @@ def _expired_when_posted(
     if not late:
         return {}
     by_currency = {e.currency_id: e.currency for e in entries}
+    # The allocations, not the entries: an expiry entry may empty other buckets too.
     expired = (
-        LedgerEntry.objects.order_by()
-        .filter(kind=LedgerEntry.Kind.EXPIRY, allocations__bucket__entry_id__in=late)
-        .values_list("currency_id")
+        BucketAllocation.objects.order_by()
+        .filter(entry__kind=LedgerEntry.Kind.EXPIRY, bucket__entry_id__in=late)
+        .values_list("bucket__currency_id")
         .annotate(points=Sum("points"))
     )
     return {by_currency[cid]: -points for cid, points in expired if points}

@@ -173,10 +173,20 @@ class Bucket(models.Model):
 
 
 class BucketAllocation(models.Model):
-    """Which buckets a debit consumed (or a re-credit gave back to): what makes expiry exact."""
+    """Which buckets a debit consumed (or a re-credit gave back to): what makes expiry exact.
 
-    entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, related_name="allocations")
-    bucket = models.ForeignKey(Bucket, on_delete=models.PROTECT, related_name="allocations")
+    Append-only, like the entries. Its two references are checked by PostgreSQL once per
+    statement (a trigger over the statement's new rows, migration 0023), not by a foreign-key
+    trigger per row: an expiry writes one allocation per bucket, and the per-row checks were
+    a fifth of its cost. Entries and buckets are never deleted (triggers refuse it), so a
+    reference checked on insert stays valid (docs/decisions.md, "Allocations")."""
+
+    entry = models.ForeignKey(
+        LedgerEntry, on_delete=models.PROTECT, related_name="allocations", db_constraint=False
+    )
+    bucket = models.ForeignKey(
+        Bucket, on_delete=models.PROTECT, related_name="allocations", db_constraint=False
+    )
     points = models.BigIntegerField(
         help_text="Negative: taken from the bucket; positive: given back."
     )

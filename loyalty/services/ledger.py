@@ -497,26 +497,39 @@ class LedgerWriter:
         self._save_bucket(bucket, ["released", "remaining"])
 
     def expire_bucket(self, bucket: Bucket, transaction: Transaction | None = None) -> None:
-        bucket.expired = True
-        if bucket.remaining:
-            points = bucket.remaining
+        self.expire_buckets([bucket], transaction=transaction)
+
+    def expire_buckets(self, buckets: list[Bucket], transaction: Transaction | None = None) -> None:
+        """Expire buckets of one member and currency that expire on the same date: one
+        `expiry` entry for their remaining points together, one allocation per bucket.
+
+        One entry per expiry date, not per bucket (docs/decisions.md, "One expiry entry per
+        date"): a month of credits that expires at the month's end is one line of the
+        member's statement, and the allocations still say exactly which buckets it emptied."""
+        emptied = [b for b in buckets if b.remaining]
+        points = sum(b.remaining for b in emptied)
+        if points:
+            first = emptied[0]
             entry = self._entry(
-                bucket.member,
-                bucket.currency,
+                first.member,
+                first.currency,
                 -points,
                 Kind.EXPIRY,
                 transaction=transaction,
-                expires_on=bucket.expires_on,
+                expires_on=first.expires_on,
             )
-            self._allocate(entry, bucket, -points)
-            bucket.remaining = 0
-            balance = self.balance(bucket.member, bucket.currency)
+            for bucket in emptied:
+                self._allocate(entry, bucket, -bucket.remaining)
+                bucket.remaining = 0
+            balance = self.balance(first.member, first.currency)
             balance.available -= points
             balance.expired += points
             from loyalty.services.events import points_expired_record
 
-            points_expired_record(writer=self, bucket=bucket, points=points)
-        self._save_bucket(bucket, ["expired", "remaining"])
+            points_expired_record(writer=self, bucket=first, points=points)
+        for bucket in buckets:
+            bucket.expired = True
+            self._save_bucket(bucket, ["expired", "remaining"])
 
 
 def _origin_transaction(entry: LedgerEntry) -> dict:
@@ -568,13 +581,17 @@ def settle_buckets(
         writer.release_bucket(bucket)
         if bucket.pk is not None:
             released[bucket.pk] = bucket
+    together: dict[tuple[int, dt.date | None], list[Bucket]] = {}
     for bucket in expiries:
         if bucket.pk is not None:
             bucket = released.get(bucket.pk, bucket)
         if not bucket.released:
             continue  # still in escrow: it expires once released
         bucket.member = member
-        writer.expire_bucket(bucket)
+        together.setdefault((bucket.currency_id, bucket.expires_on), []).append(bucket)
+    # In the order of each date's first bucket, as the set-based jobs number the entries.
+    for buckets in together.values():
+        writer.expire_buckets(buckets)
 
 
 def bucket_move(

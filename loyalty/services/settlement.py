@@ -164,10 +164,10 @@ class _SetBasedSettlement:
         )
 
     def _expire(self, cursor, member_ids: list[int]) -> None:
-        """`LedgerWriter.expire_bucket` for every released bucket whose expiry date has
-        passed: an `expiry` entry and its allocation, the bucket emptied and marked expired,
-        available moved to expired, and one `points_expired` event per member, currency and
-        expiry date (`events.points_expired_record`)."""
+        """`LedgerWriter.expire_buckets` for every released bucket whose expiry date has
+        passed: one `expiry` entry per member, currency and expiry date with an allocation per
+        bucket, the buckets emptied and marked expired, available moved to expired, and one
+        `points_expired` event per entry (`events.points_expired_record`)."""
         days = self._expiry_days(cursor, member_ids)
         if not days:
             return
@@ -180,41 +180,44 @@ class _SetBasedSettlement:
         cursor.execute(
             f"""
             WITH due AS MATERIALIZED (
-                SELECT nextval(%(sequence)s::regclass) AS entry_id, d.*
+                SELECT b.id, b.member_id, b.currency_id, b.remaining, b.expires_on
+                FROM loyalty_bucket b
+                WHERE b.member_id IN (SELECT unnest(%(members)s::bigint[]))
+                  AND b.remaining > 0 AND NOT b.expired AND b.released
+                  AND b.expires_on < %(today)s
+            ), dated AS MATERIALIZED (
+                -- One entry per member, currency and date, numbered in the order of each
+                -- date's first bucket, as `settle_buckets` writes them.
+                SELECT nextval(%(sequence)s::regclass) AS entry_id, g.*
                 FROM (
-                    SELECT b.id, b.member_id, b.currency_id, b.remaining, b.expires_on
-                    FROM loyalty_bucket b
-                    WHERE b.member_id IN (SELECT unnest(%(members)s::bigint[]))
-                      AND b.remaining > 0 AND NOT b.expired AND b.released
-                      AND b.expires_on < %(today)s
-                    ORDER BY b.member_id, b.expires_on, b.id
-                ) d
+                    SELECT member_id, currency_id, expires_on, sum(remaining) AS points,
+                           min(id) AS first_bucket
+                    FROM due GROUP BY member_id, currency_id, expires_on
+                    ORDER BY member_id, expires_on, first_bucket
+                ) g
             ), entries AS (
                 INSERT INTO loyalty_ledgerentry (
                     id, program_id, member_id, currency_id, points, kind, pool, expires_on,
                     note, created_at)
-                SELECT entry_id, %(program)s, member_id, currency_id, -remaining,
+                SELECT entry_id, %(program)s, member_id, currency_id, -points,
                        '{Kind.EXPIRY}', 'available', expires_on, '', now()
-                FROM due
+                FROM dated
             ), allocations AS (
                 INSERT INTO loyalty_bucketallocation (entry_id, bucket_id, points)
-                SELECT entry_id, id, -remaining FROM due
+                SELECT d.entry_id, due.id, -due.remaining
+                FROM due JOIN dated d USING (member_id, currency_id, expires_on)
             ), buckets AS (
                 UPDATE loyalty_bucket b SET remaining = 0, expired = true
                 FROM due WHERE b.id = due.id
             ), sums AS (
-                SELECT member_id, currency_id, sum(remaining) AS points
-                FROM due GROUP BY member_id, currency_id
+                SELECT member_id, currency_id, sum(points) AS points
+                FROM dated GROUP BY member_id, currency_id
             ), balances AS (
                 UPDATE loyalty_balance bal
                 SET available = bal.available - sums.points,
                     expired = bal.expired + sums.points, updated_at = now()
                 FROM sums
                 WHERE bal.member_id = sums.member_id AND bal.currency_id = sums.currency_id
-            ), notices AS (
-                SELECT member_id, currency_id, expires_on, sum(remaining) AS points,
-                       min(entry_id) AS first_entry
-                FROM due GROUP BY member_id, currency_id, expires_on
             )
             INSERT INTO loyalty_memberevent (
                 program_id, member_id, type, payload, occurred_at, dedupe_key, created_at)
@@ -225,12 +228,12 @@ class _SetBasedSettlement:
                                        c.decimals)::text,
                        'expires_on', to_char(n.expires_on, 'YYYY-MM-DD')),
                    o.occurred_at, '', now()
-            FROM notices n
+            FROM dated n
             JOIN unnest(%(shown)s::bigint[], %(codes)s::text[], %(decimals)s::int[])
                  AS c(id, code, decimals) ON c.id = n.currency_id
             JOIN unnest(%(days)s::date[], %(occurred)s::timestamptz[])
                  AS o(day, occurred_at) ON o.day = n.expires_on
-            ORDER BY n.first_entry
+            ORDER BY n.entry_id
             """,  # nosec B608: kinds and types are constants of the models
             {
                 "sequence": self.entry_sequence,

@@ -1,6 +1,7 @@
 """The ledger's invariants are enforced by PostgreSQL, not by Python alone: every CHECK and
-UNIQUE constraint of the loyalty models refuses a bad row with IntegrityError, and a trigger
-refuses UPDATE and DELETE of ledger entries."""
+UNIQUE constraint of the loyalty models refuses a bad row with IntegrityError, and triggers
+refuse UPDATE and DELETE of ledger entries and allocations, DELETE of buckets, and an
+allocation that names an entry or a bucket that does not exist."""
 
 import datetime as dt
 
@@ -76,9 +77,17 @@ TESTED = {
 }
 
 
+# Checks made by triggers rather than declared constraints (migrations 0003 and 0023).
+TRIGGER_CHECKS = {
+    "allocation_entry_exists",
+    "allocation_bucket_exists",
+    "a bucket is never deleted",
+}
+
+
 def refused(name: str):
     """Expect the database to refuse the block with IntegrityError naming `name`."""
-    assert name in TESTED or name.startswith("append-only")
+    assert name in TESTED or name in TRIGGER_CHECKS or "append-only" in name
     return _Refused(name)
 
 
@@ -178,6 +187,42 @@ def test_bucket_points_are_positive(bucket):
 def test_allocation_points_are_non_zero(entry, bucket):
     with refused("allocation_points_nonzero"):
         BucketAllocation.objects.create(entry=entry, bucket=bucket, points=0)
+
+
+def test_an_allocation_must_name_an_existing_bucket(entry, bucket):
+    with refused("allocation_bucket_exists"):
+        BucketAllocation.objects.create(entry=entry, bucket_id=bucket.pk + 1000, points=-1)
+
+
+def test_an_allocation_must_name_an_existing_entry(entry, bucket):
+    with refused("allocation_entry_exists"):
+        BucketAllocation.objects.create(entry_id=entry.pk + 1000, bucket=bucket, points=-1)
+
+
+def test_one_bad_reference_refuses_the_whole_statement(entry, bucket):
+    rows = [BucketAllocation(entry=entry, bucket=bucket, points=-1) for _ in range(3)]
+    rows.append(BucketAllocation(entry=entry, bucket_id=bucket.pk + 1000, points=-1))
+
+    with refused("allocation_bucket_exists"):
+        BucketAllocation.objects.bulk_create(rows)
+
+    assert not BucketAllocation.objects.exists()
+
+
+def test_allocations_are_append_only(entry, bucket):
+    allocation = BucketAllocation.objects.create(entry=entry, bucket=bucket, points=-1)
+
+    with refused(r"loyalty_bucketallocation: UPDATE refused \(append-only"):
+        BucketAllocation.objects.filter(pk=allocation.pk).update(bucket_id=bucket.pk + 1000)
+    with refused(r"loyalty_bucketallocation: DELETE refused \(append-only"):
+        allocation.delete()
+
+
+def test_buckets_are_never_deleted(bucket):
+    with refused("a bucket is never deleted"), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM loyalty_bucket WHERE id = %s", [bucket.pk])
+
+    assert Bucket.objects.filter(pk=bucket.pk).exists()
 
 
 # --- ledger entries ----------------------------------------------------------------------------

@@ -90,10 +90,12 @@ def one_by_one(program, ids, at) -> None:
 
 
 def make_program(program, pts, tqp) -> None:
-    """PTS (two decimals, rolling 6 months) earned in store and, escrowed, online; TQP
-    (qualifying, rolling 6 months) earned in store; MIL (inactivity, 6 months) in the app."""
+    """PTS (two decimals, rolling 6 months to the month's end) earned in store and, escrowed,
+    online; TQP (qualifying, rolling 6 months) earned in store; MIL (inactivity, 6 months) in
+    the app."""
     pts.expiry_policy = "rolling"
     pts.expiry_months = 6
+    pts.expiry_round_to = "end_of_month"  # a month's credits expire together: one entry
     pts.decimals = 2
     pts.save()
     tqp.expiry_policy = "rolling"
@@ -223,7 +225,8 @@ def test_the_set_based_path_settles_simple_members_and_leaves_the_others_to_pyth
     plain, indebted, dormant = make_histories(
         program,
         post,
-        [([(0, 40, "store"), (400, 10, "online")], 0), ([(0, 40, "online")], 5)]
+        [([(0, 40, "store"), (3, 20, "store"), (400, 10, "online")], 0)]
+        + [([(0, 40, "online")], 5)]
         + [([(0, 40, "app")], 0)],
         [],
     )
@@ -236,20 +239,30 @@ def test_the_set_based_path_settles_simple_members_and_leaves_the_others_to_pyth
     with transaction.atomic():
         sql.settle([plain.id])
 
-    # then PTS and TQP of the purchase expired (one silent), the escrowed credit was released
+    # then PTS and TQP of the purchases expired (one silent), the escrowed credit was released;
+    # the two PTS credits of January expire on the same day: one entry, two allocations
     kinds = sorted(
         LedgerEntry.objects.filter(member=plain).values_list("kind", "currency__code", "points")
     )
     assert kinds == [
         ("accrual", "PTS", 525),
+        ("accrual", "PTS", 2000),
         ("accrual", "PTS", 4000),
         ("accrual", "TQP", 2),
+        ("accrual", "TQP", 2),
         ("escrow_release", "PTS", 525),
-        ("expiry", "PTS", -4000),
+        ("expiry", "PTS", -6000),
+        ("expiry", "TQP", -2),
         ("expiry", "TQP", -2),
     ]
+    expiry = LedgerEntry.objects.get(member=plain, kind="expiry", currency=pts)
+    assert expiry.expires_on == dt.date(2025, 7, 31)
+    assert sorted(expiry.allocations.values_list("bucket__points", "points")) == [
+        (2000, -2000),
+        (4000, -4000),
+    ]
     [event] = MemberEvent.objects.filter(member=plain, type="points_expired")
-    assert event.payload == {"currency": "PTS", "points": "40.00", "expires_on": "2025-07-06"}
-    assert event.occurred_at == dates.start_of_day(dt.date(2025, 7, 7), program.timezone)
+    assert event.payload == {"currency": "PTS", "points": "60.00", "expires_on": "2025-07-31"}
+    assert event.occurred_at == dates.start_of_day(dt.date(2025, 8, 1), program.timezone)
     stored = Balance.objects.get(member=plain, currency=pts)
-    assert (stored.available, stored.pending, stored.expired) == (525, 0, 4000)
+    assert (stored.available, stored.pending, stored.expired) == (525, 0, 6000)
