@@ -141,6 +141,9 @@ CACHES = {
         "CACHE_URL", default="locmemcache://" if DEBUG else "redis://127.0.0.1:6379/1"
     )
 }
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # The same backend, with one Redis client per pool (config/redis_cache.py says why).
+    CACHES["default"]["BACKEND"] = "config.redis_cache.RedisCache"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

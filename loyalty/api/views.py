@@ -287,13 +287,13 @@ def transaction_data(
 ) -> dict:
     """The transaction as the API shows it, from its rows at hand (nothing re-read; one or
     two queries more for a reversal or for credits dated past their expiry)."""
-    context = {
-        "lines": lines,
-        "entries": entries,
-        "outcome": selectors.transaction_outcome(txn, entries, program=program),
-        "today": program_today(program),
-    }
-    return s.TransactionSerializer(txn, context=context).data
+    return s.transaction_render(
+        txn,
+        lines=lines,
+        entries=entries,
+        outcome=selectors.transaction_outcome(txn, entries, program=program),
+        today=program_today(program),
+    )
 
 
 def posted_transaction_data(

@@ -16,9 +16,9 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 
 from loyalty import dates
-from loyalty.models import LedgerEntry
 from loyalty.pipeline import PostingExtension, PostingRun
 from loyalty.rules import RuleSnapshot
+from loyalty.services import statements
 
 
 def is_capped(award: dict) -> bool:
@@ -78,16 +78,13 @@ class EarningRuleCaps(PostingExtension):
         ]
         start = dates.start_of_day(min(first for first, _ in months), self.tz_name)
         end = dates.start_of_day(max(after for _, after in months), self.tz_name)
-        rows = LedgerEntry.objects.filter(
-            rule_id__in=sorted(self.capped),
-            member_id__in=members,
-            kind=LedgerEntry.Kind.ACCRUAL,
-            transaction__occurred_at__gte=start,
-            transaction__occurred_at__lt=end,
-        ).values_list("rule_id", "member_id", "transaction_id", "transaction__occurred_at")
         # One award is one transaction's, however many credits it made (a basket of two
-        # partners' products splits an award into a credit per partner).
-        for rule_id, member_id, _, occurred_at in rows.order_by().distinct():
+        # partners' products splits an award into a credit per partner). One precompiled
+        # statement: every purchase of a program with a capped rule runs it.
+        rows = statements.capped_awards(
+            rule_ids=sorted(self.capped), member_ids=members, start=start, end=end
+        )
+        for rule_id, member_id, _, occurred_at in rows:
             self.counts.add(rule_id, member_id, dates.local_date(occurred_at, self.tz_name))
 
     def adjust_rules(self, member, snapshot, rules):

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from loyalty.exceptions import ValidationFailed
 from loyalty.models import ApiKey, Program
+from loyalty.services import statements
 
 SCOPES = (
     "members:read",
@@ -71,7 +72,8 @@ def api_key_revoke(*, api_key: ApiKey, actor: str = "", now: dt.datetime | None 
 def api_key_authenticate(raw_key: str, *, now: dt.datetime | None = None) -> ApiKey | None:
     """The key whose hash matches `raw_key` (revoked or not; the caller decides), with its
     program. Marks it used, at most once per LAST_USED_RESOLUTION."""
-    key = ApiKey.objects.select_related("program").filter(hashed_key=hash_key(raw_key)).first()
+    # Every API request runs this: one precompiled statement, not an ORM query to build.
+    key = statements.api_key_by_hash(hash_key(raw_key))
     if key is None or key.revoked_at is not None:
         return key
     now = now or timezone.now()

@@ -14,6 +14,28 @@ from loyalty.models import Bucket, Currency, Member, Program
 from loyalty.services.ledger import LedgerWriter, settle_buckets
 
 
+def _candidates(
+    *,
+    member_ids: list[int],
+    latest: dt.datetime,
+    latest_day: dt.date,
+    inactivity_currency_ids: list[int],
+):
+    """The members' open buckets that are pending with `available_at` by `latest`, expire
+    before `latest_day`, or are in a currency whose points expire by inactivity (with their
+    entries; in id order)."""
+    return (
+        Bucket.objects.order_by("id")
+        .filter(member_id__in=among(member_ids), remaining__gt=0, expired=False)
+        .filter(
+            Q(released=False, available_at__lte=latest)
+            | Q(expires_on__lt=latest_day)
+            | Q(currency_id__in=inactivity_currency_ids)
+        )
+        .select_related("entry")
+    )
+
+
 class DueBuckets:
     """The run's members' buckets that could fall due for release or expiry by the run's
     latest instant, read in one query; `settle` picks those due at an instant exactly as
@@ -25,23 +47,28 @@ class DueBuckets:
         currencies: dict[int, Currency],
         members: list[Member],
         latest: dt.datetime,
+        *,
+        read=_candidates,
     ):
+        """`read`: what reads the candidates (`_candidates`' arguments and result); a single
+        post passes the same query precompiled (`statements.due_bucket_candidates`)."""
         self.program = program
         self.inactivity = [
             c for c in currencies.values() if c.expiry_policy == Currency.ExpiryPolicy.INACTIVITY
         ]
         latest_day = dates.local_date(latest, program.timezone)
-        candidates = (
-            Bucket.objects.order_by("id")
-            .filter(member_id__in=among(m.id for m in members), remaining__gt=0, expired=False)
-            .filter(
-                Q(released=False, available_at__lte=latest)
-                | Q(expires_on__lt=latest_day)
-                | Q(currency_id__in=[c.id for c in self.inactivity])
-            )
-        )
         self.by_member: dict[int, list[Bucket]] = {}
-        for bucket in candidates.select_related("entry") if members else ():
+        candidates = (
+            read(
+                member_ids=[m.id for m in members],
+                latest=latest,
+                latest_day=latest_day,
+                inactivity_currency_ids=[c.id for c in self.inactivity],
+            )
+            if members
+            else ()
+        )
+        for bucket in candidates:
             bucket.currency = currencies[bucket.currency_id]
             self.by_member.setdefault(bucket.member_id, []).append(bucket)
         self.seen_new = 0

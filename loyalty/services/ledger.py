@@ -34,6 +34,7 @@ from loyalty.models import (
     Program,
     Transaction,
 )
+from loyalty.services import statements
 
 Kind = LedgerEntry.Kind
 Pool = LedgerEntry.Pool
@@ -156,7 +157,8 @@ class LedgerWriter:
         ids = list(member_ids)
         if not ids:
             return
-        for balance in Balance.objects.order_by().filter(member_id__in=ids):
+        # One precompiled statement (`statements`): a single post preloads its member's.
+        for balance in statements.balances_of(ids):
             self.balances[(balance.member_id, balance.currency_id)] = balance
 
     def flush(self) -> None:
@@ -166,7 +168,7 @@ class LedgerWriter:
             now = timezone.now()
             for balance in touched:
                 balance.updated_at = now
-            Balance.objects.bulk_create([b for b in touched if b.pk is None])
+            statements.insert_rows(Balance, [b for b in touched if b.pk is None])
             bulk_update_values(Balance, [b for b in touched if b.pk is not None], BALANCE_FIELDS)
             self.balances, self.touched = {}, set()
             return
@@ -205,7 +207,7 @@ class LedgerWriter:
             (BucketAllocation, self.new_allocations),
         ):
             if rows:
-                model.objects.bulk_create(rows)
+                statements.insert_rows(model, rows)
         self.written_entries.extend(self.new_entries)
         self.new_entries, self.new_buckets, self.new_allocations = [], [], []
 

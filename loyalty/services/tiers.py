@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import transaction as db_transaction
 from django.db.models import Sum
@@ -237,6 +237,9 @@ class _BatchReads:
     groups: list[TierGroup]
     states: dict[tuple[int, int], MemberTier]
     moved: dict[int, dict[int, int]]  # transaction id -> currency id -> points
+    # A single post's (member id, group id) -> QP of its transaction's period up to it, read
+    # with the state in one statement (`posting._tiers_after`); else read when needed.
+    points: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 def tiers_after_posting(
@@ -280,6 +283,7 @@ def tiers_after_posting(
                 now,
                 earned=earned,
                 states=_reads.states if _reads else None,
+                known_points=_reads.points if _reads else None,
             )
         )
     return changes
@@ -554,6 +558,7 @@ def _evaluate_posting(
     *,
     earned: bool,
     states: dict[tuple[int, int], MemberTier] | None = None,
+    known_points: dict[tuple[int, int], int] | None = None,
 ) -> list[TierHistory]:
     if not ladder(group):
         return []
@@ -571,7 +576,10 @@ def _evaluate_posting(
     period = period_containing(group, enrolled_on(member), day)
     # Only points earned can lift QP over a threshold, and only below the top tier.
     if earned and rank(group, state.tier) < len(ladder(group)) - 1:
-        points = qualifying_points(member, group, period, before=at + TICK)
+        # Known only as read before an assessment: after one, read again.
+        points = None if changes else (known_points or {}).get((member.pk, group.pk))
+        if points is None:
+            points = qualifying_points(member, group, period, before=at + TICK)
         reached = highest_reached(group, points)
     else:
         points, reached = 0, state.tier

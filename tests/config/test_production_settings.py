@@ -99,6 +99,7 @@ def test_proxy_header_and_trusted_origins_come_from_the_environment():
 
 def test_throttle_counts_live_in_a_cache_every_web_process_shares():
     caches = settings_of("CACHES", **PRODUCTION)["CACHES"]
-    assert caches["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    # Django's Redis backend, with one client per pool (config/redis_cache.py)
+    assert caches["default"]["BACKEND"] == "config.redis_cache.RedisCache"
     custom = settings_of("CACHES", **PRODUCTION, CACHE_URL="redis://cache.internal:6379/4")
     assert custom["CACHES"]["default"]["LOCATION"] == "redis://cache.internal:6379/4"

@@ -1,0 +1,345 @@
+"""The hot statements of a single post (and of the API key's look-up), written once as SQL.
+
+Why: on the bench machine the ORM spends about 1 ms of Python building each query (compiler,
+joins, lookups), more than PostgreSQL spends running it, and a purchase POST runs about
+fifteen. The statements here are the ones every purchase runs; each says which ORM query it
+stands for and returns the same model objects (`Model.from_db`, through the fields' own
+converters), or writes the same rows, so callers cannot tell the difference:
+tests/loyalty/test_statements.py holds each equal to its ORM counterpart.
+
+They run on Django's connection cursor: inside the caller's database transaction and
+savepoint, with Django's error wrapping (a unique violation is still an `IntegrityError`).
+Identifiers come from the models' metadata, every value is a parameter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from functools import cache, partial
+
+from django.db import DEFAULT_DB_ALIAS, connection, models
+from django.utils import timezone
+
+from loyalty.models import ApiKey, Balance, Bucket, LedgerEntry, Member, MemberTier, Program
+
+
+class _Loader:
+    """The columns of a model under a table alias, and how to build instances from them."""
+
+    def __init__(self, model: type[models.Model], alias: str):
+        fields = model._meta.concrete_fields
+        self.model = model
+        self.attnames = [f.attname for f in fields]
+        self.width = len(fields)
+        self.columns = ", ".join(f'{alias}."{f.column}"' for f in fields)
+        # JSON fields come back as text from Django's psycopg set-up: their converter decodes.
+        self.converters = [
+            (index, f.from_db_value)
+            for index, f in enumerate(fields)
+            if hasattr(f, "from_db_value")
+        ]
+
+    def make(self, row: Sequence, start: int = 0) -> models.Model:
+        values = list(row[start : start + self.width])
+        for index, convert in self.converters:
+            values[index] = convert(values[index], None, connection)
+        return self.model.from_db(DEFAULT_DB_ALIAS, self.attnames, values)
+
+
+@cache
+def _loader(model: type[models.Model], alias: str) -> _Loader:
+    return _Loader(model, alias)
+
+
+def _fetch(sql: str, params: Sequence) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+# Tables under their own names (no alias), where the ORM's spelling matters to readers.
+ENTRY = '"loyalty_ledgerentry"'
+
+
+# --- the API key -----------------------------------------------------------------------------
+
+
+@cache
+def _api_key_sql() -> str:
+    key, program = _loader(ApiKey, "k"), _loader(Program, "p")
+    return (
+        f"SELECT {key.columns}, {program.columns} FROM loyalty_apikey k"  # nosec B608
+        " JOIN loyalty_program p ON p.id = k.program_id WHERE k.hashed_key = %s"
+    )
+
+
+def api_key_by_hash(hashed_key: str) -> ApiKey | None:
+    """`ApiKey.objects.select_related("program").filter(hashed_key=...).first()`."""
+    rows = _fetch(_api_key_sql(), [hashed_key])
+    if not rows:
+        return None
+    key_loader = _loader(ApiKey, "k")
+    key = key_loader.make(rows[0])
+    key.program = _loader(Program, "p").make(rows[0], key_loader.width)
+    return key
+
+
+# --- the member lock -------------------------------------------------------------------------
+
+
+# The member and program tables under their own names (no alias), as the ORM writes them.
+MEMBER, PROGRAM = '"loyalty_member"', '"loyalty_program"'
+
+
+@cache
+def _member_lock_sql(with_referrer: bool) -> str:
+    member, program = _loader(Member, MEMBER), _loader(Program, PROGRAM)
+    wanted = f'{MEMBER}."membership_number" = %s'
+    if with_referrer:
+        wanted = (
+            f"({wanted} OR "  # nosec B608
+            f'{MEMBER}."id" IN (SELECT r."referred_by_id" FROM {MEMBER} r'
+            ' WHERE r."program_id" = %s AND r."membership_number" = %s'
+            ' AND r."referred_by_id" IS NOT NULL))'
+        )
+    return (
+        f"SELECT {member.columns}, {program.columns} FROM {MEMBER}"  # nosec B608
+        f' JOIN {PROGRAM} ON {PROGRAM}."id" = {MEMBER}."program_id"'
+        f' WHERE {MEMBER}."program_id" = %s AND {wanted}'
+        f' ORDER BY {MEMBER}."id" FOR UPDATE OF {MEMBER}'
+    )
+
+
+def members_lock_for_post(
+    *, program_id: int, membership_number: str, with_referrer: bool
+) -> list[Member]:
+    """Lock the member of `membership_number` (and, `with_referrer`, the member who referred
+    them) in primary-key order, each with its program row as read now: the ORM's
+    `Member.objects.select_for_update(of=("self",)).select_related("program")` filtered on
+    the number (or the referrer's id) and the program, ordered by id."""
+    params: list = [program_id, membership_number]
+    if with_referrer:
+        params += [program_id, membership_number]
+    member_loader, program_loader = _loader(Member, MEMBER), _loader(Program, PROGRAM)
+    members = []
+    for row in _fetch(_member_lock_sql(with_referrer), params):
+        member = member_loader.make(row)
+        member.program = program_loader.make(row, member_loader.width)
+        members.append(member)
+    return members
+
+
+def member_last_activity_set(*, member_id: int, at: dt.datetime) -> None:
+    """`Member.objects.filter(pk=member_id).update(last_activity_at=at)`."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE loyalty_member SET last_activity_at = %s WHERE id = %s", [at, member_id]
+        )
+
+
+# --- balances --------------------------------------------------------------------------------
+
+
+@cache
+def _balances_sql() -> str:
+    columns = _loader(Balance, "b").columns
+    return (
+        f"SELECT {columns} FROM loyalty_balance b"  # nosec B608
+        " WHERE b.member_id IN (SELECT unnest(%s::bigint[]))"
+    )
+
+
+def balances_of(member_ids: Sequence[int]) -> list[Balance]:
+    """`Balance.objects.filter(member_id__in=member_ids)` (in no order)."""
+    loader = _loader(Balance, "b")
+    return [loader.make(row) for row in _fetch(_balances_sql(), [list(member_ids)])]
+
+
+# --- due buckets ------------------------------------------------------------------------------
+
+
+@cache
+def _due_buckets_sql() -> str:
+    bucket, entry = _loader(Bucket, "b"), _loader(LedgerEntry, "e")
+    return (
+        f"SELECT {bucket.columns}, {entry.columns} FROM loyalty_bucket b"  # nosec B608
+        " JOIN loyalty_ledgerentry e ON e.id = b.entry_id"
+        " WHERE b.member_id IN (SELECT unnest(%s::bigint[])) AND b.remaining > 0"
+        " AND NOT b.expired AND ((NOT b.released AND b.available_at <= %s)"
+        " OR b.expires_on < %s OR b.currency_id = ANY(%s::bigint[]))"
+        " ORDER BY b.id"
+    )
+
+
+def due_bucket_candidates(
+    *,
+    member_ids: Sequence[int],
+    latest: dt.datetime,
+    latest_day: dt.date,
+    inactivity_currency_ids: Sequence[int],
+) -> list[Bucket]:
+    """The buckets `DueBuckets` reads (each with its entry): the members' open buckets that
+    are pending with `available_at` by `latest`, expire before `latest_day`, or are in a
+    currency whose points expire by inactivity; in id order."""
+    bucket_loader, entry_loader = _loader(Bucket, "b"), _loader(LedgerEntry, "e")
+    rows = _fetch(
+        _due_buckets_sql(),
+        [list(member_ids), latest, latest_day, list(inactivity_currency_ids)],
+    )
+    buckets = []
+    for row in rows:
+        bucket = bucket_loader.make(row)
+        bucket.entry = entry_loader.make(row, bucket_loader.width)
+        buckets.append(bucket)
+    return buckets
+
+
+# --- capped rules' awards --------------------------------------------------------------------
+
+
+# (the ORM's quoting of the entries' columns, as tests that count the caps' reads look for)
+_CAPPED_AWARDS_SQL = (
+    f'SELECT DISTINCT {ENTRY}."rule_id", {ENTRY}."member_id",'  # nosec B608
+    f' {ENTRY}."transaction_id",'
+    f' t."occurred_at" FROM {ENTRY} JOIN "loyalty_transaction" t'
+    f' ON t."id" = {ENTRY}."transaction_id"'
+    f' WHERE {ENTRY}."rule_id" IN (SELECT unnest(%s::bigint[]))'
+    f' AND {ENTRY}."member_id" IN (SELECT unnest(%s::bigint[]))'
+    f" AND {ENTRY}.\"kind\" = 'accrual'"
+    ' AND t."occurred_at" >= %s AND t."occurred_at" < %s'
+)
+
+
+def capped_awards(
+    *, rule_ids: Sequence[int], member_ids: Sequence[int], start: dt.datetime, end: dt.datetime
+) -> list[tuple[int, int, int, dt.datetime]]:
+    """(rule, member, transaction, occurred_at) of each accrual of the rules to the members
+    whose transaction occurred in [start, end), once per transaction: the caps' read."""
+    return _fetch(_CAPPED_AWARDS_SQL, [list(rule_ids), list(member_ids), start, end])
+
+
+# --- the immediate tier upgrade --------------------------------------------------------------
+
+# When a qualifying entry's points were earned, as `selectors.group_qualifying_entries`
+# annotates it (`attributed_at`).
+_ATTRIBUTED_AT = (
+    "CASE WHEN e.kind = 'reversal' AND t.original_id IS NOT NULL THEN o.occurred_at"
+    " ELSE COALESCE(b.occurred_at, t.occurred_at) END"
+)
+
+
+@cache
+def _tier_state_sql() -> str:
+    from loyalty.selectors import NOT_QUALIFYING_KINDS
+
+    state = _loader(MemberTier, "mt").columns
+    kinds = ", ".join(["%s"] * len(NOT_QUALIFYING_KINDS))
+    return (
+        f"SELECT {state}, (SELECT COALESCE(SUM(e.points), 0) FROM loyalty_ledgerentry e"  # nosec B608
+        " JOIN loyalty_transaction t ON t.id = e.transaction_id"
+        " LEFT JOIN loyalty_transaction o ON o.id = t.original_id"
+        " LEFT JOIN loyalty_bucket b ON b.entry_id = e.id"
+        f" WHERE e.member_id = %s AND e.currency_id = %s AND e.kind NOT IN ({kinds})"
+        f" AND {_ATTRIBUTED_AT} >= %s AND {_ATTRIBUTED_AT} < %s AND t.occurred_at < %s)"
+        " FROM (SELECT 1) one"
+        " LEFT JOIN loyalty_membertier mt ON mt.member_id = %s AND mt.group_id = %s"
+    )
+
+
+def tier_state_and_points(
+    *,
+    member_id: int,
+    group_id: int,
+    currency_id: int,
+    attributed_from: dt.datetime,
+    attributed_to: dt.datetime,
+    before: dt.datetime,
+) -> tuple[MemberTier | None, int]:
+    """The member's state in the group (None: none yet; its `tier` not loaded) and their
+    qualifying points: `selectors.qualifying_points` of the entries attributed to
+    [attributed_from, attributed_to) whose transaction occurred before `before`, and
+    `member_state`'s read, in one statement."""
+    from loyalty.selectors import NOT_QUALIFYING_KINDS
+
+    params = [member_id, currency_id, *NOT_QUALIFYING_KINDS, attributed_from, attributed_to]
+    params += [before, member_id, group_id]
+    row = _fetch(_tier_state_sql(), params)[0]
+    loader = _loader(MemberTier, "mt")
+    state = loader.make(row) if row[0] is not None else None
+    return state, int(row[loader.width])
+
+
+# --- inserts ---------------------------------------------------------------------------------
+
+
+class _InsertPlan:
+    """`bulk_create` of a model's unsaved objects as one `INSERT ... RETURNING id`, without
+    its per-field preparation: the values are the attributes (a foreign key to an object
+    saved just before, as `bulk_create` takes it; JSON wrapped with the field's encoder;
+    `auto_now`/`auto_now_add` fields stamped with one time per call)."""
+
+    def __init__(self, model: type[models.Model]):
+        from psycopg.types.json import Jsonb
+
+        meta = model._meta
+        self.fields = [f for f in meta.concrete_fields if not f.primary_key]
+        self.table = connection.ops.quote_name(meta.db_table)
+        self.columns = ", ".join(connection.ops.quote_name(f.column) for f in self.fields)
+        self.placeholders = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
+        self.pk = meta.pk.attname
+        self.stamped = [
+            f.attname
+            for f in self.fields
+            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+        ]
+        self.relations = [f for f in self.fields if f.is_relation]
+        self.documents = {
+            f.attname: partial(json.dumps, cls=f.encoder)
+            for f in self.fields
+            if isinstance(f, models.JSONField)
+        }
+        self.jsonb = Jsonb
+
+    def insert(self, objs: Sequence[models.Model]) -> None:
+        if not objs:
+            return
+        now = timezone.now()
+        params: list = []
+        for obj in objs:
+            for name in self.stamped:
+                setattr(obj, name, now)
+            for field in self.relations:
+                if getattr(obj, field.attname) is None and field.is_cached(obj):
+                    related = field.get_cached_value(obj)
+                    if related is not None:
+                        setattr(obj, field.attname, related.pk)
+            for field in self.fields:
+                value = getattr(obj, field.attname)
+                dumps = self.documents.get(field.attname)
+                if dumps is not None and value is not None:
+                    value = self.jsonb(value, dumps=dumps)
+                params.append(value)
+        sql = (
+            f"INSERT INTO {self.table} ({self.columns}) VALUES "  # nosec B608
+            + ", ".join([self.placeholders] * len(objs))
+            + f' RETURNING "{self.pk}"'
+        )
+        ids = _fetch(sql, params)
+        for obj, (pk,) in zip(objs, ids, strict=True):
+            setattr(obj, self.pk, pk)
+            obj._state.adding = False
+            obj._state.db = DEFAULT_DB_ALIAS
+
+
+@cache
+def _insert_plan(model: type[models.Model]) -> _InsertPlan:
+    return _InsertPlan(model)
+
+
+def insert_rows(model: type[models.Model], objs: Sequence[models.Model]) -> None:
+    """Insert unsaved `objs` of `model` in one statement, giving each its primary key, as
+    `model.objects.bulk_create(objs)` does (for models without save logic or signals: the
+    journal, its lines and the ledger's rows)."""
+    _insert_plan(model).insert(objs)

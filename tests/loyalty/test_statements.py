@@ -1,0 +1,287 @@
+"""The precompiled statements of a single post (`loyalty.services.statements`) return and write
+exactly what the ORM queries they stand for do: the same model objects, field by field (JSON
+decoded, times aware), the same locks, the same rows, the same errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+
+from loyalty import dates, selectors
+from loyalty.bulk import build
+from loyalty.models import (
+    ApiKey,
+    Balance,
+    LedgerEntry,
+    Member,
+    MemberTier,
+    Tier,
+    TierGroup,
+    Transaction,
+    TransactionLine,
+)
+from loyalty.services import due, statements
+from loyalty.services.api_keys import api_key_create, hash_key
+from loyalty.services.tiers import TICK, period_containing
+from loyalty.tier_periods import DAY, enrolled_on
+from tests.factories import MemberFactory
+
+pytestmark = pytest.mark.django_db
+UTC = dt.UTC
+
+
+def values(obj) -> dict:
+    return {f.attname: getattr(obj, f.attname) for f in type(obj)._meta.concrete_fields}
+
+
+def test_api_key_by_hash_is_the_orm_read(program):
+    key, raw = api_key_create(program=program, name="till", scopes=["transactions:write"])
+    found = statements.api_key_by_hash(hash_key(raw))
+    orm = ApiKey.objects.select_related("program").get(pk=key.pk)
+    assert values(found) == values(orm)
+    assert found.scopes == ["transactions:write"]  # JSON decoded
+    assert values(found.program) == values(orm.program)
+    assert not found._state.adding
+    assert statements.api_key_by_hash(hash_key("no such key")) is None
+
+
+def test_member_lock_is_the_orm_read_with_the_referrer_in_id_order(program):
+    referrer = MemberFactory(program=program, attributes={"vip": True})
+    referee = MemberFactory(program=program, referred_by=referrer)
+    MemberFactory(program=program)  # another member: not locked
+    with transaction.atomic():
+        locked = statements.members_lock_for_post(
+            program_id=program.id, membership_number=referee.membership_number, with_referrer=True
+        )
+        assert [m.pk for m in locked] == sorted([referrer.pk, referee.pk])
+        for member in locked:
+            orm = Member.objects.select_related("program").get(pk=member.pk)
+            assert values(member) == values(orm)
+            assert values(member.program) == values(orm.program)
+        assert next(m for m in locked if m.pk == referrer.pk).attributes == {"vip": True}
+    with transaction.atomic():
+        alone = statements.members_lock_for_post(
+            program_id=program.id, membership_number=referee.membership_number, with_referrer=False
+        )
+    assert [m.pk for m in alone] == [referee.pk]
+
+
+def test_member_lock_finds_nobody_in_another_program(program, member):
+    assert (
+        statements.members_lock_for_post(
+            program_id=program.id + 1000,
+            membership_number=member.membership_number,
+            with_referrer=True,
+        )
+        == []
+    )
+
+
+def test_member_lock_holds_the_row_lock(program, member):
+    with transaction.atomic():
+        statements.members_lock_for_post(
+            program_id=program.id, membership_number=member.membership_number, with_referrer=False
+        )
+        # the row is locked: a NOWAIT lock on it from another connection would fail; here the
+        # lock shows in pg_locks for this transaction
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                " WHERE c.relname = 'loyalty_member' AND l.mode = 'RowShareLock'"
+                " AND l.pid = pg_backend_pid()"
+            )
+            assert cursor.fetchone()[0] == 1
+
+
+def test_balances_of_is_the_orm_read(member, pts, tqp, base_rules, post):
+    post(member, amount="12.50", currency="EUR")
+    other = MemberFactory(program=member.program)
+    post(other, amount="3", currency="EUR")
+    found = sorted(statements.balances_of([member.pk, other.pk]), key=lambda b: b.pk)
+    orm = list(Balance.objects.filter(member_id__in=[member.pk, other.pk]).order_by("pk"))
+    assert [values(b) for b in found] == [values(b) for b in orm]
+    assert len(found) == 4
+    assert statements.balances_of([]) == []
+
+
+def make_group(program, tqp) -> TierGroup:
+    group = TierGroup.objects.create(
+        program=program,
+        code="status",
+        name="Status",
+        qualifying_currency=tqp,
+        model="fixed",
+        period_start="01-01",
+        tier_duration_months=12,
+    )
+    for code, threshold in (("blue", 0), ("silver", 500), ("gold", 1500)):
+        Tier.objects.create(group=group, code=code, name=code, threshold=threshold)
+    return group
+
+
+def test_tier_state_and_points_is_the_orm_reads(program, pts, tqp, base_rules, post):
+    group = make_group(program, tqp)
+    member = MemberFactory(program=program, enrolled_at=dt.datetime(2024, 3, 1, tzinfo=UTC))
+    at = dt.datetime(2025, 5, 10, 10, tzinfo=UTC)
+    # given purchases in the period and before it, a return of one of them (a reversal
+    # entry attributed to its original), and one after the instant asked about
+    post(member, amount="300", currency="EUR", external_id="old", occurred_at=at.replace(year=2024))
+    post(member, amount="120", currency="EUR", external_id="p1", occurred_at=at - DAY * 30)
+    post(member, amount="80", currency="EUR", external_id="p2", occurred_at=at - DAY * 3)
+    post(
+        member,
+        "reversal",
+        external_id="r1",
+        original_external_id="p1",
+        amount=Decimal("20"),
+        occurred_at=at - DAY,
+    )
+    post(member, amount="45", currency="EUR", external_id="later", occurred_at=at + DAY)
+    tz = program.timezone
+    for before in (at - DAY * 10, at, at + DAY * 2, at - DAY * 200):
+        period = period_containing(group, enrolled_on(member), dates.local_date(before, tz))
+        state, points = statements.tier_state_and_points(
+            member_id=member.pk,
+            group_id=group.pk,
+            currency_id=tqp.pk,
+            attributed_from=dates.start_of_day(period.start, tz),
+            attributed_to=dates.start_of_day(period.end + DAY, tz),
+            before=before + TICK,
+        )
+        # then the QP are `qualifying_points`' and the state is `member_state`'s row
+        assert points == selectors.qualifying_points(member, group, period, before=before + TICK)
+        orm = MemberTier.objects.filter(member=member, group=group).first()
+        assert (state is None) == (orm is None)
+        if orm is not None:
+            assert values(state) == values(orm)
+    total = LedgerEntry.objects.filter(member=member, currency=tqp).aggregate(s=Sum("points"))
+    assert total["s"] > 0  # (the scenario did credit TQP)
+
+
+def test_tier_state_of_a_member_without_state_is_none(program, tqp, member):
+    group = make_group(program, tqp)
+    MemberTier.objects.filter(member=member).delete()
+    now = dt.datetime.now(UTC)
+    state, points = statements.tier_state_and_points(
+        member_id=member.pk,
+        group_id=group.pk,
+        currency_id=tqp.pk,
+        attributed_from=now - DAY,
+        attributed_to=now + DAY,
+        before=now,
+    )
+    assert (state, points) == (None, 0)
+
+
+def journal_row(program, member, external_id: str) -> Transaction:
+    return build(
+        Transaction,
+        program=program,
+        external_id=external_id,
+        member=member,
+        type="accrual",
+        subtype="purchase",
+        occurred_at=dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+        amount=Decimal("12.40"),
+        money_currency="EUR",
+        attributes={"till": 3, "note": "ą"},
+        payload={"external_id": external_id, "amount": "12.40"},
+    )
+
+
+def test_insert_rows_writes_what_bulk_create_writes(program, member):
+    mine = journal_row(program, member, "mine")
+    theirs = journal_row(program, member, "theirs")
+    statements.insert_rows(Transaction, [mine])
+    Transaction.objects.bulk_create([theirs])
+    assert mine.pk is not None and not mine._state.adding
+    lines = [
+        build(TransactionLine, transaction=mine, line_number=n, sku=f"S{n}", quantity=Decimal(n))
+        for n in (1, 2)
+    ]
+    statements.insert_rows(TransactionLine, lines)  # the foreign key from the saved object
+    stored, reference = (Transaction.objects.get(pk=t.pk) for t in (mine, theirs))
+    differing = {k for k in values(stored) if values(stored)[k] != values(reference)[k]}
+    assert differing == {"id", "external_id", "payload", "created_at"}
+    assert stored.attributes == {"till": 3, "note": "ą"}
+    assert stored.created_at == mine.created_at
+    assert [
+        (line.line_number, line.sku, line.quantity)
+        for line in TransactionLine.objects.filter(transaction=mine).order_by("line_number")
+    ] == [(1, "S1", Decimal("1.000")), (2, "S2", Decimal("2.000"))]
+    assert [line.pk for line in lines] == sorted(line.pk for line in lines)
+
+
+def test_insert_rows_raises_the_integrity_error_of_a_duplicate(program, member):
+    statements.insert_rows(Transaction, [journal_row(program, member, "dup")])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        statements.insert_rows(Transaction, [journal_row(program, member, "dup")])
+    assert Transaction.objects.filter(external_id="dup").count() == 1
+
+
+def test_due_bucket_candidates_are_the_orm_read(program, pts, tqp, base_rules, post):
+    # given credits held in escrow, credits that expire, and credits that do neither
+    pts.escrow_days, pts.expiry_policy, pts.expiry_months = 14, "rolling", 12
+    pts.save()
+    member, other = MemberFactory(program=program), MemberFactory(program=program)
+    now = dt.datetime.now(UTC)
+    for who in (member, other):
+        post(who, amount="10", currency="EUR", occurred_at=now - DAY * 400, now=now)
+        post(who, amount="20", currency="EUR", occurred_at=now - DAY * 3, now=now)
+        post(who, amount="30", currency="EUR", occurred_at=now - DAY * 30, now=now)
+    for latest in (now, now + DAY * 20, now + DAY * 400, now - DAY * 500):
+        for inactivity in ([], [tqp.id]):
+            latest_day = dates.local_date(latest, program.timezone)
+            found = statements.due_bucket_candidates(
+                member_ids=[member.pk, other.pk],
+                latest=latest,
+                latest_day=latest_day,
+                inactivity_currency_ids=inactivity,
+            )
+            orm = due._candidates(
+                member_ids=[member.pk, other.pk],
+                latest=latest,
+                latest_day=latest_day,
+                inactivity_currency_ids=inactivity,
+            )
+            assert [(values(b), values(b.entry)) for b in found] == [
+                (values(b), values(b.entry)) for b in orm
+            ]
+    assert statements.due_bucket_candidates(
+        member_ids=[member.pk],
+        latest=now + DAY * 20,
+        latest_day=now.date(),
+        inactivity_currency_ids=[],
+    )  # (the scenario has buckets falling due)
+
+
+def test_capped_awards_are_the_orm_read(program, pts, tqp, base_rules, post, member):
+    now = dt.datetime.now(UTC)
+    post(member, amount="10", currency="EUR", occurred_at=now - DAY * 2, now=now)
+    post(member, amount="5", currency="EUR", occurred_at=now - DAY * 40, now=now)
+    post(member, "adjustment", points=5, points_currency="PTS", reason="x", now=now)
+    rule_ids = [rule.id for rule in base_rules]
+    start, end = now - DAY * 10, now + DAY
+    found = statements.capped_awards(
+        rule_ids=rule_ids, member_ids=[member.pk], start=start, end=end
+    )
+    orm = (
+        LedgerEntry.objects.filter(
+            rule_id__in=rule_ids,
+            member_id__in=[member.pk],
+            kind=LedgerEntry.Kind.ACCRUAL,
+            transaction__occurred_at__gte=start,
+            transaction__occurred_at__lt=end,
+        )
+        .values_list("rule_id", "member_id", "transaction_id", "transaction__occurred_at")
+        .order_by()
+        .distinct()
+    )
+    assert sorted(found) == sorted(orm)
+    assert len(found) == 2
