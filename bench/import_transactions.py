@@ -22,6 +22,7 @@ import random
 import resource
 import sys
 import tempfile
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -107,20 +108,49 @@ def peak_rss_mb() -> float:
 
 def backend_cpu_seconds() -> float | None:
     """CPU time of this connection's PostgreSQL backend process so far (user + system), when
-    the server runs on this machine; None otherwise. With the Python process's own CPU time
-    it splits an import's time between the two sides, which the wall clock of a shared
-    2-core machine does not do reliably."""
+    the server runs on this machine; None otherwise, plus that of the backends of the
+    connections other threads (an import's writers) have closed so far. With the Python
+    process's own CPU time it splits an import's time between the two sides, which the wall
+    clock of a shared 2-core machine does not do reliably."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
+    own = process_cpu_seconds(pid)
+    return None if own is None else own + CLOSED_BACKENDS_CPU[0]
+
+
+def process_cpu_seconds(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+CLOSED_BACKENDS_CPU = [0.0]
+
+
+def count_other_threads_backends() -> None:
+    """Add the CPU time of every backend a thread other than the main one closes (the
+    import's writer threads, writers.py) to CLOSED_BACKENDS_CPU, read just before it
+    closes."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    close = DatabaseWrapper.close
+
+    def counted_close(self):
+        if (
+            self.connection is not None
+            and threading.current_thread() is not threading.main_thread()
+        ):
+            cpu = process_cpu_seconds(self.connection.info.backend_pid)
+            CLOSED_BACKENDS_CPU[0] += cpu or 0.0
+        close(self)
+
+    DatabaseWrapper.close = counted_close
 
 
 class Phase:
@@ -284,6 +314,7 @@ def import_transactions(program, path: Path, title: str, rows: int) -> float:
 def main() -> None:
     args = parse_args()
     program = points_program()
+    count_other_threads_backends()
 
     from loyalty.definitions import program_load
     from loyalty.services.imports import import_file

@@ -36,7 +36,9 @@ class Member(models.Model):
     consent_push = models.BooleanField(default=False)
     enrolled_at = models.DateTimeField()
     enrollment_channel = models.CharField(max_length=20, blank=True)
-    referral_code = models.CharField(max_length=20, unique=True)
+    # Unique by a constraint (`member_referral_code_unique`), not `unique=True`, which
+    # also makes a second index for LIKE queries that no query runs (docs/decisions.md).
+    referral_code = models.CharField(max_length=20)
     referred_by = models.ForeignKey(
         "self",
         null=True,
@@ -67,6 +69,7 @@ class Member(models.Model):
             models.UniqueConstraint(
                 fields=["program", "membership_number"], name="member_number_unique"
             ),
+            models.UniqueConstraint(fields=["referral_code"], name="member_referral_code_unique"),
         ]
         indexes = [
             models.Index(fields=["program", "email"]),

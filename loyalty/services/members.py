@@ -21,7 +21,7 @@ from django.db import transaction as db_transaction
 from django.utils import timezone
 
 from loyalty import codes, dates
-from loyalty.bulk import among, build, bulk_insert_copy, insert_columns
+from loyalty.bulk import among, build, build_many, bulk_insert_copy, insert_columns
 from loyalty.exceptions import (
     InvalidMerge,
     LoyaltyError,
@@ -66,6 +66,7 @@ PROFILE_FIELDS = (
     "enrollment_channel",
     "attributes",
 )
+PROFILE_FIELD_SET = frozenset(PROFILE_FIELDS)
 # The arguments of `member_enrol` besides the profile: the keys of a `members_enrol_many` row.
 ENROL_ARGUMENTS = ("membership_number", "referral_code", "enrolled_at")
 ENROL_CHUNK = 2000  # rows per database transaction of `members_enrol_many`
@@ -233,12 +234,13 @@ def _enrol_chunk(
         else set()
     )
     accepted: list[tuple[EnrolOutcome, str, Member | None, dt.datetime, dict]] = []
+    today = dates.local_date(now, program.timezone)  # once for the chunk
     for outcome, (number, code, enrolled_at, profile) in zip(outcomes, arguments, strict=True):
         if outcome.error is not None:
             continue
         # The checks of `member_enrol`, in its order.
         try:
-            _check_enrolment(program, profile, enrolled_at, now)
+            _check_enrolment(program, profile, enrolled_at, now, today=today)
             referrer = None
             if code:
                 referrer = referrers.get(code)
@@ -258,17 +260,23 @@ def _enrol_chunk(
         _free_membership_numbers(program, sum(1 for a in accepted if not a[1]), avoid=given)
     )
     referral_codes = iter(_free_referral_codes(len(accepted)))
-    members = []
-    for outcome, number, referrer, enrolled_at, profile in accepted:
-        outcome.member = _member_build(
-            program,
-            number or next(generated),
-            next(referral_codes),
-            referrer,
-            enrolled_at,
-            profile,
-        )
-        members.append(outcome.member)
+    members = build_many(
+        Member,
+        (
+            # What `_member_build` makes (a referrer only where there is one).
+            {
+                **profile,
+                "membership_number": number or next(generated),
+                "referral_code": next(referral_codes),
+                "enrolled_at": enrolled_at,
+                **({"referred_by": referrer} if referrer is not None else {}),
+            }
+            for _, number, referrer, enrolled_at, profile in accepted
+        ),
+        program=program,
+    )
+    for (outcome, *_), member in zip(accepted, members, strict=True):
+        outcome.member = member
     bulk_insert_copy(Member, members)
     # What `_member_change_build` makes, for each member, in one statement.
     insert_columns(
@@ -327,22 +335,31 @@ def _enrol_chunk(
 
 
 def _check_enrolment(
-    program: Program, profile: dict, enrolled_at: dt.datetime | None, now: dt.datetime
+    program: Program,
+    profile: dict,
+    enrolled_at: dt.datetime | None,
+    now: dt.datetime,
+    today: dt.date | None = None,
 ) -> None:
     """Only an active program enrols, only the profile fields are set at enrolment, and no
-    date lies ahead of `now`."""
+    date lies ahead of `now` (`today`: its date in the program's time zone, when the
+    caller has it)."""
     if program.status != Program.Status.ACTIVE:
         raise ProgramNotActive(f"Program {program.code} is {program.status}; it enrols no one.")
-    unknown = set(profile) - set(PROFILE_FIELDS)
-    if unknown:
+    if not PROFILE_FIELD_SET.issuperset(profile):
+        unknown = set(profile) - PROFILE_FIELD_SET
         raise ValidationFailed("Unknown member fields.", fields={k: "unknown" for k in unknown})
-    errors = _future_dates(program, profile.get("birth_date"), enrolled_at, now)
+    errors = _future_dates(program, profile.get("birth_date"), enrolled_at, now, today)
     if errors:
         raise ValidationFailed("A member's dates cannot lie in the future.", fields=errors)
 
 
 def _future_dates(
-    program: Program, birth_date, enrolled_at: dt.datetime | None, now: dt.datetime
+    program: Program,
+    birth_date,
+    enrolled_at: dt.datetime | None,
+    now: dt.datetime,
+    today: dt.date | None = None,
 ) -> dict[str, str]:
     """Per-field messages for dates ahead of `now`: a birth date after today (in the
     program's time zone) is a typing mistake that would send birthday gifts at the wrong
@@ -350,7 +367,7 @@ def _future_dates(
     date its welcome points and tier in the future."""
     errors: dict[str, str] = {}
     is_date = isinstance(birth_date, dt.date) and not isinstance(birth_date, dt.datetime)
-    if is_date and birth_date > dates.local_date(now, program.timezone):
+    if is_date and birth_date > (today or dates.local_date(now, program.timezone)):
         errors["birth_date"] = "Must not be in the future."
     if enrolled_at is not None and enrolled_at > now + future_tolerance():
         errors["enrolled_at"] = "Must not be in the future."

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from loyalty.bulk import PlannerStatistics, among, build, bulk_insert_copy
+from loyalty.bulk import PlannerStatistics, among, build, build_many, bulk_insert_copy
 from loyalty.models import (
     Balance,
     Bucket,
@@ -111,6 +111,30 @@ def test_callable_defaults_are_called_per_object():
 
     one.attributes["x"] = 1
     assert two.attributes == {}
+
+
+def test_build_many_equals_build_row_by_row():
+    rows = [
+        {"membership_number": "A", "email": "a@example.com", "attributes": {"k": "v"}},
+        {"membership_number": "B", "referred_by": MEMBER, "birth_date": NOW.date()},
+        {"membership_number": "C", "program_id": 9},  # a row's value wins over the shared one
+        {},
+    ]
+    shared = {"program": PROGRAM, "enrolled_at": NOW, "status": "inactive"}
+
+    built = build_many(Member, rows, **shared)
+
+    expected = [build(Member, **{**shared, **row}) for row in rows]
+    assert [_fields(b) for b in built] == [_fields(e) for e in expected]
+    assert [_cached(b) for b in built] == [_cached(e) for e in expected]
+    assert all(b._state.adding and b._state.db is None for b in built)
+    built[3].attributes["x"] = 1  # callable defaults are called per object
+    assert built[2].attributes == {}
+
+
+def test_build_many_refuses_an_unknown_field_as_build_does():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        build_many(Member, [{"membership_number": "A"}, {"colour": "red"}], program=PROGRAM)
 
 
 def test_an_unknown_field_is_refused_as_the_constructor_refuses_it():

@@ -49,6 +49,7 @@ TESTED = {
     "currency_decimals_max_6",
     "currency_code_unique",
     "member_number_unique",
+    "member_referral_code_unique",
     "earning_rule_code_unique",
     "benefit_code_unique",
     "benefit_value_nonneg",
@@ -353,6 +354,13 @@ def test_currency_code_is_unique_in_its_program(program, pts):
 def test_membership_number_is_unique_in_its_program(member):
     with refused("member_number_unique"):
         MemberFactory(program=member.program, membership_number=member.membership_number)
+
+
+def test_a_referral_code_is_unique_across_programs(member):
+    other = MemberFactory(program=ProgramFactory(code="other"))
+    with refused("member_referral_code_unique"):
+        other.referral_code = member.referral_code
+        other.save()
 
 
 def test_earning_rule_code_is_unique_in_its_program(program, base_rules):

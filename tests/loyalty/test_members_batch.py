@@ -486,3 +486,16 @@ def test_a_migration_imported_again_writes_nothing(programs):
         model.__name__: model.objects.count()
         for model in (Member, MemberChange, MemberTier, TierHistory, MemberEvent, Transaction)
     } == counts
+
+
+def test_random_codes_use_every_character_of_the_alphabet_and_only_those():
+    drawn = codes.random_codes(4000, 8)
+    assert len(drawn) == 4000 and {len(c) for c in drawn} == {8}
+    counts = {char: 0 for char in codes.ALPHABET}
+    for code in drawn:
+        for char in code:
+            counts[char] += 1  # a KeyError would be a character outside the alphabet
+    # 32,000 characters over 31: about 1,032 each; a skewed mapping would be far off
+    assert min(counts.values()) > 850 and max(counts.values()) < 1250
+    digits = codes.random_codes(1000, 8, codes.DIGITS)
+    assert set("".join(digits)) == set(codes.DIGITS)

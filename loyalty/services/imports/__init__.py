@@ -34,6 +34,7 @@ One module per area; every public name is importable from `loyalty.services.impo
 - `members`: the members import (matching, enrolment, updates, the tier columns)
 - `transactions`: the transactions import (rows grouped into requests, posted in batches)
 - `report`: the counts by outcome (`ImportReport`), the rejects file, refusals as reasons
+- `writers`: writer threads, each on its own connection, for a migration's chunks
 - `jobs`: import jobs, the import history of the admin and of `import_csv`
 """
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +42,7 @@ from loyalty.services.imports.report import (
     service_errors,
     service_reason,
 )
+from loyalty.services.imports.writers import Writers
 from loyalty.services.members import member_enrol, member_update, members_enrol_many
 from loyalty.services.tiers import member_tier_import
 
@@ -184,12 +188,18 @@ class MemberImport:
         rejects: RejectsWriter,
         actor,
         migration: bool = False,
+        writers: Writers | None = None,
     ):
         self.program = program
         self.report = report
         self.rejects = rejects
         self.actor = actor
         self.migration = migration
+        # Migration only: chunks of new members written by `writers` (writers.py) while
+        # this thread reads the next; at most `in_flight_limit` chunks at once.
+        self.writers = writers if migration else None
+        self.in_flight: deque[_InFlight] = deque()
+        self.in_flight_limit = 2
 
     def chunk(self, rows: list[Row]) -> None:
         """Rows in file order; the rows that enrol a member (without a tier to set) are
@@ -204,6 +214,10 @@ class MemberImport:
 
     def chunk_parsed(self, parsed: list[MemberRow]) -> None:
         """`chunk` for rows `parse` has checked."""
+        if self.writers is not None:
+            if self._hand_over(parsed):
+                return
+            self.finish()  # a chunk written here sees every earlier chunk committed
         by_number, by_email = self._existing(parsed)
         results: dict[int, str | list[tuple[str, str]]] = {}
         batch: list[MemberRow] = []
@@ -224,8 +238,65 @@ class MemberImport:
                 continue
             results[row.number] = self._apply(row, by_number, by_email)
         self._enrol(batch, results, by_number, by_email)
+        self._count(parsed, results)
+
+    def _hand_over(self, parsed: list[MemberRow]) -> bool:
+        """Give the chunk to a writer thread when it only enrols new members, each with a
+        number of its own in the file, none of them held by a chunk in flight; False (the
+        chunk is then written here, after the chunks in flight) otherwise.
+
+        Why these conditions: a row is matched by its number alone when it has one, so
+        such a chunk reads nothing a chunk in flight writes, and writes no row another
+        writes (e-mail-only rows get generated numbers, which chunks in flight could draw
+        too; rows with a tier or an existing member go one by one)."""
+        valid = [row for row in parsed if not row.errors]
+        numbers = {row.membership_number for row in valid}
+        if any(row.tier or not row.membership_number for row in valid) or len(numbers) < len(valid):
+            return False
+        if any(not numbers.isdisjoint(pending.numbers) for pending in self.in_flight):
+            self.finish()  # the rows may match members a chunk in flight enrols
+        by_number, _ = self._existing(valid)
+        if by_number:
+            return False
+        while len(self.in_flight) >= self.in_flight_limit:
+            self._report_oldest()
+        future = self.writers.submit(
+            members_enrol_many,
+            program=self.program,
+            rows=[self._enrol_row(row) for row in valid],
+            actor=self.actor,
+            migration=self.migration,
+        )
+        self.in_flight.append(_InFlight(parsed, valid, numbers, future))
+        return True
+
+    def finish(self) -> None:
+        """Wait for the chunks in flight and report their rows, in file order. When one
+        failed, the others are waited for too before its error is raised."""
+        while self.in_flight:
+            self._report_oldest()
+
+    def abandon(self) -> None:
+        """The import stops on an error of its own: wait for the chunks in flight (each
+        commits or rolls back whole), without reporting them."""
+        wait_all([pending.future for pending in self.in_flight])
+        self.in_flight.clear()
+
+    def _report_oldest(self) -> None:
+        pending = self.in_flight[0]
+        try:
+            outcomes = pending.future.result()
+        except BaseException:
+            self.abandon()
+            raise
+        self.in_flight.popleft()
+        results: dict[int, str | list[tuple[str, str]]] = {}
+        self._results(pending.batch, outcomes, results, {}, {})
+        self._count(pending.rows, results)
+
+    def _count(self, parsed: list[MemberRow], results) -> None:
         for row in parsed:  # reported in file order
-            result = results[row.number]
+            result = row.errors or results[row.number]
             if isinstance(result, str):
                 self.report.count(result)
             else:
@@ -238,6 +309,9 @@ class MemberImport:
             actor=self.actor,
             migration=self.migration,
         )
+        self._results(rows, outcomes, results, by_number, by_email)
+
+    def _results(self, rows: list[MemberRow], outcomes, results, by_number, by_email) -> None:
         for row, outcome in zip(rows, outcomes, strict=True):
             member = outcome.member
             if member is not None:
@@ -379,6 +453,17 @@ class MemberImport:
         for column, reason in errors:
             self.rejects.add(row.number, column, reason)
         self.report.count(REJECTED)
+
+
+@dataclass
+class _InFlight:
+    """A chunk handed to a writer thread: its rows (in file order), those enrolled, their
+    numbers, and the Future of `members_enrol_many`'s outcomes."""
+
+    rows: list[MemberRow]
+    batch: list[MemberRow]
+    numbers: set[str]
+    future: Future
 
 
 class _RowRefused(Exception):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from django.conf import settings
+from django.db import connection
 from django.db import transaction as db_transaction
 
 from loyalty.bulk import PlannerStatistics
@@ -25,6 +26,7 @@ from loyalty.services.imports.transactions import (
     group_rows,
     parse_transaction_row,
 )
+from loyalty.services.imports.writers import Writers
 
 # Rows per chunk for members, transactions (groups of rows) per chunk for transactions
 # (settings IMPORT_CHUNK_MEMBERS, IMPORT_CHUNK_TRANSACTIONS override them).
@@ -33,6 +35,9 @@ CHUNK_TRANSACTIONS = 2000
 # A table an import has added this many rows to (and as many as it held) is analyzed again
 # between chunks (loyalty.bulk.PlannerStatistics).
 ANALYZE_MIN_ROWS = 10_000
+# Writer threads of a migration (setting IMPORT_WRITERS; writers.py): two chunks in flight
+# keep the database busy while this thread reads and checks the next.
+WRITERS = 2
 
 
 def resolve_program(code: str | None) -> Program:
@@ -123,14 +128,25 @@ def _run(table, layout, program, report, writer, actor, progress, migration=Fals
     if progress is not None:
         progress(report)  # the start: rows_total is known
     if layout.kind == MEMBERS:
-        members = MemberImport(program, report, writer, actor, migration=migration)
+        writers = _writers() if migration else None
+        members = MemberImport(program, report, writer, actor, migration=migration, writers=writers)
         size = _chunk_size("IMPORT_CHUNK_MEMBERS", CHUNK_MEMBERS)
         parsed = (members.parse(chunk) for chunk in _batches(rows, size))
-        for chunk in _ahead(parsed):
-            members.chunk_parsed(chunk)
-            statistics.refresh()
-            if progress is not None:
-                progress(report)
+        try:
+            for chunk in _ahead(parsed):
+                members.chunk_parsed(chunk)
+                statistics.refresh()
+                if progress is not None:
+                    progress(report)
+            members.finish()
+        except BaseException:
+            members.abandon()
+            raise
+        finally:
+            if writers is not None:
+                writers.close()
+        if progress is not None:
+            progress(report)
         return
     transactions = TransactionImport(program, report, writer, actor)
     parsed = (parse_transaction_row(row, program) for row in rows)
@@ -140,6 +156,16 @@ def _run(table, layout, program, report, writer, actor, progress, migration=Fals
         statistics.refresh()
         if progress is not None:
             progress(report)
+
+
+def _writers() -> Writers | None:
+    """Writer threads for a migration's chunks (setting IMPORT_WRITERS, 0 for none), unless
+    the caller holds a database transaction (a dry run, a test): the import's writes must
+    then be made, and seen, in it, so they are all made on this thread's connection."""
+    count = int(getattr(settings, "IMPORT_WRITERS", WRITERS))
+    if count <= 0 or connection.in_atomic_block:
+        return None
+    return Writers(count)
 
 
 def _chunk_size(setting: str, default: int) -> int:
