@@ -1,7 +1,8 @@
 """Tier jobs at scale: the qualifying reset and the tier assessment of many upgraded members.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/tessera_bench_tiers \\
-        .venv/bin/python bench/jobs_tiers.py [--members 1000000] [--as-of 2027-01-02]
+        .venv/bin/python bench/jobs_tiers.py [--members 1000000] [--as-of 2027-01-02] \\
+        [--workers 2]
 
 Creates a fresh database (dropped and re-created: it must be a scratch one), loads the points
 template (the Coffee Club: tier points TQP, the `status` group Blue/Silver/Gold on calendar
@@ -15,15 +16,20 @@ its TQP entry and bucket, the TQP balance, the tier state (valid until 31 Decemb
     qualifying_reset  run_jobs' qualifying reset as of the date
     ... again         both once more: idempotent, they must find nothing to do
 
+With `--workers N` (N > 1) the generated database is first copied (`CREATE DATABASE ...
+TEMPLATE`, the copy is dropped at the end); the four steps run as above, then again on the
+copy split over N member id ranges in N processes, as the Celery split runs them (`id_range`),
+the CPU summed over the processes and their database backends.
+
 As of 2 January 2027 (the default) every member is due for both: their validity ended on
 31 December 2026 (no TQP in 2026: back to Blue) and their June 2025 points were earned before
 the current period. (As of 2 July 2026, the date of issue #17, only the reset is due: the
 template extends the validity to the period's end.)
 
 And, in the same run, the floor: the same writes as set-based SQL (one UPDATE of the states,
-one INSERT of the history rows, one INSERT of the reset entries), rolled back, the least the
-two jobs can cost. Prints seconds, members/s, Python CPU and database CPU, and the ratios to
-the floor. Run by hand; nothing here is a test.
+one INSERT of the history rows, one INSERT of the reset entries, their foreign keys checked),
+rolled back, the least the two jobs can cost. Prints seconds, members/s, Python CPU and
+database CPU, and the ratios to the floor. Run by hand; nothing here is a test.
 """
 
 from __future__ import annotations
@@ -49,6 +55,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--as-of", type=dt.date.fromisoformat, default=dt.date(2027, 1, 2))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also run both jobs split over N member id ranges in N processes (the Celery "
+        "split's `id_range`), on a copy of the generated database",
+    )
     return parser.parse_args()
 
 
@@ -285,9 +298,14 @@ def _inserter(cursor, params: dict):
 
 def floor(cursor, program, as_of: dt.date) -> None:
     """The two jobs' writes as set-based SQL: the history rows and the states of the
-    assessment (back to Blue, in the period of the as-of date), the reset entries."""
+    assessment (back to Blue, in the period of the as-of date), the reset entries. The
+    foreign keys are checked as each statement ends (`SET CONSTRAINTS ALL IMMEDIATE`): they
+    are deferred to COMMIT, which the rolled-back floor never reaches, whereas every job's
+    batch pays them."""
     from loyalty.models import TierGroup
     from loyalty.services.tiers import ladder, period_containing
+
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
     group = TierGroup.objects.get(program=program, code="status")
     blue = ladder(group)[0]
@@ -337,29 +355,79 @@ def floor(cursor, program, as_of: dt.date) -> None:
     )
 
 
-def main() -> None:
-    args = parse_args()
-    program = points_program()
-    from django.db import connection, transaction
+class SplitPhase(Phase):
+    """A job run by several processes: wall time here, CPU summed over the processes and
+    their database backends."""
 
+    def __init__(self, wall: float, cpu: float, db: float | None):
+        self.wall, self.cpu, self.db = wall, cpu, db
+
+
+def _run_share(job: str, program_id: int, as_of: dt.date, id_range: tuple[int, int]):
+    """One process's share of a job, as one Celery task runs it (`id_range`)."""
+    from django.db import connection
+
+    from loyalty.models import Program
+    from loyalty.services.tiers import qualifying_points_reset, tier_assess_due
+
+    connection.close()  # a connection of its own, not the parent's
+    program = Program.objects.get(id=program_id)
+    function = {"tier_assessment": tier_assess_due, "qualifying_reset": qualifying_points_reset}
+    with Phase() as phase:
+        members = function[job](program=program, as_of=as_of, id_range=id_range)
+    connection.close()
+    return members, phase.cpu, phase.db or 0.0
+
+
+def run_split(job: str, program_id: int, as_of: dt.date, members: int, workers: int):
+    """`job` over `workers` processes, each over a contiguous range of member ids (the
+    generated ids are 1..members)."""
+    from multiprocessing import get_context
+
+    from django.db import connection
+
+    connection.close()
+    step = -(-members // workers)
+    ranges = [(1 + k * step, 1 + (k + 1) * step) for k in range(workers)]
+    started = time.perf_counter()
+    with get_context("fork").Pool(workers) as pool:
+        shares = pool.starmap(_run_share, [(job, program_id, as_of, r) for r in ranges])
+    wall = time.perf_counter() - started
+    phase = SplitPhase(wall, sum(s[1] for s in shares), sum(s[2] for s in shares))
+    return phase, sum(s[0] for s in shares)
+
+
+def clone_database(name: str) -> str:
+    """A copy of the generated database (`CREATE DATABASE ... TEMPLATE`), so that the split
+    run starts from the same members as the single one. Returns its name."""
+    import psycopg
+    from django.db import connection
+
+    clone = f"{name}_split"
+    settings = connection.settings_dict
+    connection.close()
+    admin = psycopg.connect(
+        host=settings["HOST"] or "127.0.0.1",
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        password=settings["PASSWORD"],
+        dbname="postgres",
+        autocommit=True,
+    )
+    with admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{clone}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{clone}" TEMPLATE "{name}" STRATEGY FILE_COPY')
+    return clone
+
+
+def run_both(program, args, workers: int, floor_phase: Phase) -> None:
+    """Both jobs, then both again, with `workers` processes (1: run_jobs itself), and the
+    figures against the floor."""
     from loyalty.jobs import run_jobs
     from loyalty.models import Balance, LedgerEntry, TierHistory
 
     n = args.members
-    print(f"Generating {n:,} members upgraded in June 2025 (set-based) ...")
-    started = time.perf_counter()
-    with transaction.atomic(), connection.cursor() as cursor:
-        generate(cursor, program, n)
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
-    print(f"  {time.perf_counter() - started:.1f} s; load: {os.getloadavg()[0]:.2f} (1 min)")
-
-    with Phase() as floor_phase, transaction.atomic(), connection.cursor() as cursor:
-        floor(cursor, program, args.as_of)
-        transaction.set_rollback(True)
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
-
+    print(f"-- {workers} worker{'s' if workers > 1 else ''} (load: {load()})")
     phases = {}
     for label, job in (
         ("tier_assessment", "tier_assessment"),
@@ -367,8 +435,13 @@ def main() -> None:
         ("tier_assessment again", "tier_assessment"),
         ("qualifying_reset again", "qualifying_reset"),
     ):
-        with Phase() as phase:
-            [(_, _, members)] = run_jobs(as_of=args.as_of, program_code=program.code, only=[job])
+        if workers > 1:
+            phase, members = run_split(job, program.id, args.as_of, n, workers)
+        else:
+            with Phase() as phase:
+                [(_, _, members)] = run_jobs(
+                    as_of=args.as_of, program_code=program.code, only=[job]
+                )
         phases[label] = phase
         rate = f"{members / phase.wall:9,.0f} members/s" if members else "   nothing to do"
         print(f"{label:23} {members:>10,} members {rate}  {phase.split()}")
@@ -379,11 +452,8 @@ def main() -> None:
     db = (phases["tier_assessment"].db or 0) + (phases["qualifying_reset"].db or 0)
     print(
         f"{'both jobs':23} {n:>10,} members {n / first:9,.0f} members/s  "
-        f"{first:7.1f} s wall {cpu:6.1f} s Python CPU {db:6.1f} s database CPU"
-    )
-    print(
-        f"{'floor (SQL, 3 stmts)':23} {n:>10,} members {n / floor_phase.wall:9,.0f} members/s  "
-        f"{floor_phase.split()}"
+        f"{first:7.1f} s wall {cpu:6.1f} s Python CPU {db:6.1f} s database CPU "
+        f"({1e6 * (cpu + db) / n:.0f} us of CPU per member)"
     )
     print(
         f"The two jobs take {first / floor_phase.wall:.1f}x the floor's wall time "
@@ -398,9 +468,49 @@ def main() -> None:
     left = Balance.objects.filter(available__gt=0).count()
     print(
         f"Check: {downgraded:,} assessments, {resets:,} reset entries, {left:,} balances left "
-        f"with tier points (expected {n:,}, {n:,}, 0). Load at the end: "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}."
+        f"with tier points (expected {n:,}, {n:,}, 0). Load at the end: {load()}."
     )
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    args = parse_args()
+    program = points_program()
+    from django.db import connection, transaction
+
+    n = args.members
+    print(f"Generating {n:,} members upgraded in June 2025 (set-based) ...")
+    started = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        generate(cursor, program, n)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    print(f"  {time.perf_counter() - started:.1f} s; load: {os.getloadavg()[0]:.2f} (1 min)")
+
+    with Phase() as floor_phase, transaction.atomic(), connection.cursor() as cursor:
+        floor(cursor, program, args.as_of)
+        transaction.set_rollback(True)
+    print(
+        f"{'floor (SQL, 3 stmts)':23} {n:>10,} members {n / floor_phase.wall:9,.0f} members/s  "
+        f"{floor_phase.split()}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+
+    name = connection.settings_dict["NAME"]
+    clone = clone_database(name) if args.workers > 1 else None
+    run_both(program, args, 1, floor_phase)
+    if clone is not None:
+        connection.close()
+        connection.settings_dict["NAME"] = clone  # the same members, not yet processed
+        run_both(program, args, args.workers, floor_phase)
+        connection.close()
+        connection.settings_dict["NAME"] = name
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{clone}"')  # nosec B608: our own name
     print(
         "Target (2 cores): reset and assessment of 1M upgraded members under 60 s "
         "(17,000 members/s for both); a re-run under 10% of the first run."

@@ -8,14 +8,17 @@ a property test holds the two equal on random histories. The decisions are the s
 (`tier_rules.catch_up`, `reset_before`, `due.DueBuckets`), fed from memory.
 
 Members are taken `TIER_BATCH` at a time, in primary-key order: one database transaction
-per batch, under the batch's member locks (one statement, key order), with set-based reads
-(the batch's states, its qualifying entries: one query each) and bulk writes (`COPY` of plain
-rows, `UPDATE ... FROM unnest`). Members with the same inputs share one assessment decision.
-The reset of a member with nothing due for settlement and undated qualifying buckets (the
-usual case) is one set-based statement per batch; the others are settled and reset from
-memory with the deferred `LedgerWriter`. The candidates are found with one indexed query per
-job, so a run with nothing due reads little. A run that stops halfway leaves whole batches;
-the next run finds nothing due for them.
+per batch, under the batch's member locks (one statement, key order). The assessment groups
+the batch's states in the database by everything the decision reads of a member (state,
+enrolment date where it matters, qualifying entries), decides once per group in Python, and
+writes every decision to its members in one statement (states `UPDATE ... FROM`, history and
+events `INSERT ... SELECT`): a member's rows never pass through Python. The reset of a member
+with nothing due for settlement and undated qualifying buckets (the usual case) is one
+set-based statement per batch, its cutoffs computed once per distinct period; the others are
+settled and reset from memory with the deferred `LedgerWriter`. The batch's ids travel as one
+array literal. The candidates are found with one indexed query per job, so a run with nothing
+due reads little. A run that stops halfway leaves whole batches; the next run finds nothing
+due for them.
 
 `id_range=(low, high)` restricts a run to members with `low <= id < high`: disjoint ranges
 can run in parallel (the Celery fan-out) and together write what one run writes.
@@ -24,6 +27,7 @@ can run in parallel (the Celery fan-out) and together write what one run writes.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,8 +35,8 @@ from functools import lru_cache
 from django.db import connection
 from django.db import transaction as db_transaction
 from django.db.models import Exists, JSONField, OuterRef, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import TruncDate
-from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from loyalty import dates
@@ -210,79 +214,43 @@ def _assess_batch(
     until: dt.datetime,
     decisions: dict[tuple, _Decision],
 ) -> None:
-    """One batch under its locks. Each member's decision is `catch_up`'s on its state and
-    entries; members with the same inputs (`_decision_key`: the same state, points per
-    period and later entries, as most members upgraded on the same day have) share one
-    decision, computed once per run (`decisions`)."""
+    """One batch under its locks. The database groups the batch's states by everything
+    `catch_up` reads of a member (`_shared_states`), Python decides once per group (and
+    once per run for the groups with the same `_decision_key`, `decisions`), and one statement
+    writes every decision to its members (`_write_decisions`): no member's rows pass through
+    Python, the cost that dominated when most members share a few decisions."""
     tz_name = program.timezone
-    enrolled = {m: dates.local_date(at, tz_name) for m, at in _lock(program, batch).items()}
-    if not enrolled:
+    ids = _bigints(batch)
+    if not _lock_members(program, ids):
         return
     tiers = {t.pk: t for g in groups for t in ladder(g)}
-    states = [
-        _State(pk, member_id, group_id, tiers[tier_id], *rest)
-        for pk, member_id, group_id, tier_id, *rest in MemberTier.objects.order_by(
-            "member_id", "group_id"
-        )
-        .filter(member_id__in=among(enrolled), group__in=groups, valid_until__isnull=False)
-        .values_list(
-            "pk",
-            "member_id",
-            "group_id",
-            "tier_id",
-            "valid_from",
-            "valid_until",
-            "period_start",
-            "period_end",
-        )
-    ]
-    by_group = {g.pk: g for g in groups}
-    rows = {
-        g.pk: _qualifying_rows(
-            g, enrolled, [s for s in states if s.group_id == g.pk], until, tz_name
-        )
-        for g in groups
-    }
-    history, events, updates = [], [], []
-    for state in states:
-        group = by_group[state.group_id]
-        member_id = state.member_id
-        member_enrolled = enrolled[member_id]
-        first_day = _day_start(catch_up_from(group, member_enrolled, state), tz_name)
-        member_rows = [r for r in rows[group.pk].get(member_id, ()) if r[1] >= first_day]
-        key = _decision_key(group, member_enrolled, state, member_rows, tz_name)
-        decision = decisions.get(key)
-        if decision is None:
-            decision = decisions[key] = _decide(
-                group, member_enrolled, tz_name, state, member_rows, until
+    chosen: dict[int, int] = {}  # id(decision) -> its number in this batch
+    used: list[tuple[TierGroup, _Decision]] = []
+    members: list[tuple[int, str, str]] = []  # (decision number, state ids, member ids)
+    for group in groups:
+        for shared in _shared_states(program, group, ids, until):
+            tier_id, valid_from, valid_until, start, end, enrolled, points, attributed = shared[:8]
+            effective, state_ids, member_ids = shared[8:]
+            state = _State(
+                None, None, group.pk, tiers[tier_id], valid_from, valid_until, start, end
             )
-        if not decision.history:
-            continue
-        history.extend((member_id, group.pk, *row) for row in decision.history)
-        events.extend(
-            (program.pk, member_id, type, Jsonb(payload), at)
-            for type, payload, at in decision.events
-        )
-        updates.append((state.pk, *decision.final))
-    _update_states(updates)
-    _copy(
-        TierHistory,
-        [
-            "member_id",
-            "group_id",
-            "from_tier_id",
-            "to_tier_id",
-            "reason",
-            "occurred_at",
-            "valid_from",
-            "valid_until",
-            "qualifying_points",
-            "period_start",
-            "note",
-        ],
-        history,
-    )
-    _copy(MemberEvent, ["program_id", "member_id", "type", "payload", "occurred_at"], events)
+            first_day = _day_start(catch_up_from(group, enrolled, state), tz_name)
+            rows = [
+                row
+                for row in zip(points or (), attributed or (), effective or (), strict=True)
+                if row[1] >= first_day
+            ]
+            key = _decision_key(group, enrolled, state, rows, tz_name)
+            decision = decisions.get(key)
+            if decision is None:
+                decision = decisions[key] = _decide(group, enrolled, tz_name, state, rows, until)
+            if not decision.history:
+                continue
+            if id(decision) not in chosen:
+                chosen[id(decision)] = len(used)
+                used.append((group, decision))
+            members.append((chosen[id(decision)], state_ids, member_ids))
+    _write_decisions(program, used, members)
 
 
 def _decision_key(group, enrolled, state, rows, tz_name) -> tuple:
@@ -317,33 +285,170 @@ def _decision_key(group, enrolled, state, rows, tz_name) -> tuple:
     )
 
 
-def _qualifying_rows(
-    group: TierGroup,
-    enrolled: dict[int, dt.date],
-    states: list[_State],
-    until: dt.datetime,
-    tz_name: str,
-) -> dict[int, list[tuple]]:
-    """The batch's qualifying entries in `group` that `catch_up` may read, in one query:
-    member -> [(points, attributed_at, effective_at)] in (effective_at, id) order, from
-    the earliest first day of the batch (each member's own is applied by the caller)."""
-    if not states:
-        return {}
-    first = min(catch_up_from(group, enrolled[s.member_id], s) for s in states)
-    entries = (
-        group_qualifying_entries(group)
-        .filter(
-            member_id__in=among(s.member_id for s in states),
-            attributed_at__gte=dates.start_of_day(first, tz_name),
-            effective_at__lt=until,
-        )
-        .order_by("member_id", "effective_at", "id")
-        .values_list("member_id", "points", "attributed_at", "effective_at")
+def _shared_states(program: Program, group: TierGroup, ids: str, until: dt.datetime) -> list:
+    """The batch's states in `group` grouped by what `catch_up` reads of their members, in one
+    query: (tier, valid_from, valid_until, period_start, period_end, an enrolment date, the
+    qualifying entries' points, attributed_at and effective_at, the states' ids, the members'
+    ids). Members of a group have the same state, the same enrolment date where the group's
+    dates depend on it, and the same entries (in (effective_at, id) order) from 400 days
+    before their `valid_from` (before the first day `catch_up` reads: a period is a year), so
+    the same decision; the ids come as array literals that the writing statement takes back
+    as they are."""
+    uses_enrolment = (
+        group.model != TierGroup.PeriodModel.FIXED
+        or group.extend_expiration == TierGroup.Extension.ANNIVERSARY_DATE
     )
-    found: dict[int, list[tuple]] = {}
-    for member_id, points, attributed, effective in entries:
-        found.setdefault(member_id, []).append((points, attributed, effective))
-    return found
+    entries, entry_params = (
+        group_qualifying_entries(group)
+        .filter(member_id__in=RawSQL("SELECT unnest(%s::bigint[])", [ids]), effective_at__lt=until)
+        .order_by()
+        .values_list("member_id", "id", "points", "attributed_at", "effective_at")
+        .query.sql_with_params()
+    )
+    q = connection.ops.quote_name
+    sql = f"""
+        WITH st AS (
+            SELECT t.id, t.member_id, t.tier_id, t.valid_from, t.valid_until, t.period_start,
+                   t.period_end, (m.enrolled_at AT TIME ZONE %s)::date AS enrolled
+            FROM unnest(%s::bigint[]) AS b(id)
+            JOIN {q(MemberTier._meta.db_table)} t ON t.member_id = b.id
+            JOIN {q(Member._meta.db_table)} m ON m.id = b.id
+            WHERE m.program_id = %s AND t.group_id = %s AND t.valid_until IS NOT NULL
+        ), entries AS ({entries}), read AS (
+            SELECT e.member_id,
+                   array_agg(e.points ORDER BY e.effective_at, e.id) AS points,
+                   array_agg(e.attributed_at ORDER BY e.effective_at, e.id) AS attributed,
+                   array_agg(e.effective_at ORDER BY e.effective_at, e.id) AS effective
+            FROM entries e JOIN st USING (member_id)
+            WHERE e.attributed_at >= st.valid_from - 400
+            GROUP BY e.member_id
+        )
+        SELECT st.tier_id, st.valid_from, st.valid_until, st.period_start, st.period_end,
+               min(st.enrolled), read.points, read.attributed, read.effective,
+               array_agg(st.id ORDER BY st.member_id)::text,
+               array_agg(st.member_id ORDER BY st.member_id)::text
+        FROM st LEFT JOIN read USING (member_id)
+        GROUP BY st.tier_id, st.valid_from, st.valid_until, st.period_start, st.period_end,
+                 CASE WHEN %s THEN st.enrolled END, read.points, read.attributed, read.effective
+        ORDER BY min(st.member_id)
+    """  # nosec B608: identifiers from the models' metadata, values as parameters
+    params = [program.timezone, ids, program.pk, group.pk, *entry_params, uses_enrolment]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _write_decisions(
+    program: Program, used: list[tuple[TierGroup, _Decision]], members: list[tuple[int, str, str]]
+) -> None:
+    """Every decision of the batch written to its members in one statement: the states'
+    `UPDATE ... FROM`, the history and the events as `INSERT ... SELECT` of each decision's
+    rows joined to its members (in member, group, change order, as one by one)."""
+    if not members:
+        return
+    number, state_ids, member_ids = (list(c) for c in zip(*members, strict=True))
+    final = _columns([(n, group.pk, *d.final) for n, (group, d) in enumerate(used)], 7)
+    history = [(n, k, *row) for n, (_, d) in enumerate(used) for k, row in enumerate(d.history)]
+    events = [
+        (n, k, type, json.dumps(payload), at)
+        for n, (_, d) in enumerate(used)
+        for k, (type, payload, at) in enumerate(d.events)
+    ]
+    history_columns = _columns(history, 11)
+    event_columns = _columns(events, 5)
+    q = connection.ops.quote_name
+    h_columns, h_defaults, h_params = _defaults(
+        TierHistory,
+        [
+            "member_id",
+            "group_id",
+            "from_tier_id",
+            "to_tier_id",
+            "reason",
+            "occurred_at",
+            "valid_from",
+            "valid_until",
+            "qualifying_points",
+            "period_start",
+            "note",
+        ],
+        prefix="h_",
+    )
+    e_columns, e_defaults, e_params = _defaults(
+        MemberEvent, ["program_id", "member_id", "type", "payload", "occurred_at"], prefix="e_"
+    )
+    sql = f"""
+        WITH chosen AS (
+            SELECT c.n, x.state_id, x.member_id
+            FROM unnest(%(number)s::int[], %(state_ids)s::text[], %(member_ids)s::text[])
+                 AS c(n, state_ids, member_ids)
+            CROSS JOIN LATERAL unnest(c.state_ids::bigint[], c.member_ids::bigint[])
+                 AS x(state_id, member_id)
+        ), final AS (
+            SELECT * FROM unnest(%(f_n)s::int[], %(f_group)s::bigint[], %(f_tier)s::bigint[],
+                                 %(f_from)s::date[], %(f_until)s::date[], %(f_start)s::date[],
+                                 %(f_end)s::date[])
+                AS f(n, group_id, tier_id, valid_from, valid_until, period_start, period_end)
+        ), states AS (
+            UPDATE {q(MemberTier._meta.db_table)} t
+            SET tier_id = f.tier_id, valid_from = f.valid_from, valid_until = f.valid_until,
+                period_start = f.period_start, period_end = f.period_end, updated_at = now()
+            FROM chosen c JOIN final f USING (n) WHERE t.id = c.state_id
+        ), history AS (
+            INSERT INTO {q(TierHistory._meta.db_table)} ({", ".join(q(c) for c in h_columns)})
+            SELECT c.member_id, f.group_id, h.from_tier_id, h.to_tier_id, h.reason,
+                   h.occurred_at, h.valid_from, h.valid_until, h.qualifying_points,
+                   h.period_start, h.note, {h_defaults}
+            FROM chosen c JOIN final f USING (n)
+            JOIN unnest(%(h_n)s::int[], %(h_k)s::int[], %(h_from_tier)s::bigint[],
+                        %(h_to_tier)s::bigint[], %(h_reason)s::text[],
+                        %(h_at)s::timestamptz[], %(h_from)s::date[], %(h_until)s::date[],
+                        %(h_qp)s::bigint[], %(h_start)s::date[], %(h_note)s::text[])
+                AS h(n, k, from_tier_id, to_tier_id, reason, occurred_at, valid_from,
+                     valid_until, qualifying_points, period_start, note) USING (n)
+            ORDER BY c.member_id, f.group_id, h.k
+        )
+        INSERT INTO {q(MemberEvent._meta.db_table)} ({", ".join(q(c) for c in e_columns)})
+        SELECT %(program)s, c.member_id, e.type, e.payload::jsonb, e.occurred_at, {e_defaults}
+        FROM chosen c JOIN final f USING (n)
+        JOIN unnest(%(e_n)s::int[], %(e_k)s::int[], %(e_type)s::text[], %(e_payload)s::text[],
+                    %(e_at)s::timestamptz[]) AS e(n, k, type, payload, occurred_at) USING (n)
+        ORDER BY c.member_id, f.group_id, e.k
+    """  # nosec B608: identifiers from the models' metadata, values as parameters
+    params = {
+        "number": number,
+        "state_ids": state_ids,
+        "member_ids": member_ids,
+        "program": program.pk,
+        **h_params,
+        **e_params,
+    }
+    for names, columns in ((_FINAL, final), (_HISTORY, history_columns), (_EVENTS, event_columns)):
+        params.update(zip(names, columns, strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+_FINAL = ("f_n", "f_group", "f_tier", "f_from", "f_until", "f_start", "f_end")
+_HISTORY = (
+    "h_n",
+    "h_k",
+    "h_from_tier",
+    "h_to_tier",
+    "h_reason",
+    "h_at",
+    "h_from",
+    "h_until",
+    "h_qp",
+    "h_start",
+    "h_note",
+)
+_EVENTS = ("e_n", "e_k", "e_type", "e_payload", "e_at")
+
+
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows as `width` column lists (empty lists when there are no rows)."""
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 # --- plain-data reads and writes ------------------------------------------------------------------
@@ -368,53 +473,23 @@ def _lock(program: Program, ids: Sequence[int]) -> dict[int, dt.datetime]:
         return dict(cursor.fetchall())
 
 
-def _update_states(rows: list[tuple]) -> None:
-    """(id, tier_id, valid_from, valid_until, period_start, period_end) of states, in one
-    UPDATE ... FROM unnest."""
-    if not rows:
-        return
-    columns = list(zip(*rows, strict=True))
-    table = connection.ops.quote_name(MemberTier._meta.db_table)
+def _bigints(ids: Sequence[int]) -> str:
+    """The ids as a PostgreSQL array literal (`'{1,2,3}'::bigint[]`): one string parameter,
+    where the driver would dump a list value by value in Python."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
+def _lock_members(program: Program, ids: str) -> int:
+    """Lock the batch's member rows (`ids`, an array literal) in key order, in one statement,
+    as `_lock` does, without reading them back. Returns how many were locked."""
+    table = connection.ops.quote_name(Member._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET tier_id = v.tier_id, valid_from = v.valid_from, "  # nosec B608
-            "valid_until = v.valid_until, period_start = v.period_start, "
-            "period_end = v.period_end, updated_at = now() "
-            "FROM unnest(%s::bigint[], %s::bigint[], %s::date[], %s::date[], %s::date[], "
-            "%s::date[]) AS v(id, tier_id, valid_from, valid_until, period_start, period_end) "
-            f"WHERE {table}.id = v.id",
-            [list(c) for c in columns],
+            f"SELECT count(*) FROM (SELECT id FROM {table} WHERE id = ANY(%s::bigint[]) "  # nosec B608
+            "AND program_id = %s ORDER BY id FOR UPDATE) AS locked",
+            [ids, program.pk],
         )
-
-
-def _copy(model, names: list[str], rows: list[tuple]) -> None:
-    """COPY plain rows of `names` into the model's table; every other column gets its
-    default (automatic timestamps: now), as `bulk_insert_copy` writes model instances."""
-    if not rows:
-        return
-    constants, extra = [], []
-    now = timezone.now()
-    for field in model._meta.concrete_fields:
-        if field.primary_key or field.attname in names:
-            continue
-        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            value = now
-        elif field.has_default() and callable(field.default) and field.default is not dict:
-            raise TypeError(f"{model.__name__}.{field.name}: a default per row")
-        else:
-            value = field.get_default()
-            value = Jsonb(value) if isinstance(field, JSONField) and value is not None else value
-        extra.append(field.column)
-        constants.append(value)
-    quote = connection.ops.quote_name
-    fields = [model._meta.get_field(name).column for name in names]
-    columns = ", ".join(quote(c) for c in [*fields, *extra])
-    tail = tuple(constants)
-    with connection.cursor() as cursor:
-        statement = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
-        with connection.wrap_database_errors, cursor.cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row + tail)
+        return cursor.fetchone()[0]
 
 
 # --- qualifying reset -----------------------------------------------------------------------------
@@ -487,57 +562,88 @@ def _reset_batch(
     date (so the oldest are consumed first and one entry takes exactly those earned before the
     period) is reset by one set-based statement for the whole batch; the others as
     `reset_before` resets them, from memory (`_reset_settled`)."""
-    tz_name = program.timezone
-    enrolled = {m: dates.local_date(e, tz_name) for m, e in _lock(program, batch).items()}
-    if not enrolled:
-        return
-    starts: dict[int, dt.date] = {}
-    rolled = []
-    for pk, member_id, start in (
-        MemberTier.objects.order_by()
-        .filter(group=group, member_id__in=among(enrolled))
-        .values_list("pk", "member_id", "period_start")
-    ):
-        period = period_containing(group, enrolled[member_id], as_of)
-        if period.start > start:
-            rolled.append((pk, period.start, period.end))
-            start = period.start
-        starts[member_id] = start
-    _update_periods(rolled)
-    reset = _reset_simple(program, group, currencies, starts, at)
-    others = sorted(set(enrolled) - reset)
+    ids = _bigints(batch)
+    if group.model == TierGroup.PeriodModel.FIXED:
+        # One period for every member (calendar-aligned): moved forward in one statement.
+        if not _lock_members(program, ids):
+            return
+        _roll_periods(group, ids, period_containing(group, as_of, as_of))
+    else:
+        tz_name = program.timezone
+        enrolled = {m: dates.local_date(e, tz_name) for m, e in _lock(program, batch).items()}
+        if not enrolled:
+            return
+        rolled = []
+        for pk, member_id, start in (
+            MemberTier.objects.order_by()
+            .filter(group=group, member_id__in=among(enrolled))
+            .values_list("pk", "member_id", "period_start")
+        ):
+            period = period_containing(group, enrolled[member_id], as_of)
+            if period.start > start:
+                rolled.append((pk, period.start, period.end))
+        _update_periods(rolled)
+    others = _reset_simple(program, group, currencies, ids, at)
     if others:
         _reset_settled(program, group, currencies, others, as_of, at)
 
 
+def _roll_periods(group: TierGroup, ids: str, period) -> None:
+    """The batch's states (`ids`, an array literal) whose period started before `period`'s
+    moved to it, in one statement."""
+    table = connection.ops.quote_name(MemberTier._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET period_start = %s, period_end = %s, updated_at = now() "  # nosec B608
+            "WHERE group_id = %s AND member_id = ANY(%s::bigint[]) AND period_start < %s",
+            [period.start, period.end, group.pk, ids, period.start],
+        )
+
+
+def _period_starts(group: TierGroup, ids: str) -> list[tuple[dt.date, str]]:
+    """The batch's states grouped by their period's start: (start, members as an array
+    literal), a few rows whatever the batch's size."""
+    table = connection.ops.quote_name(MemberTier._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT period_start, array_agg(member_id ORDER BY member_id)::text FROM {table} "  # nosec B608
+            "WHERE group_id = %s AND member_id = ANY(%s::bigint[]) GROUP BY period_start",
+            [group.pk, ids],
+        )
+        return cursor.fetchall()
+
+
 def _reset_simple(
-    program: Program, group: TierGroup, currencies: dict, starts: dict[int, dt.date], at
-) -> set[int]:
+    program: Program, group: TierGroup, currencies: dict, ids: str, at: dt.datetime
+) -> list[int]:
     """The reset of the batch's simple members in one statement (see `_reset_batch`): their
     `qualifying_reset` entries (one each, for the sum of the buckets), the allocations, the
-    buckets emptied and the balances lowered, as `LedgerWriter.debit` writes them. Returns the
-    members it took (with or without points to reset)."""
-    if not starts:
-        return set()
+    buckets emptied and the balances lowered, as `LedgerWriter.debit` writes them. Each
+    member's cutoff is the start of its stored period, computed once per distinct period
+    (`_period_starts`). Returns the batch's other members (`ids` of the program not taken),
+    for `_reset_settled`."""
     tz_name = program.timezone
     today = dates.local_date(at, tz_name)
-    members = sorted(starts)
-    cutoffs = [_day_start(starts[m], tz_name) for m in members]
-    notes = [f"qualifying points earned before {starts[m].isoformat()}" for m in members]
+    starts = _period_starts(group, ids)
+    cutoffs = [_day_start(start, tz_name) for start, _ in starts]
+    notes = [f"qualifying points earned before {start.isoformat()}" for start, _ in starts]
     inactivity = [
         c.id for c in currencies.values() if c.expiry_policy == Currency.ExpiryPolicy.INACTIVITY
     ]
     q = connection.ops.quote_name
     bucket, entry = q(Bucket._meta.db_table), q(LedgerEntry._meta.db_table)
     allocation, balance = q(BucketAllocation._meta.db_table), q(Balance._meta.db_table)
+    member = q(Member._meta.db_table)
     entry_defaults = _defaults(
         LedgerEntry, ["program_id", "member_id", "currency_id", "points", "kind", "note"]
     )
     columns = ", ".join(q(c) for c in entry_defaults[0])
     sql = f"""
         WITH batch AS (
-            SELECT * FROM unnest(%(members)s::bigint[], %(cutoffs)s::timestamptz[],
-                                 %(notes)s::text[]) AS v(member_id, cutoff, note)
+            SELECT x.member_id, v.cutoff, v.note
+            FROM unnest(%(members)s::text[], %(cutoffs)s::timestamptz[], %(notes)s::text[])
+                 AS v(members, cutoff, note)
+            CROSS JOIN LATERAL unnest(v.members::bigint[]) AS x(member_id)
         ), simple AS (
             SELECT * FROM batch
             WHERE NOT EXISTS (
@@ -576,13 +682,17 @@ def _reset_simple(
             UPDATE {balance} l SET available = l.available - t.points, updated_at = now()
             FROM total t WHERE l.member_id = t.member_id AND l.currency_id = %(currency)s
         )
-        SELECT member_id FROM simple
+        SELECT m.id FROM {member} m
+        WHERE m.id = ANY(%(ids)s::bigint[]) AND m.program_id = %(program)s
+          AND m.id NOT IN (SELECT member_id FROM simple)
+        ORDER BY m.id
     """  # nosec B608: identifiers from the models' metadata, values as parameters
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
             {
-                "members": members,
+                "members": [members for _, members in starts],
+                "ids": ids,
                 "cutoffs": cutoffs,
                 "notes": notes,
                 "at": at,
@@ -594,7 +704,7 @@ def _reset_simple(
                 **entry_defaults[2],
             },
         )
-        return {row[0] for row in cursor.fetchall()}
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _reset_settled(
@@ -653,9 +763,10 @@ def _update_periods(rows: list[tuple]) -> None:
         )
 
 
-def _defaults(model, given: list[str]) -> tuple[list[str], str, dict]:
+def _defaults(model, given: list[str], prefix: str = "") -> tuple[list[str], str, dict]:
     """The columns of an INSERT of `model` that names `given` first (attnames), then every
-    other column (not the key), the SQL of those others' defaults and their parameters."""
+    other column (not the key), the SQL of those others' defaults and their parameters
+    (named `prefix` + `default_` + column)."""
     columns = [model._meta.get_field(name).column for name in given]
     exprs, params = [], {}
     for field in model._meta.concrete_fields:
@@ -667,7 +778,7 @@ def _defaults(model, given: list[str]) -> tuple[list[str], str, dict]:
             continue
         if field.has_default() and callable(field.default) and field.default is not dict:
             raise TypeError(f"{model.__name__}.{field.name}: a default per row")
-        name = f"default_{field.column}"
+        name = f"{prefix}default_{field.column}"
         value = field.get_default()
         params[name] = Jsonb(value) if isinstance(field, JSONField) and value is not None else value
         exprs.append(f"%({name})s")
