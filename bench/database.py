@@ -3,13 +3,14 @@
 import os
 
 
-def fresh_database() -> None:
-    """Drop and re-create the database of DATABASE_URL (connections to it are ended)."""
+def admin_connection():
+    """An autocommit connection to the `postgres` database of DATABASE_URL's server, for
+    creating and dropping databases."""
     import environ
     import psycopg
 
     url = environ.Env.db_url_config(os.environ["DATABASE_URL"])
-    admin = psycopg.connect(
+    return psycopg.connect(
         # the embedded server is reached through its socket directory (the `host` option)
         host=url["HOST"] or url.get("OPTIONS", {}).get("host") or "127.0.0.1",
         port=url["PORT"] or 5432,
@@ -18,9 +19,16 @@ def fresh_database() -> None:
         dbname="postgres",
         autocommit=True,
     )
-    with admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{url["NAME"]}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{url["NAME"]}"')
+
+
+def fresh_database() -> None:
+    """Drop and re-create the database of DATABASE_URL (connections to it are ended)."""
+    import environ
+
+    name = environ.Env.db_url_config(os.environ["DATABASE_URL"])["NAME"]
+    with admin_connection() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
 
 
 def points_program():

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from bench.database import points_program  # noqa: E402  (after the path is set)
+from bench.database import admin_connection, points_program  # noqa: E402  (after the path is set)
 
 UPGRADED_IN = dt.date(2025, 6, 1)  # purchases from 1 to 28 June 2025, local noon
 
@@ -400,21 +400,11 @@ def run_split(job: str, program_id: int, as_of: dt.date, members: int, workers: 
 def clone_database(name: str) -> str:
     """A copy of the generated database (`CREATE DATABASE ... TEMPLATE`), so that the split
     run starts from the same members as the single one. Returns its name."""
-    import psycopg
     from django.db import connection
 
     clone = f"{name}_split"
-    settings = connection.settings_dict
     connection.close()
-    admin = psycopg.connect(
-        host=settings["HOST"] or "127.0.0.1",
-        port=settings["PORT"] or 5432,
-        user=settings["USER"],
-        password=settings["PASSWORD"],
-        dbname="postgres",
-        autocommit=True,
-    )
-    with admin:
+    with admin_connection() as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{clone}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{clone}" TEMPLATE "{name}" STRATEGY FILE_COPY')
     return clone
