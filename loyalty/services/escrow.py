@@ -34,5 +34,6 @@ def points_release_due(
     )
     if id_range is not None:
         due = due.filter(member_id__gte=id_range[0], member_id__lt=id_range[1])
-    member_ids = sorted(set(due.values_list("member_id", flat=True).distinct()))
+    # `order_by()`: the model's default order would join the DISTINCT (a row per bucket).
+    member_ids = sorted(set(due.order_by().values_list("member_id", flat=True).distinct()))
     return members_settle(program=program, member_ids=member_ids, at=at)

@@ -41,7 +41,8 @@ def members_with_due_expiry(
     )
     if id_range is not None:
         dated = dated.filter(member_id__gte=id_range[0], member_id__lt=id_range[1])
-    ids = set(dated.values_list("member_id", flat=True).distinct())
+    # `order_by()`: the model's default order would join the DISTINCT (a row per bucket).
+    ids = set(dated.order_by().values_list("member_id", flat=True).distinct())
     for currency in _program_currencies(program):
         if currency.expiry_policy != Policy.INACTIVITY:
             continue
