@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from bench.database import admin_connection, points_program  # noqa: E402  (after the path is set)
+from bench.import_transactions import Phase as ImportPhase  # noqa: E402
 
 UPGRADED_IN = dt.date(2025, 6, 1)  # purchases from 1 to 28 June 2025, local noon
 
@@ -65,36 +66,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def backend_cpu_seconds() -> float | None:
-    """CPU time of this connection's PostgreSQL backend (user + system) when the server runs
-    on this machine (as bench/import_transactions.py reads it); None otherwise."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-
-
-class Phase:
-    """Wall time, Python CPU time and database backend CPU time of one step."""
-
-    def __enter__(self):
-        self.db_start = backend_cpu_seconds()
-        self.wall, self.cpu, self.db = time.perf_counter(), time.process_time(), None
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
-        db_end = backend_cpu_seconds()
-        if self.db_start is not None and db_end is not None:
-            self.db = db_end - self.db_start
+class Phase(ImportPhase):
+    """The import bench's step timer (wall, Python CPU, database backend CPU), printed on
+    one line."""
 
     def split(self) -> str:
         db = f"{self.db:6.1f} s" if self.db is not None else "   n/a"
