@@ -176,6 +176,7 @@ def promotion_outcomes(
     for member_id, holdout in (
         PromotionReward.objects.filter(promotion_id=promotion_id, promotion__program=program)
         .values_list("member_id", "holdout")
+        .order_by()  # the model's default order (-id) would make the DISTINCT one row per reward
         .distinct()
     ):
         groups[holdout].add(member_id)

@@ -326,6 +326,29 @@ def test_the_report_compares_the_spend_of_rewarded_and_held_out_members(
     assert holdout_lift(treated=treated, holdout=holdout).treated_members == len(treated)
 
 
+def test_the_reports_groups_are_read_one_row_per_member(make_promotion, program, post):
+    """A member rewarded twice is read once: the DISTINCT must not carry the rewards' order."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from promotions.selectors import promotion_outcomes
+
+    promotion = make_promotion(budget_points=100_000)
+    member = MemberFactory(program=program)
+    for n in range(3):
+        post(member, amount="60", currency="EUR", now=WHEN + dt.timedelta(minutes=n))
+    assert PromotionReward.objects.filter(promotion=promotion, member=member).count() > 1
+    day = WHEN.date()
+
+    with CaptureQueriesContext(connection) as queries:
+        promotion_outcomes(program=program, promotion_id=promotion.id, date_from=day, date_to=day)
+
+    distinct = next(q["sql"] for q in queries if "DISTINCT" in q["sql"])
+    with connection.cursor() as cursor:
+        cursor.execute(distinct)
+        assert len(cursor.fetchall()) == 1
+
+
 def test_a_members_data_export_holds_their_promotions_badges_and_vouchers(
     make_promotion, member, post
 ):
