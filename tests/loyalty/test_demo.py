@@ -202,7 +202,9 @@ def test_run_demo_jobs_stops_when_the_process_it_watches_has_ended(
     post(member, amount=40, occurred_at=earned, now=earned)
     ended = subprocess.Popen(["true"])
     ended.wait()
-    short = subprocess.Popen(["sleep", "1.5"])  # not reaped: a zombie counts as ended
+    # Ended by the test once the runner has run twice (not after a fixed time, which a loaded
+    # machine could spend on one run); not reaped: a zombie counts as ended.
+    watched = subprocess.Popen(["sleep", "600"])
     first, second = [], []
 
     # a runner watching an ended process stops at once, running nothing
@@ -211,10 +213,19 @@ def test_run_demo_jobs_stops_when_the_process_it_watches_has_ended(
     assert not LedgerEntry.objects.filter(member=member, kind="expiry").exists()
 
     # one watching a live process runs the jobs at its interval until that process ends
+    def end_after_two_runs(line: str) -> None:
+        if sum(seen.startswith("Periodic jobs ran") for seen in second) == 2:
+            watched.terminate()
+
     call_command(
-        "run_demo_jobs", "--every", "0.3", "--stop-with", str(short.pid), stdout=_Lines(second)
+        "run_demo_jobs",
+        "--every",
+        "0.3",
+        "--stop-with",
+        str(watched.pid),
+        stdout=_Lines(second, on_line=end_after_two_runs),
     )
-    short.wait()
+    watched.wait()
     runs = [line for line in second if line.startswith("Periodic jobs ran")]
     assert len(runs) >= 2
     assert "coffee expiry 1" in runs[0] and "nothing was due" in runs[-1]
@@ -225,11 +236,16 @@ def test_run_demo_jobs_stops_when_the_process_it_watches_has_ended(
 class _Lines:
     """A command's stdout, kept as a list of lines."""
 
-    def __init__(self, lines: list[str]):
+    def __init__(self, lines: list[str], on_line=None):
         self.lines = lines
+        self.on_line = on_line
 
     def write(self, text: str) -> None:
-        self.lines.extend(line for line in text.splitlines() if line)
+        for line in text.splitlines():
+            if line:
+                self.lines.append(line)
+                if self.on_line:
+                    self.on_line(line)
 
     def flush(self) -> None:
         pass
