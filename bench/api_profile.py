@@ -6,9 +6,10 @@
 Creates a fresh database (dropped and re-created: a scratch one) with the program, members
 and key of `bench/api_load.py`, then posts purchases through Django's test client (the whole
 stack below the WSGI server: middleware, DRF, posting) with the bench's production settings.
-Prints the queries of one purchase, the CPU time per request (this process: Python and the
-driver, not PostgreSQL) over --requests purchases without the profiler, then the same
-purchases under cProfile (CPU time), by own time and by cumulative time. Run by hand; not a test.
+Prints the queries of one purchase, the CPU time per request over --requests purchases
+without the profiler (this process's: Python and the driver; and the PostgreSQL backend's
+serving it, from /proc), then the same purchases under cProfile (CPU time), by own time and
+by cumulative time. Run by hand; not a test.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from bench.api_load import BENCH_ENV, prepare, requests_for  # noqa: E402
+from bench.api_load import BENCH_ENV, cpu_seconds, prepare, requests_for  # noqa: E402
 from bench.database import fresh_database  # noqa: E402
 
 
@@ -68,12 +69,19 @@ def main() -> None:
     for number, query in enumerate(queries.captured_queries, 1):
         print(f"  {number:>2}. {query['sql'][:110]}")
 
-    started, cpu = time.perf_counter(), time.process_time()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = [cursor.fetchone()[0]]  # the test client's one connection
+    started, cpu, db_cpu = time.perf_counter(), time.process_time(), cpu_seconds(backend)
     for _ in range(args.requests):
         post()
     wall = (time.perf_counter() - started) * 1000 / args.requests
     cpu = (time.process_time() - cpu) * 1000 / args.requests
-    print(f"\n{args.requests} purchases: {wall:.2f} ms wall, {cpu:.2f} ms Python CPU per request")
+    db_cpu = (cpu_seconds(backend) - db_cpu) * 1000 / args.requests
+    print(
+        f"\n{args.requests} purchases: {wall:.2f} ms wall, {cpu:.2f} ms Python CPU, "
+        f"{db_cpu:.2f} ms PostgreSQL backend CPU per request"
+    )
 
     # CPU time, not wall time: waiting for PostgreSQL (or for a core, on a shared machine)
     # is not what this looks for.

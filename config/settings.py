@@ -114,6 +114,13 @@ else:
 # p50 (docs/performance.md); a connection is checked before reuse after an error or restart.
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+# The hot statements of a post (loyalty/services/statements.py, bound on the server) are
+# prepared after this many runs on a connection: PostgreSQL then skips their parsing and
+# planning. The ORM's (client-side binding) cursors never prepare. Prepared statements live
+# in the session: behind pgbouncer in transaction mode they need pgbouncer 1.21+ with
+# `max_prepared_statements`; set TESSERA_PREPARED_STATEMENTS=false for an older one.
+if env.bool("TESSERA_PREPARED_STATEMENTS", default=True):
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -7,9 +7,16 @@ stands for and returns the same model objects (`Model.from_db`, through the fiel
 converters), or writes the same rows, so callers cannot tell the difference:
 tests/loyalty/test_statements.py holds each equal to its ORM counterpart.
 
-They run on Django's connection cursor: inside the caller's database transaction and
-savepoint, with Django's error wrapping (a unique violation is still an `IntegrityError`).
-Identifiers come from the models' metadata, every value is a parameter.
+They run on Django's connection: inside the caller's database transaction and savepoint,
+with Django's error wrapping (a unique violation is still an `IntegrityError`) and query
+logging. Identifiers come from the models' metadata, every value is a parameter.
+
+Unlike the ORM's cursor, theirs binds parameters on the server (`_cursor`), so psycopg
+prepares the statements a connection runs often (the database OPTIONS' `prepare_threshold`,
+config/settings.py; Django leaves it off): psycopg's client-side binding spent about a tenth
+of a purchase's Python quoting values into the SQL, and PostgreSQL parsed and planned every
+statement every time. The ORM's cursor never prepares. docs/decisions.md, "The hot
+statements: bound on the server, prepared".
 """
 
 from __future__ import annotations
@@ -19,8 +26,17 @@ import json
 from collections.abc import Sequence
 from functools import cache, partial
 
-from django.db import DEFAULT_DB_ALIAS, connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+from django.db.backends.postgresql.base import (
+    TIMESTAMPTZ_OID,
+    CursorDebugWrapper,
+    ServerBindingCursor,
+    register_tzloader,
+)
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
+from psycopg import DataError
+from psycopg.pq import Format
 
 from loyalty.models import ApiKey, Balance, Bucket, LedgerEntry, Member, MemberTier, Program
 
@@ -53,8 +69,39 @@ def _loader(model: type[models.Model], alias: str) -> _Loader:
     return _Loader(model, alias)
 
 
+class _LoggedCursor(CursorDebugWrapper):
+    """Django's debug wrapper (DEBUG, tests' CaptureQueriesContext), logging a statement with
+    its values, as Django spells server-bound queries (`compose_sql`): its own spelling
+    would read psycopg's last query, which holds `$1` placeholders, or nothing once
+    prepared."""
+
+    def execute(self, sql, params=None):
+        try:
+            logged = self.db.ops.compose_sql(sql, params)
+        except DataError:
+            logged = sql
+        with self.debug_sql(logged, params):
+            return CursorWrapper.execute(self, sql, params)
+
+
+def _cursor():
+    """`connection.cursor()` (health check, connection, error wrapping, the query log when
+    it is kept), with a cursor binding parameters on the server."""
+    db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` looks it up again
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        cursor = ServerBindingCursor(db.connection)
+        # As Django's create_cursor: timestamps in the connection's time zone.
+        loader = db.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+        if db.timezone != loader.timezone:
+            register_tzloader(db.timezone, cursor)
+        db.validate_thread_sharing()
+        return _LoggedCursor(cursor, db) if db.queries_logged else db.make_cursor(cursor)
+
+
 def _fetch(sql: str, params: Sequence) -> list[tuple]:
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -133,7 +180,7 @@ def members_lock_for_post(
 
 def member_last_activity_set(*, member_id: int, at: dt.datetime) -> None:
     """`Member.objects.filter(pk=member_id).update(last_activity_at=at)`."""
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(
             "UPDATE loyalty_member SET last_activity_at = %s WHERE id = %s", [at, member_id]
         )

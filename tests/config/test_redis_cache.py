@@ -22,7 +22,7 @@ def cache():
     except Exception as error:  # pragma: no cover - a machine without Redis
         pytest.skip(f"no Redis at {LOCATION}: {error}")
     yield backend
-    backend.delete_many(["counter", "value", "gone"])
+    backend.delete_many(["counter", "value", "gone", "window-1", "window-2"])
 
 
 def test_it_is_djangos_backend(cache):
@@ -46,3 +46,20 @@ def test_one_client_serves_every_operation(cache):
     client = cache._cache.get_client("value", write=True)
     assert cache._cache.get_client("other") is client
     assert cache._cache.get_client("value", write=True) is client
+
+
+def test_a_throttle_window_counts_and_reads_the_previous_in_one_round_trip(cache, monkeypatch):
+    client = cache._cache.get_client("window-2", write=True)
+    sent = []
+    real = type(client).pipeline
+    monkeypatch.setattr(
+        type(client), "pipeline", lambda self, **kw: sent.append(kw) or real(self, **kw)
+    )
+    assert cache.window_hit("window-1", "window-0", timeout=60) == (0, 1)
+    assert cache.window_hit("window-1", "window-0", timeout=60) == (0, 2)
+    assert cache.window_hit("window-2", "window-1", timeout=120) == (2, 1)
+    assert sent == [{"transaction": True}] * 3  # one MULTI/EXEC each, nothing else
+    # Django reads the counters as integers; each expires with its window.
+    assert cache.get("window-1") == 2
+    assert 0 < client.ttl(cache.make_key("window-2")) <= 120
+    assert cache.decr("window-2") == 0
