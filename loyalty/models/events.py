@@ -23,9 +23,12 @@ class MemberEvent(models.Model):
         BIRTHDAY = "birthday"
         PROMOTION_REWARD = "promotion_reward"
 
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+")
+    # Checked once per statement by a trigger (migration 0025): the member, of this program.
+    program = models.ForeignKey(
+        Program, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     member = models.ForeignKey(
-        Member, on_delete=models.PROTECT, related_name="events", db_index=False
+        Member, on_delete=models.PROTECT, related_name="events", db_index=False, db_constraint=False
     )
     type = models.CharField(max_length=24, choices=Type.choices)
     payload = models.JSONField(default=dict, blank=True)

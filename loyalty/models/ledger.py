@@ -52,16 +52,31 @@ class LedgerEntry(models.Model):
         AVAILABLE = "available"
         PENDING = "pending"
 
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+", db_index=False)
-    member = models.ForeignKey(
-        Member, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
+    # References checked once per statement by a trigger (migration 0025), not by a foreign
+    # key per row: the member must be of the entry's program; partner and promotion keep theirs.
+    program = models.ForeignKey(
+        Program, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )
-    currency = models.ForeignKey(Currency, on_delete=models.PROTECT, related_name="+")
+    member = models.ForeignKey(
+        Member,
+        on_delete=models.PROTECT,
+        related_name="ledger_entries",
+        db_index=False,
+        db_constraint=False,
+    )
+    currency = models.ForeignKey(
+        Currency, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     points = models.BigIntegerField()
     kind = models.CharField(max_length=20, choices=Kind.choices)
     pool = models.CharField(max_length=10, choices=Pool.choices, default=Pool.AVAILABLE)
     transaction = models.ForeignKey(
-        Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="entries"
+        Transaction,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="entries",
+        db_constraint=False,
     )
     rule = models.ForeignKey(
         EarningRule,
@@ -70,6 +85,7 @@ class LedgerEntry(models.Model):
         on_delete=models.PROTECT,
         related_name="entries",
         db_index=False,
+        db_constraint=False,
     )
     partner = models.ForeignKey(
         "partners.Partner", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -90,6 +106,7 @@ class LedgerEntry(models.Model):
         on_delete=models.PROTECT,
         related_name="reversed_by",
         help_text="For reversal entries: the credit or debit they undo.",
+        db_constraint=False,
     )
     available_at = models.DateTimeField(null=True, blank=True)
     expires_on = models.DateField(null=True, blank=True)

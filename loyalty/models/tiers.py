@@ -293,8 +293,14 @@ class TierHistory(models.Model):
         IMPORT = "import"
         MERGE = "merge"
 
+    # The references are checked once per statement by a trigger (migration 0025), not by a
+    # foreign key per row: the member, the tiers (`to_tier` of `group`), the transaction.
     member = models.ForeignKey(
-        Member, on_delete=models.PROTECT, related_name="tier_history", db_index=False
+        Member,
+        on_delete=models.PROTECT,
+        related_name="tier_history",
+        db_index=False,
+        db_constraint=False,
     )
     # The group of `to_tier` (which says it already): no constraint of its own, a check per
     # row that every enrolment and import paid for at commit (docs/decisions.md).
@@ -312,8 +318,11 @@ class TierHistory(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
         db_index=False,  # a partial index below: a member's first row has none
+        db_constraint=False,
     )
-    to_tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="+")
+    to_tier = models.ForeignKey(
+        Tier, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     reason = models.CharField(max_length=24, choices=Reason.choices)
     occurred_at = models.DateTimeField(help_text="When the change took effect.")
     valid_from = models.DateField()
@@ -331,6 +340,7 @@ class TierHistory(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
         db_index=False,  # a partial index below: only upgrades by a purchase have one
+        db_constraint=False,
     )
     actor = models.CharField(max_length=150, blank=True)
     note = models.TextField(blank=True)

@@ -1,9 +1,13 @@
 """The ledger's invariants are enforced by PostgreSQL, not by Python alone: every CHECK and
 UNIQUE constraint of the loyalty models refuses a bad row with IntegrityError, and triggers
-refuse UPDATE and DELETE of ledger entries and allocations, DELETE of buckets, and an
-allocation that names an entry or a bucket that does not exist."""
+refuse UPDATE and DELETE of ledger entries and allocations, DELETE of buckets, an
+allocation that names an entry or a bucket that does not exist, an entry, event or tier
+history row whose references do not exist (or whose member is of another program, whose tier
+is of another group), and DELETE of a row one of those still references."""
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 from django.apps import apps
@@ -22,6 +26,7 @@ from loyalty.models import (
     MemberTier,
     Tier,
     TierGroup,
+    TierHistory,
     Transaction,
     TransactionLine,
 )
@@ -78,17 +83,29 @@ TESTED = {
 }
 
 
-# Checks made by triggers rather than declared constraints (migrations 0003 and 0023).
+# Checks made by triggers rather than declared constraints (migrations 0003, 0023 and 0025).
 TRIGGER_CHECKS = {
     "allocation_entry_exists",
     "allocation_bucket_exists",
     "a bucket is never deleted",
+    "ledger_entry_member_in_program",
+    "ledger_entry_currency_exists",
+    "ledger_entry_transaction_exists",
+    "ledger_entry_rule_exists",
+    "ledger_entry_reverses_exists",
+    "member_event_member_in_program",
+    "tier_history_member_exists",
+    "tier_history_to_tier_in_group",
+    "tier_history_from_tier_exists",
+    "tier_history_transaction_exists",
+    "DELETE refused, still referenced by",
+    "DELETE refused, only under READ COMMITTED",
 }
 
 
 def refused(name: str):
     """Expect the database to refuse the block with IntegrityError naming `name`."""
-    assert name in TESTED or name in TRIGGER_CHECKS or "append-only" in name
+    assert name in TESTED or any(check in name for check in TRIGGER_CHECKS) or "append-only" in name
     return _Refused(name)
 
 
@@ -280,6 +297,262 @@ def test_entries_written_by_services_are_append_only_too(member, pts, post):
 
     with refused("append-only"):
         LedgerEntry.objects.all().update(points=F("points") * 2)
+
+
+# --- references checked per statement (migration 0025) -----------------------------------------
+
+
+def _entry(member, pts, **fields) -> LedgerEntry:
+    values = dict(program=member.program, member=member, currency=pts, points=10, kind="accrual")
+    return LedgerEntry(**{**values, **fields})
+
+
+def test_an_entry_must_name_a_member_of_its_program(member, pts):
+    other = ProgramFactory(code="tea")
+    with refused("ledger_entry_member_in_program"):
+        _entry(member, pts, program=other).save()
+    with refused("ledger_entry_member_in_program"):
+        _entry(member, pts, member_id=member.pk + 1000).save()
+
+
+@pytest.mark.parametrize(
+    ("field", "name"),
+    [
+        ("currency_id", "ledger_entry_currency_exists"),
+        ("transaction_id", "ledger_entry_transaction_exists"),
+        ("rule_id", "ledger_entry_rule_exists"),
+        ("reverses_id", "ledger_entry_reverses_exists"),
+    ],
+)
+def test_an_entry_must_name_existing_rows(member, pts, field, name):
+    with refused(name):
+        _entry(member, pts, **{field: 10**9}).save()
+
+
+def test_an_entry_may_name_a_transaction_rule_and_entry_that_exist(entry, member, pts, base_rules):
+    txn = make_txn(member)
+    reversal = _entry(member, pts, transaction=txn, rule=base_rules[0], reverses=entry, points=-10)
+    reversal.kind = "reversal"
+    reversal.save()
+
+    assert LedgerEntry.objects.filter(reverses=entry).get() == reversal
+
+
+def test_one_bad_entry_refuses_the_whole_statement(member, pts):
+    rows = [_entry(member, pts) for _ in range(3)]
+    rows.append(_entry(member, pts, currency_id=10**9))
+
+    with refused("ledger_entry_currency_exists"):
+        LedgerEntry.objects.bulk_create(rows)
+
+    assert not LedgerEntry.objects.exists()
+
+
+def test_an_event_must_name_a_member_of_its_program(member):
+    event = dict(type="enrolled", occurred_at=T0)
+    with refused("member_event_member_in_program"):
+        MemberEvent.objects.create(program=ProgramFactory(code="tea"), member=member, **event)
+    with refused("member_event_member_in_program"):
+        MemberEvent.objects.create(program=member.program, member_id=member.pk + 1000, **event)
+
+
+def _history(member, group, **fields) -> TierHistory:
+    gold = group.tiers.get(code="gold")
+    values = dict(
+        member=member,
+        group=group,
+        to_tier=gold,
+        reason="manual",
+        occurred_at=T0,
+        valid_from=T0.date(),
+    )
+    return TierHistory(**{**values, **fields})
+
+
+def test_tier_history_must_name_existing_rows(group, member, tqp):
+    other_group = TierGroup.objects.create(
+        program=group.program, code="other", name="Other", qualifying_currency=tqp
+    )
+    other_tier = Tier.objects.create(group=other_group, code="x", name="X", threshold=0)
+
+    with refused("tier_history_member_exists"):
+        _history(member, group, member_id=member.pk + 1000).save()
+    with refused("tier_history_to_tier_in_group"):
+        _history(member, group, to_tier=other_tier).save()
+    with refused("tier_history_to_tier_in_group"):
+        _history(member, group, to_tier_id=10**9).save()
+    with refused("tier_history_from_tier_exists"):
+        _history(member, group, from_tier_id=10**9).save()
+    with refused("tier_history_transaction_exists"):
+        _history(member, group, transaction_id=10**9).save()
+
+    _history(
+        member, group, from_tier=group.tiers.get(code="blue"), transaction=make_txn(member)
+    ).save()
+    assert TierHistory.objects.filter(member=member).count() == 1
+
+
+def _delete(table: str, pk: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pk])  # noqa: S608 - our names
+
+
+def test_a_referenced_member_is_never_deleted(member, pts, group):
+    # an unreferenced member can go (the trigger refuses only what is referenced)
+    loner = MemberFactory(program=member.program)
+    _delete("loyalty_member", loner.pk)
+
+    MemberEvent.objects.create(
+        program=member.program, member=member, type="enrolled", occurred_at=T0
+    )
+    with refused(
+        "loyalty_member: DELETE refused, still referenced by loyalty_memberevent.member_id"
+    ):
+        _delete("loyalty_member", member.pk)
+
+    second = MemberFactory(program=member.program)
+    _history(second, group).save()
+    with refused(
+        "loyalty_member: DELETE refused, still referenced by loyalty_tierhistory.member_id"
+    ):
+        _delete("loyalty_member", second.pk)
+
+    third = MemberFactory(program=member.program)
+    _entry(third, pts).save()
+    with refused(
+        "loyalty_member: DELETE refused, still referenced by loyalty_ledgerentry.member_id"
+    ):
+        _delete("loyalty_member", third.pk)
+
+
+def test_referenced_currency_transaction_rule_and_tier_are_never_deleted(
+    member, pts, base_rules, group
+):
+    txn = make_txn(member)
+    _entry(member, pts, transaction=txn, rule=base_rules[0]).save()
+    gold = group.tiers.get(code="gold")
+    blue = group.tiers.get(code="blue")
+    _history(member, group, from_tier=blue).save()
+
+    for table, pk, referencing in [
+        ("loyalty_currency", pts.pk, "loyalty_ledgerentry.currency_id"),
+        ("loyalty_transaction", txn.pk, "loyalty_ledgerentry.transaction_id"),
+        ("loyalty_earningrule", base_rules[0].pk, "loyalty_ledgerentry.rule_id"),
+        ("loyalty_tier", gold.pk, "loyalty_tierhistory.to_tier_id"),
+        ("loyalty_tier", blue.pk, "loyalty_tierhistory.from_tier_id"),
+    ]:
+        with refused(f"{table}: DELETE refused, still referenced by {referencing}"):
+            _delete(table, pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_outside_read_committed_is_refused(member):
+    # its snapshot could miss a reference committed meanwhile
+    refusal = "loyalty_member: DELETE refused, only under READ COMMITTED"
+    with refused(refusal), connection.cursor() as cursor:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute("DELETE FROM loyalty_member WHERE id = %s", [member.pk])
+
+
+def _in_thread(work, *args):
+    """Run work(*args) in a thread with its own connection; join() returns its result or the
+    exception it raised."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = work(*args)
+        except Exception as exc:  # noqa: BLE001 - handed to the test's assertions
+            outcome["result"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+
+    def join():
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        return outcome["result"]
+
+    return join
+
+
+def _backend_waits_for_a_lock(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", [pid]
+        )
+        return cursor.fetchone()[0]
+
+
+def _wait_until_blocked(pids: list) -> None:
+    for _ in range(300):
+        if pids and _backend_waits_for_a_lock(pids[0]):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the other transaction never waited for the lock")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_member_deleted_while_an_entry_is_checked_is_refused_one_way_or_the_other(member, pts):
+    """Real threads. An entry inserted (uncommitted) holds its member FOR KEY SHARE: a
+    concurrent DELETE waits, then sees the committed entry and is refused. A DELETE in flight
+    first makes the entry's check wait; once the DELETE commits, the entry is refused."""
+    inserted, release = threading.Event(), threading.Event()
+
+    def insert_and_hold():
+        with transaction.atomic():
+            _entry(member, pts).save()
+            inserted.set()
+            release.wait(timeout=30)
+
+    pids = []
+
+    def delete(pk):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pids.append(cursor.fetchone()[0])
+            cursor.execute("DELETE FROM loyalty_member WHERE id = %s", [pk])
+
+    # an entry first, its member's delete second
+    inserter = _in_thread(insert_and_hold)
+    assert inserted.wait(timeout=30)
+    deleter = _in_thread(delete, member.pk)
+    _wait_until_blocked(pids)
+    release.set()
+    assert inserter() is None
+    refusal = deleter()
+    assert isinstance(refusal, IntegrityError)
+    assert "still referenced by loyalty_ledgerentry.member_id" in str(refusal)
+
+    # a delete first (in flight), an entry for that member second
+    loner = MemberFactory(program=member.program)
+    deleted, release = threading.Event(), threading.Event()
+
+    def delete_and_hold():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("DELETE FROM loyalty_member WHERE id = %s", [loner.pk])
+            deleted.set()
+            release.wait(timeout=30)
+
+    def insert(pk):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pids.append(cursor.fetchone()[0])
+        _entry(loner, pts).save()
+
+    pids.clear()
+    deleter = _in_thread(delete_and_hold)
+    assert deleted.wait(timeout=30)
+    inserter = _in_thread(insert, loner.pk)
+    _wait_until_blocked(pids)
+    release.set()
+    assert deleter() is None
+    refusal = inserter()
+    assert isinstance(refusal, IntegrityError)
+    assert "ledger_entry_member_in_program" in str(refusal)
+    assert not LedgerEntry.objects.filter(member_id=loner.pk).exists()
 
 
 # --- transactions ------------------------------------------------------------------------------
