@@ -76,6 +76,7 @@ class LedgerEntry(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="entries",
+        db_index=False,  # a partial index (below), as for every optional key of an entry
         db_constraint=False,
     )
     rule = models.ForeignKey(
@@ -88,7 +89,12 @@ class LedgerEntry(models.Model):
         db_constraint=False,
     )
     partner = models.ForeignKey(
-        "partners.Partner", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "partners.Partner",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
     promotion = models.ForeignKey(
         "promotions.Promotion",
@@ -106,6 +112,7 @@ class LedgerEntry(models.Model):
         on_delete=models.PROTECT,
         related_name="reversed_by",
         help_text="For reversal entries: the credit or debit they undo.",
+        db_index=False,
         db_constraint=False,
     )
     available_at = models.DateTimeField(null=True, blank=True)
@@ -123,10 +130,33 @@ class LedgerEntry(models.Model):
                 name="escrow_release_is_positive_available",
             ),
         ]
+        # The optional keys are indexed only where set (every query names a value): most
+        # entries have no partner, reversed entry or promotion, and an expiry's, reset's or
+        # release's have no rule nor transaction; a NULL costs an index insertion as any
+        # value does (docs/decisions.md, "Partial indexes of an entry's optional keys").
         indexes = [
             models.Index(fields=["member", "currency", "-id"]),
-            models.Index(fields=["rule", "member"]),
+            models.Index(
+                fields=["rule", "member"],
+                condition=Q(rule__isnull=False),
+                name="ledger_entry_rule_member",
+            ),
             models.Index(fields=["program", "kind", "created_at"]),
+            models.Index(
+                fields=["transaction"],
+                condition=Q(transaction__isnull=False),
+                name="ledger_entry_transaction",
+            ),
+            models.Index(
+                fields=["partner"],
+                condition=Q(partner__isnull=False),
+                name="ledger_entry_partner",
+            ),
+            models.Index(
+                fields=["reverses"],
+                condition=Q(reverses__isnull=False),
+                name="ledger_entry_reverses",
+            ),
             models.Index(
                 fields=["promotion"],
                 condition=Q(promotion__isnull=False),
