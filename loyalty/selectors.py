@@ -675,9 +675,11 @@ def qualifying_points(
     period: tier_periods.Period,
     *,
     before: dt.datetime | None,
+    posted_by: int | None = None,
 ) -> int:
     """QP (smallest units) of `period` counting entries whose transaction occurred before
-    `before` (None: every entry posted so far)."""
+    `before` (None: every entry posted so far) and, with `posted_by` (a transaction id), was
+    posted no later than it: what a posting saw, when a batch has written later ones too."""
     tz_name = member.program.timezone
     entries = qualifying_entries(member, group).filter(
         attributed_at__gte=dates.start_of_day(period.start, tz_name),
@@ -685,6 +687,8 @@ def qualifying_points(
     )
     if before is not None:
         entries = entries.filter(effective_at__lt=before)
+    if posted_by is not None:
+        entries = entries.filter(transaction_id__lte=posted_by)
     return entries.aggregate(total=Sum("points"))["total"] or 0
 
 

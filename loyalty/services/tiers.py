@@ -195,22 +195,29 @@ def _upgrade(
 
 
 def _advance(
-    member: Member, group: TierGroup, state: MemberTier, until: dt.datetime
+    member: Member,
+    group: TierGroup,
+    state: MemberTier,
+    until: dt.datetime,
+    *,
+    posted_by: int | None = None,
 ) -> list[TierHistory]:
     """Catch up in date order (`catch_up`), reading the member's qualifying entries and
-    writing each change at once."""
+    writing each change at once (`posted_by`: as `qualifying_points`)."""
     if state.valid_until is None:
         return []
     tz_name = member.program.timezone
     start = enrolled_on(member)
+    entries = qualifying_entries(member, group).filter(
+        attributed_at__gte=dates.start_of_day(catch_up_from(group, start, state), tz_name),
+        effective_at__lt=until,
+    )
+    if posted_by is not None:
+        entries = entries.filter(transaction_id__lte=posted_by)
     rows = list(
-        qualifying_entries(member, group)
-        .filter(
-            attributed_at__gte=dates.start_of_day(catch_up_from(group, start, state), tz_name),
-            effective_at__lt=until,
+        entries.order_by("effective_at", "id").values_list(
+            "points", "attributed_at", "effective_at"
         )
-        .order_by("effective_at", "id")
-        .values_list("points", "attributed_at", "effective_at")
     )
     changes: list[TierHistory] = []
     catch_up(
@@ -410,9 +417,10 @@ def _upgrades_in_memory(
 
 def _period_entries(
     groups: list[TierGroup], wanted: dict[tuple[int, Period], set[int]], tz_name: str
-) -> dict[tuple[int, int, Period], list[tuple[int, dt.datetime]]]:
+) -> dict[tuple[int, int, Period], list[tuple[int, dt.datetime, int]]]:
     """(member, group, period) -> the member's qualifying entries attributed to the period,
-    as (points, effective_at): what `qualifying_points` sums, one query per period."""
+    as (points, effective_at, transaction id): what `qualifying_points` sums, one query per
+    period."""
     by_pk = {g.pk: g for g in groups}
     found: dict[tuple[int, int, Period], list[tuple[int, dt.datetime]]] = {}
     for (group_id, period), member_ids in wanted.items():
@@ -424,10 +432,12 @@ def _period_entries(
                 attributed_at__lt=dates.start_of_day(period.end + DAY, tz_name),
             )
             .order_by()
-            .values_list("member_id", "points", "effective_at")
+            .values_list("member_id", "points", "effective_at", "transaction_id")
         )
-        for member_id, points, effective_at in rows:
-            found.setdefault((member_id, group_id, period), []).append((points, effective_at))
+        for member_id, points, effective_at, transaction_id in rows:
+            found.setdefault((member_id, group_id, period), []).append(
+                (points, effective_at, transaction_id)
+            )
     return found
 
 
@@ -436,7 +446,7 @@ def _simulate_member(
     groups: list[TierGroup],
     states: dict[tuple[int, int], MemberTier],
     moved: dict[int, dict[int, int]],
-    entries: dict[tuple[int, int, Period], list[tuple[int, dt.datetime]]],
+    entries: dict[tuple[int, int, Period], list[tuple[int, dt.datetime, int]]],
     tz_name: str,
 ) -> tuple[dict[int, MemberTier], list[tuple[TierGroup, TierHistory]]]:
     """What `_evaluate_posting` does for one member's postings in order, on copies of the
@@ -462,10 +472,13 @@ def _simulate_member(
             earned = points_moved[group.qualifying_currency_id] > 0
             if earned and rank(group, state.tier) < len(ladder(group)) - 1:
                 before = at + TICK
+                # What the one-by-one hook finds when it posts `txn`: the entries dated before
+                # it that exist by then, so none of a transaction the run posts after it
+                # (a run's transactions are numbered in posting order, after every earlier one).
                 points = sum(
                     p
-                    for p, effective in entries.get((member.pk, group.pk, period), ())
-                    if effective < before
+                    for p, effective, posted_by in entries.get((member.pk, group.pk, period), ())
+                    if effective < before and posted_by <= txn.pk
                 )
                 reached = highest_reached(group, points)
                 if rank(group, reached) > rank(group, state.tier):
@@ -572,14 +585,18 @@ def _evaluate_posting(
         states[(member.pk, group.pk)] = state
     changes = []
     if state.valid_until is not None and dates.start_of_day(state.valid_until + DAY, tz_name) <= at:
-        changes.extend(_advance(member, group, state, at + TICK))
+        # A batch runs this hook once it has written all its postings: read only what was
+        # posted up to this one (a no-op one by one, where nothing was posted after it).
+        changes.extend(_advance(member, group, state, at + TICK, posted_by=transaction.pk))
     period = period_containing(group, enrolled_on(member), day)
     # Only points earned can lift QP over a threshold, and only below the top tier.
     if earned and rank(group, state.tier) < len(ladder(group)) - 1:
         # Known only as read before an assessment: after one, read again.
         points = None if changes else (known_points or {}).get((member.pk, group.pk))
         if points is None:
-            points = qualifying_points(member, group, period, before=at + TICK)
+            points = qualifying_points(
+                member, group, period, before=at + TICK, posted_by=transaction.pk
+            )
         reached = highest_reached(group, points)
     else:
         points, reached = 0, state.tier

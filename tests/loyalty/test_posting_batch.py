@@ -436,12 +436,50 @@ def test_batch_posting_of_upgrading_purchases_equals_one_by_one(plan, as_of_occu
     _check_batch_equals_one_by_one(plan, as_of_occurrence)
 
 
-def _check_batch_equals_one_by_one(plan, as_of_occurrence):
-    from django.db import transaction
+@pytest.mark.django_db
+@pytest.mark.parametrize("as_of_occurrence", [False, True])
+def test_a_returned_upgrade_then_earlier_purchases_batch_as_one_by_one(as_of_occurrence):
+    # found by the property above: a purchase that upgrades, its return, then purchases
+    # dated an hour before both
+    first = dt.datetime(2025, 1, 1, 1, 0, tzinfo=dt.UTC)
+    earlier = first - dt.timedelta(hours=1)
 
+    def purchase(external_id, amount, at):
+        return TransactionRequest(
+            external_id=external_id,
+            member="M1",
+            type="accrual",
+            subtype="purchase",
+            occurred_at=at,
+            amount=Decimal(amount),
+            currency="EUR",
+        )
+
+    requests = [
+        purchase("x0", "100.00", first),
+        TransactionRequest(
+            external_id="x1",
+            member="M1",
+            type="reversal",
+            occurred_at=first,
+            reason="return",
+            original_external_id="x0",
+        ),
+        *(purchase(f"x{n}", "40.00", earlier) for n in (3, 4, 5)),
+    ]
+    _check_requests_batch_equals_one_by_one(requests, as_of_occurrence)
+
+
+def _check_batch_equals_one_by_one(plan, as_of_occurrence):
     requests = _requests(plan)
     for request in requests:
         note(repr(request))
+    _check_requests_batch_equals_one_by_one(requests, as_of_occurrence)
+
+
+def _check_requests_batch_equals_one_by_one(requests, as_of_occurrence):
+    from django.db import transaction
+
     sid = transaction.savepoint()
     try:
         one, many = _load("one"), _load("many")
