@@ -352,11 +352,15 @@ def first_failed_condition(rule: RuleSnapshot, snapshot: TransactionSnapshot) ->
 def conditions_failure(conditions: dict, snapshot: TransactionSnapshot) -> str | None:
     """The "why not" of the first condition of `conditions` that `snapshot` fails, or None
     when all hold: the earning rules' condition keys, for whatever else is eligible by them
-    (promotions)."""
-    for condition in CONDITIONS.values():
-        reason = condition.check(conditions, snapshot)
-        if reason:
-            return reason
+    (promotions). A condition whose key is absent holds (`Condition.check`), so only the
+    keys present are checked: a rule names one or two of the ten."""
+    if not conditions:
+        return None
+    for key, condition in CONDITIONS.items():
+        if key in conditions:
+            reason = condition.check(conditions, snapshot)
+            if reason:
+                return reason
     return None
 
 

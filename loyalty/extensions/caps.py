@@ -50,11 +50,13 @@ class AwardCounts:
         for rule in rules:
             if is_capped(rule.award):
                 days = self.days.get((key(rule), member_id), ())
-                rule = dataclasses.replace(
-                    rule,
-                    awards_today=sum(d == day for d in days),
-                    awards_this_month=sum(first <= d < after for d in days),
-                )
+                today = sum(d == day for d in days)
+                this_month = sum(first <= d < after for d in days)
+                if (today, this_month) != (rule.awards_today, rule.awards_this_month):
+                    # (the snapshot is frozen: the same one serves when nothing differs)
+                    rule = dataclasses.replace(
+                        rule, awards_today=today, awards_this_month=this_month
+                    )
             counted.append(rule)
         return counted
 

@@ -237,12 +237,13 @@ def _enrol_chunk(
     )
     accepted: list[tuple[EnrolOutcome, str, Member | None, dt.datetime, dict]] = []
     today = dates.local_date(now, program.timezone)  # once for the chunk
+    latest = now + future_tolerance()
     for outcome, (number, code, enrolled_at, profile) in zip(outcomes, arguments, strict=True):
         if outcome.error is not None:
             continue
         # The checks of `member_enrol`, in its order.
         try:
-            _check_enrolment(program, profile, enrolled_at, now, today=today)
+            _check_enrolment(program, profile, enrolled_at, now, today=today, latest=latest)
             referrer = None
             if code:
                 referrer = referrers.get(code)
@@ -342,16 +343,17 @@ def _check_enrolment(
     enrolled_at: dt.datetime | None,
     now: dt.datetime,
     today: dt.date | None = None,
+    latest: dt.datetime | None = None,
 ) -> None:
     """Only an active program enrols, only the profile fields are set at enrolment, and no
-    date lies ahead of `now` (`today`: its date in the program's time zone, when the
-    caller has it)."""
+    date lies ahead of `now` (`today`: its date in the program's time zone, `latest`: the
+    latest enrolment time accepted, when the caller has them)."""
     if program.status != Program.Status.ACTIVE:
         raise ProgramNotActive(f"Program {program.code} is {program.status}; it enrols no one.")
     if not PROFILE_FIELD_SET.issuperset(profile):
         unknown = set(profile) - PROFILE_FIELD_SET
         raise ValidationFailed("Unknown member fields.", fields={k: "unknown" for k in unknown})
-    errors = _future_dates(program, profile.get("birth_date"), enrolled_at, now, today)
+    errors = _future_dates(program, profile.get("birth_date"), enrolled_at, now, today, latest)
     if errors:
         raise ValidationFailed("A member's dates cannot lie in the future.", fields=errors)
 
@@ -362,27 +364,28 @@ def _future_dates(
     enrolled_at: dt.datetime | None,
     now: dt.datetime,
     today: dt.date | None = None,
+    latest: dt.datetime | None = None,
 ) -> dict[str, str]:
     """Per-field messages for dates ahead of `now`: a birth date after today (in the
     program's time zone) is a typing mistake that would send birthday gifts at the wrong
-    time, and an enrolment ahead of the clock (beyond the tolerance transactions get) would
-    date its welcome points and tier in the future."""
+    time, and an enrolment ahead of the clock (beyond the tolerance transactions get,
+    `latest`) would date its welcome points and tier in the future."""
     errors: dict[str, str] = {}
     is_date = isinstance(birth_date, dt.date) and not isinstance(birth_date, dt.datetime)
     if is_date and birth_date > (today or dates.local_date(now, program.timezone)):
         errors["birth_date"] = "Must not be in the future."
-    if enrolled_at is not None and enrolled_at > now + future_tolerance():
+    if enrolled_at is not None and enrolled_at > (latest or now + future_tolerance()):
         errors["enrolled_at"] = "Must not be in the future."
     return errors
 
 
 def _split_row(row: dict) -> tuple[str, str, dt.datetime | None, dict]:
     """A `members_enrol_many` row as `member_enrol` reads its keyword arguments."""
-    profile = {k: v for k, v in row.items() if k not in ENROL_ARGUMENTS}
+    profile = dict(row)  # then the arguments taken out: cheaper than filtering every key
     return (
-        row.get("membership_number", ""),
-        row.get("referral_code", ""),
-        row.get("enrolled_at"),
+        profile.pop("membership_number", ""),
+        profile.pop("referral_code", ""),
+        profile.pop("enrolled_at", None),
         profile,
     )
 

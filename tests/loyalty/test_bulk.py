@@ -205,3 +205,18 @@ def test_among_selects_what_a_list_selects_and_nothing_when_empty():
         Program.objects.filter(code__in=among(codes, "text")).values_list("code", flat=True)
     ) == ["m1", "m3"]
     assert not Program.objects.filter(id__in=among([])).exists()
+
+
+@pytest.mark.django_db
+def test_among_keeps_text_values_as_they_are():
+    # given programs whose codes an array's text must quote or escape
+    awkward = ['q"uote', "back\\slash", "com,ma", "{brace}", " space ", "NULL", "", "o'neil"]
+    bulk_insert_copy(
+        Program,
+        [build(Program, code=code, name="P", timezone="UTC", currency="EUR") for code in awkward],
+    )
+
+    # then each is found by itself, and a value that no program holds matches nothing
+    for code in awkward:
+        found = Program.objects.filter(code__in=among([code, "absent", None], "text"))
+        assert list(found.values_list("code", flat=True)) == [code]

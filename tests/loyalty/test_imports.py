@@ -457,6 +457,43 @@ def test_blank_rows_are_skipped_and_row_numbers_stay_those_of_the_file(base_rule
 # --- reading: headers, encodings, separators, decimals, XLSX -------------------------------
 
 
+def test_cells_are_named_trimmed_and_unescaped_whatever_the_row_looks_like():
+    # given rows of every shape the reader meets: plain, escaped, quoted inside, blank,
+    # whitespace only, short, and with a value past the header
+    from io import BytesIO
+
+    from loyalty.services.imports.reading import data_rows, open_table, scan
+
+    content = csv_bytes(
+        [
+            ["membership_number", "email", "first_name"],
+            [" A-1 ", "a@example.com", " Ann "],
+            ["A-2", "b@example.com", "'=1+1"],
+            ["A-3", "c@example.com", "O'Neil"],
+            ["", " ", ""],
+            ["  ", "", "\t"],
+            ["A-4", "d@example.com"],
+            ["A-5", "e@example.com", "Eve", "extra"],
+        ]
+    )
+    table = open_table(BytesIO(content), filename="m.csv")
+
+    rows = list(data_rows(table, scan(table, "members")))
+
+    # then the numbers are the file's, values trimmed, escapes undone, quotes kept
+    assert [(r.number, r.values, r.errors) for r in rows] == [
+        (2, {"membership_number": "A-1", "email": "a@example.com", "first_name": "Ann"}, []),
+        (3, {"membership_number": "A-2", "email": "b@example.com", "first_name": "=1+1"}, []),
+        (4, {"membership_number": "A-3", "email": "c@example.com", "first_name": "O'Neil"}, []),
+        (7, {"membership_number": "A-4", "email": "d@example.com"}, []),
+        (
+            8,
+            {"membership_number": "A-5", "email": "e@example.com", "first_name": "Eve"},
+            [("", "4 values but the header has 3 columns (got extra)")],
+        ),
+    ]
+
+
 def test_headers_match_case_insensitively_and_trimmed_with_bom_semicolons_and_decimal_commas(
     base_rules, alice
 ):
@@ -759,6 +796,62 @@ def test_importing_10000_rows_costs_sublinear_queries(base_rules, program):
     # then ten times the rows cost less than three times the queries
     assert Transaction.objects.count() == 2_750
     assert large < 3 * small, (small, large)
+
+
+def test_an_import_freezes_the_heap_while_it_runs_and_unfreezes_it(base_rules, alice, monkeypatch):
+    # given the collector's frozen objects before an import, and a look at them during it
+    import gc
+
+    before = (gc.get_freeze_count(), gc.get_threshold()[0])
+    during = []
+    chunk = import_run.TransactionImport.chunk
+
+    def watched(self, requests):
+        during.append((gc.get_freeze_count(), gc.get_threshold()[0]))
+        return chunk(self, requests)
+
+    monkeypatch.setattr(import_run.TransactionImport, "chunk", watched)
+
+    # when a file is imported
+    report, _ = transactions(
+        alice.program, csv_bytes([HEADER, row("gc-1", "A-1", amount="10", currency="EUR")])
+    )
+
+    # then it ran with the objects that existed before it frozen, the young pass as usual
+    # (a transactions file makes many cycles), and ended unfrozen
+    assert report.created == 1
+    assert len(during) == 1 and during[0][0] > before[0]
+    assert during[0][1] == before[1]
+    assert (gc.get_freeze_count(), gc.get_threshold()[0]) == before
+
+
+def test_a_members_import_runs_the_young_pass_less_often_and_restores_it(program, monkeypatch):
+    # given the collector's settings before a members import, and a look at them during it
+    import gc
+
+    from loyalty.services.imports import members as members_import
+
+    before = (gc.get_freeze_count(), gc.get_threshold())
+    during = []
+    chunk = members_import.MemberImport.chunk_parsed
+
+    def watched(self, parsed):
+        during.append((gc.get_freeze_count(), gc.get_threshold()[0]))
+        return chunk(self, parsed)
+
+    monkeypatch.setattr(members_import.MemberImport, "chunk_parsed", watched)
+
+    # when a members file is imported
+    report, _ = run_import(
+        "members", program, csv_bytes([["membership_number", "email"], ["G-1", "g@example.com"]])
+    )
+
+    # then it ran frozen with the young pass after MEMBERS_YOUNG_PASS objects, and ended as
+    # it started
+    assert report.created == 1
+    assert during == [(during[0][0], import_run.MEMBERS_YOUNG_PASS)]
+    assert during[0][0] > before[0]
+    assert (gc.get_freeze_count(), gc.get_threshold()) == before
 
 
 def test_an_import_refreshes_the_planner_statistics_of_the_tables_it_fills(

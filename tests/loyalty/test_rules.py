@@ -217,6 +217,26 @@ def test_why_not_names_the_first_failed_condition():
     assert first_failed_condition(r, snap(channel="online", amount="100")) is None
 
 
+@pytest.mark.parametrize("key", list(rules.CONDITIONS))
+@pytest.mark.parametrize(
+    "snapshot",
+    [snap(), snap(amount="-5"), snap(subtype="engagement", event="app_login", channel="app")],
+)
+def test_a_condition_whose_key_is_absent_holds(key, snapshot):
+    # (conditions_failure checks only the keys a rule names: every condition must hold
+    # when its key is absent, whatever the transaction)
+    assert rules.CONDITIONS[key].check({}, snapshot) is None
+    assert rules.CONDITIONS[key].check({"other": ["x"]}, snapshot) is None
+
+
+def test_the_first_failure_follows_the_engines_order_not_the_rules():
+    conditions = {"min_amount": "100", "channels": ["online"], "subtypes": ["purchase"]}
+    assert rules.conditions_failure(conditions, snap(channel="store", amount="5")).startswith(
+        "channel"
+    )
+    assert rules.conditions_failure({}, snap()) is None
+
+
 def test_a_rule_in_an_unknown_currency_does_not_fire_and_says_so():
     r = rule(award=fixed("1", currency="MILES"))
     assert why_not(snap(), r)["r"] == "currency 'MILES' is not a program currency"

@@ -291,7 +291,7 @@ class MemberImport:
             raise
         self.in_flight.popleft()
         results: dict[int, str | list[tuple[str, str]]] = {}
-        self._results(pending.batch, outcomes, results, {}, {})
+        self._results(pending.batch, outcomes, results, None, None)  # no later row to match
         self._count(pending.rows, results)
 
     def _count(self, parsed: list[MemberRow], results) -> None:
@@ -316,7 +316,8 @@ class MemberImport:
             member = outcome.member
             if member is not None:
                 results[row.number] = CREATED
-                self._remember(member, by_number, by_email)
+                if by_number is not None:
+                    self._remember(member, by_number, by_email)
             elif isinstance(outcome.error, LoyaltyError):
                 results[row.number] = service_errors(outcome.error, MEMBER_COLUMNS)
             else:

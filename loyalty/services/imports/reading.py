@@ -232,7 +232,7 @@ def scan(table: Table, kind: str) -> Layout:
 
 
 def _blank(cells: list[str]) -> bool:
-    return all(not cell.strip() for cell in cells)
+    return not "".join(cells).strip()  # every cell whitespace: so is their concatenation
 
 
 @dataclass
@@ -256,7 +256,16 @@ def data_rows(table: Table, layout: Layout) -> Iterator[Row]:
 
 
 def _named_rows(rows: Iterator[RawRow], columns: list[str | None], width: int) -> Iterator[Row]:
+    named = None not in columns
     for raw in rows:
+        if named and len(raw.cells) == width:
+            # The common row, in one step: every cell under a named column, none escaped
+            # with a leading quote (a quote anywhere sends the row the long way below).
+            texts = [cell.strip() for cell in raw.cells]
+            if "'" not in "".join(texts):
+                if any(texts):
+                    yield Row(raw.number, dict(zip(columns, texts, strict=True)))
+                continue
         if _blank(raw.cells):
             continue
         row = Row(raw.number, {})

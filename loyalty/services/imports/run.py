@@ -4,9 +4,11 @@ transaction rolled back), `inspect_file` (the file checked, nothing written) and
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -38,6 +40,9 @@ ANALYZE_MIN_ROWS = 10_000
 # Writer threads of a migration (setting IMPORT_WRITERS; writers.py): two chunks in flight
 # keep the database busy while this thread reads and checks the next.
 WRITERS = 2
+# New container objects between two young passes of the garbage collector during a members
+# import (700 otherwise; `_heap_frozen`).
+MEMBERS_YOUNG_PASS = 50_000
 
 
 def resolve_program(code: str | None) -> Program:
@@ -105,13 +110,48 @@ def import_file(
     layout = scan(table, kind)
     report = ImportReport(kind=kind, dry_run=dry_run, rows_total=layout.rows_total)
     writer = RejectsWriter(rejects)
-    if dry_run:
-        with db_transaction.atomic():
+    with _heap_frozen(young=MEMBERS_YOUNG_PASS if kind == MEMBERS else None):
+        if dry_run:
+            with db_transaction.atomic():
+                _run(table, layout, program, report, writer, actor, progress, migration)
+                db_transaction.set_rollback(True)
+        else:
             _run(table, layout, program, report, writer, actor, progress, migration)
-            db_transaction.set_rollback(True)
-    else:
-        _run(table, layout, program, report, writer, actor, progress, migration)
     return report
+
+
+@contextmanager
+def _heap_frozen(young: int | None = None) -> Iterator[None]:
+    """While an import runs, the garbage collector's passes leave out the objects that
+    existed before it (`gc.freeze`: Django's, the program's, the process's), and with
+    `young`, its young pass runs after that many new container objects instead of 700;
+    both are put back at the end.
+
+    Why: an import allocates millions of objects and the collector runs often; each of its
+    full passes walked the whole heap of the process, for objects nearly all freed by their
+    reference counts: the collector took a fifth of an import's Python CPU, half of it in
+    those full passes (docs/performance.md, "Imports at their targets"). Frozen objects
+    that become unreachable meanwhile wait for the end. A process that froze objects itself
+    (a server that freezes before it forks) keeps them frozen: the import then freezes and
+    unfreezes nothing. Both settings are process-wide: an import ending while another runs
+    in a thread of the same process unfreezes for both (speed only), and two members imports
+    overlapping that way can leave the young pass at `young` after both (memory only).
+
+    `young` (members files only): their rows make next to no reference cycles, so the young
+    pass can wait; a transactions file's model objects make many, which then piled up (the
+    peak of 50,000 rows grew from 154 to 242 MB with 10,000)."""
+    threshold = gc.get_threshold()
+    freezes = gc.get_freeze_count() == 0
+    if freezes:
+        gc.freeze()
+    if young is not None and 0 < threshold[0] < young:  # (0: no automatic passes at all)
+        gc.set_threshold(young, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        if freezes:
+            gc.unfreeze()
 
 
 def inspect_file(*, kind: str, source: IO[bytes], filename: str = "") -> Layout:
