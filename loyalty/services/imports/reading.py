@@ -56,7 +56,10 @@ class CsvTable(Table):
         try:
             yield text
         finally:
-            text.detach()  # the caller owns the binary file
+            # The caller owns the binary file (and may have closed it before an unfinished
+            # reader is collected, when there is nothing left to hand back).
+            if not self._source.closed:
+                text.detach()
 
     def _sniff(self) -> str:
         try:
