@@ -807,6 +807,10 @@ class _ReturnTakeBack:
             return
         credit, bucket = found
         member, writer, reversal = self.member, self.writer, self.reversal
+        if bucket is not None:
+            # The reversal may have taken its share from this bucket already, through the
+            # writer's own copy of it: read and change that one.
+            bucket = writer.bucket_as_written(bucket)
         # From escrow first (an escrowed reward then never becomes available), then from the
         # member's points oldest first, as any debit (not from the reward's own bucket first:
         # a later return of its purchase takes its share from there, with the rows it read).

@@ -127,6 +127,9 @@ class LedgerWriter:
     new_buckets: list[Bucket] = field(default_factory=list)
     new_allocations: list[BucketAllocation] = field(default_factory=list)
     changed_buckets: dict[int, Bucket] = field(default_factory=dict)
+    # The stored buckets this writer has changed, as the objects it changed (by id): another
+    # reader's copy of one of them (a posting extension's) is stale once the writer moved it.
+    buckets_written: dict[int, Bucket] = field(default_factory=dict)
     new_events: list = field(default_factory=list)
     # Rows of other tables written with the ledger's (posting extensions' own), by model.
     new_rows: dict = field(default_factory=dict)
@@ -194,7 +197,7 @@ class LedgerWriter:
         bulk_insert_copy(Balance, created)
         bulk_update_values(Balance, changed, BALANCE_FIELDS)
         self.new_entries, self.new_buckets, self.new_allocations = [], [], []
-        self.changed_buckets = {}
+        self.changed_buckets, self.buckets_written = {}, {}
         self.new_events = []
         self.new_rows = {}
         self.balances = {}
@@ -236,7 +239,14 @@ class LedgerWriter:
             bucket.save(force_insert=True)
         return bucket
 
+    def bucket_as_written(self, bucket: Bucket) -> Bucket:
+        """`bucket` as this writer last wrote it: the object to read and change instead of a
+        copy read elsewhere, which would save a stale `remaining` over the writer's."""
+        return self.buckets_written.get(bucket.pk, bucket) if bucket.pk is not None else bucket
+
     def _save_bucket(self, bucket: Bucket, fields: list[str]) -> None:
+        if bucket.pk is not None:
+            self.buckets_written[bucket.pk] = bucket
         if not self.deferred:
             if bucket.pk is not None or not self.buffered:
                 bucket.save(update_fields=fields)
@@ -466,6 +476,7 @@ class LedgerWriter:
         kind: str = Kind.REVERSAL,
     ) -> LedgerEntry:
         """Take escrowed points out of the pending pool: reversed, they never become available."""
+        bucket = self.bucket_as_written(bucket)
         entry = self._entry(
             bucket.member,
             bucket.currency,

@@ -3,6 +3,7 @@ simulation reports exactly what posting then writes (hypothesis, random historie
 purchases, returns, redemptions and more, over the house's histories of
 tests/loyalty/test_posting_batch.py)."""
 
+import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -12,10 +13,11 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from loyalty.exceptions import LoyaltyError
-from loyalty.models import LedgerEntry, Member
+from loyalty.models import Bucket, LedgerEntry, Member
 from loyalty.selectors import ledger_drifts
 from loyalty.services.posting import transaction_post
 from loyalty.services.posting_batch import transactions_post_many
+from loyalty.services.requests import TransactionRequest
 from loyalty.services.simulation import transaction_simulate
 from promotions.models import (
     Badge,
@@ -174,8 +176,62 @@ def test_a_known_history_exercises_every_promotion():
     assert any(reward[6] for reward in state["rewards"])  # a return took one back
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("as_of_occurrence", [False, True])
+def test_a_partial_return_takes_an_escrowed_reward_back_from_its_bucket_once(as_of_occurrence):
+    # found by the property above: the return of half a purchase takes its share of the
+    # monthly reward's escrowed credit from the reward's bucket, then the promotion, below
+    # its goal now, takes the rest of the reward back from the same bucket; posted alone,
+    # the promotion read its own copy of the bucket and saved it over the reversal's
+    # (the bucket kept 75 of 150 cents that the ledger had taken back)
+    def review(external_id, at):
+        return TransactionRequest(
+            external_id=external_id,
+            member="M1",
+            type="accrual",
+            subtype="engagement",
+            event="review_posted",
+            occurred_at=at,
+        )
+
+    day = dt.datetime(2025, 1, 25, tzinfo=dt.UTC)
+    requests = [
+        review("x0", day - dt.timedelta(days=11, hours=6)),
+        review("x1", day.replace(hour=22)),
+        TransactionRequest(
+            external_id="x2",
+            member="M1",
+            type="accrual",
+            subtype="purchase",
+            occurred_at=day.replace(hour=21),
+            amount=Decimal("120.00"),
+            currency="EUR",
+            attributes={"blocked": True},
+        ),
+        review("x3", day + dt.timedelta(days=10)),
+        TransactionRequest(
+            external_id="x4",
+            member="M1",
+            type="reversal",
+            occurred_at=day + dt.timedelta(days=10),
+            amount=Decimal("60.00"),
+            reason="return",
+            original_external_id="x2",
+        ),
+    ]
+
+    def reward_bucket_emptied(program):
+        bucket = Bucket.objects.get(member__program=program, currency__code="CASH", points=150)
+        assert bucket.remaining == 0
+
+    _check_requests_batch_equals_one_by_one(requests, as_of_occurrence, reward_bucket_emptied)
+
+
 def _check_batch_equals_one_by_one(plan, as_of_occurrence) -> dict:
-    requests = _requests(plan)
+    return _check_requests_batch_equals_one_by_one(_requests(plan), as_of_occurrence)
+
+
+def _check_requests_batch_equals_one_by_one(requests, as_of_occurrence, then=None) -> dict:
     sid = db_transaction.savepoint()
     try:
         with override_settings(TESSERA_POSTING_EXTENSIONS=EXTENSIONS):
@@ -196,6 +252,9 @@ def _check_batch_equals_one_by_one(plan, as_of_occurrence) -> dict:
             assert _snapshot(many) == _snapshot(one)
             assert _promotion_state(many) == _promotion_state(one)
             assert ledger_drifts(program=many) == []
+            if then is not None:
+                then(one)
+                then(many)
             return _promotion_state(one)
     finally:
         db_transaction.savepoint_rollback(sid)
