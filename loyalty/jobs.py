@@ -24,13 +24,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import connection
 from django.db import transaction as db_transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from loyalty import dates
+from loyalty.hooks import configured
 from loyalty.models import JobRun, JobRunPart, Program
 from loyalty.services.benefits import (
     anniversary_rewards_issue,
@@ -122,7 +121,7 @@ LAST_JOBS: list[Job] = [
 def all_jobs() -> list[Job]:
     """Loyalty's jobs, then the extending apps' (`settings.TESSERA_EXTRA_JOBS`), then
     `LAST_JOBS`, in run order."""
-    extra = [import_string(path) for path in getattr(settings, "TESSERA_EXTRA_JOBS", ())]
+    extra = configured("TESSERA_EXTRA_JOBS")
     return [*JOBS, *extra, *LAST_JOBS]
 
 

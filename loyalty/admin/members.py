@@ -46,6 +46,7 @@ from loyalty.forms import (
     PointsAdjustmentForm,
     add_service_error,
 )
+from loyalty.hooks import configured
 from loyalty.models import (
     Balance,
     Bucket,
@@ -304,7 +305,7 @@ PROFILE_FIELDSETS = (
 
 
 def member_admin_extra_inlines() -> list:
-    return [import_string(path) for path in getattr(settings, "TESSERA_MEMBER_ADMIN_INLINES", ())]
+    return configured("TESSERA_MEMBER_ADMIN_INLINES")
 
 
 @admin.register(Member)

@@ -34,16 +34,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.db import transaction as db_transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from loyalty import selectors
 from loyalty.exceptions import ErasureFileUnreadable
+from loyalty.hooks import configured
 from loyalty.models import (
     ImportJob,
     LedgerEntry,
@@ -145,7 +144,7 @@ def member_data_export(
             "events": _events(member),
             "changes": _changes(member),
         }
-        for section in _callables("TESSERA_MEMBER_EXPORT_SECTIONS"):
+        for section in configured("TESSERA_MEMBER_EXPORT_SECTIONS"):
             key, data = section(member)
             if key in document:
                 raise ValueError(f"Export section {key!r} of {section!r} is taken.")
@@ -431,7 +430,7 @@ def member_personal_data_scrub(*, members: list[Member], now: dt.datetime) -> No
     records: run inside its transaction, with the members locked and still holding their
     personal data (which finds it elsewhere, and which the extension hooks may need)."""
     for member in members:
-        for hook in _callables("TESSERA_MEMBER_ERASE_HOOKS"):
+        for hook in configured("TESSERA_MEMBER_ERASE_HOOKS"):
             hook(member, now)
     personal = PersonalData.of(*members)
     pattern = personal.pattern()
@@ -762,7 +761,3 @@ def _xlsx_rewritten(
     out = io.BytesIO()
     workbook.save(out)
     return out.getvalue()
-
-
-def _callables(setting: str) -> list[Callable]:
-    return [import_string(path) for path in getattr(settings, setting, ())]

@@ -16,11 +16,9 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import DataError, IntegrityError
 from django.db import transaction as db_transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from loyalty import codes, dates
 from loyalty.bulk import among, build, build_many, bulk_insert_copy, insert_columns
@@ -32,6 +30,7 @@ from loyalty.exceptions import (
     ProgramNotActive,
     ValidationFailed,
 )
+from loyalty.hooks import configured
 from loyalty.models import (
     Bucket,
     LedgerEntry,
@@ -606,7 +605,8 @@ def member_merge(
                 )
         moved = _move_aggregates(writer, survivor, duplicate)
         writer.flush()
-        for hook in _merge_hooks():
+        # What the extending apps move too (their rows follow the member as the ledger does).
+        for hook in configured("TESSERA_MEMBER_MERGE_HOOKS"):
             moved += hook(survivor=survivor, duplicate=duplicate, now=now, actor=actor)
         Transaction.objects.filter(member=duplicate).exclude(pk=txn.pk).update(member=survivor)
         # Members merged into the duplicate earlier now live on in the survivor as well:
@@ -632,13 +632,6 @@ def member_merge(
             ]
         )
     return survivor
-
-
-def _merge_hooks() -> list:
-    """What the apps extending loyalty move in a merge (`TESSERA_MEMBER_MERGE_HOOKS`: callables
-    `(*, survivor, duplicate, now, actor) -> names of what moved`, run in the merge's
-    transaction with both members locked): their rows follow the member as the ledger does."""
-    return [import_string(path) for path in getattr(settings, "TESSERA_MEMBER_MERGE_HOOKS", ())]
 
 
 def _move_aggregates(writer: LedgerWriter, survivor: Member, duplicate: Member) -> list[str]:

@@ -422,7 +422,7 @@ def _period_entries(
     as (points, effective_at, transaction id): what `qualifying_points` sums, one query per
     period."""
     by_pk = {g.pk: g for g in groups}
-    found: dict[tuple[int, int, Period], list[tuple[int, dt.datetime]]] = {}
+    found: dict[tuple[int, int, Period], list[tuple[int, dt.datetime, int]]] = {}
     for (group_id, period), member_ids in wanted.items():
         rows = (
             group_qualifying_entries(by_pk[group_id])
