@@ -359,7 +359,10 @@ TESSERA_MEMBER_ERASE_HOOKS: list[str] = []
 # What extension apps move from a duplicate to the survivor when two members are merged
 # (callables `(*, survivor, duplicate, now, actor) -> [names of what moved]`, run inside the
 # merge's transaction, both members locked; docs/decisions.md "Vouchers follow a merge").
-TESSERA_MEMBER_MERGE_HOOKS: list[str] = ["vouchers.services.merge.vouchers_merge"]
+TESSERA_MEMBER_MERGE_HOOKS: list[str] = [
+    "vouchers.services.merge.vouchers_merge",
+    "promotions.services.merge.promotions_merge",
+]
 # A transaction dated more than this many minutes after the moment it is posted is refused.
 TESSERA_FUTURE_TOLERANCE_MINUTES = env.int("TESSERA_FUTURE_TOLERANCE_MINUTES", default=5)
 # A client's transaction dated more than this many days before the moment it is posted is
