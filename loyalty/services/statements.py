@@ -86,25 +86,45 @@ class _LoggedCursor(CursorDebugWrapper):
 
 
 def _cursor():
-    """`connection.cursor()` (health check, connection, error wrapping, the query log when
-    it is kept), with a cursor binding parameters on the server."""
+    """A cursor binding parameters on the server, with what `connection.cursor()` gives (the
+    health check, the connection, error wrapping, the query log when it is kept).
+
+    One per connection, kept for its life: a purchase runs a dozen statements, and building
+    psycopg's cursor (its own adapters map) and Django's wrapper for each cost more Python
+    than binding the statement's values. A new connection (or time zone) gets a new one;
+    when queries are logged (DEBUG, tests' CaptureQueriesContext) each call gets its own."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` looks it up again
     db.close_if_health_check_failed()
     db.ensure_connection()
+    db.validate_thread_sharing()
+    if db.queries_logged:
+        return _LoggedCursor(_server_binding_cursor(db), db)
+    kept = getattr(db, "_statements_cursor", None)
+    if kept is None or kept[0] is not db.connection or kept[1] != db.timezone:
+        kept = (db.connection, db.timezone, db.make_cursor(_server_binding_cursor(db)))
+        db._statements_cursor = kept
+    return kept[2]
+
+
+def _server_binding_cursor(db) -> ServerBindingCursor:
     with db.wrap_database_errors:
         cursor = ServerBindingCursor(db.connection)
         # As Django's create_cursor: timestamps in the connection's time zone.
         loader = db.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
         if db.timezone != loader.timezone:
             register_tzloader(db.timezone, cursor)
-        db.validate_thread_sharing()
-        return _LoggedCursor(cursor, db) if db.queries_logged else db.make_cursor(cursor)
+        return cursor
 
 
 def _fetch(sql: str, params: Sequence) -> list[tuple]:
-    with _cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+    cursor = _cursor()
+    cursor.execute(sql, params)
+    return cursor.fetchall()
+
+
+def _run(sql: str, params: Sequence) -> None:
+    """A statement that returns no rows."""
+    _cursor().execute(sql, params)
 
 
 # Tables under their own names (no alias), where the ORM's spelling matters to readers.
@@ -181,10 +201,7 @@ def members_lock_for_post(
 
 def member_last_activity_set(*, member_id: int, at: dt.datetime) -> None:
     """`Member.objects.filter(pk=member_id).update(last_activity_at=at)`."""
-    with _cursor() as cursor:
-        cursor.execute(
-            "UPDATE loyalty_member SET last_activity_at = %s WHERE id = %s", [at, member_id]
-        )
+    _run("UPDATE loyalty_member SET last_activity_at = %s WHERE id = %s", [at, member_id])
 
 
 # --- balances --------------------------------------------------------------------------------
@@ -249,8 +266,7 @@ def balances_update(balances: Sequence[Balance]) -> None:
         for position in _BALANCE_INTEGERS:
             row[position] = Int8(row[position])
         params += row
-    with _cursor() as cursor:
-        cursor.execute(_balances_update_sql(len(balances)), params)
+    _run(_balances_update_sql(len(balances)), params)
 
 
 # --- due buckets ------------------------------------------------------------------------------

@@ -263,6 +263,24 @@ def test_insert_rows_raises_the_integrity_error_of_a_duplicate(program, member):
     with pytest.raises(IntegrityError), transaction.atomic():
         statements.insert_rows(Transaction, [journal_row(program, member, "dup")])
     assert Transaction.objects.filter(external_id="dup").count() == 1
+    # the connection's kept cursor serves the next statement
+    statements.insert_rows(Transaction, [journal_row(program, member, "after")])
+    assert Transaction.objects.filter(external_id="after").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statements_keep_one_cursor_per_connection(program, member):
+    from django.db import connection
+
+    key = statements.api_key_by_hash("nothing")
+    assert key is None
+    kept = connection._statements_cursor[2]
+    statements.member_last_activity_set(member_id=member.pk, at=dt.datetime.now(UTC))
+    assert connection._statements_cursor[2] is kept
+    connection.close()  # a new connection: a new cursor, on it
+    assert statements.balances_of([member.pk]) == []
+    assert connection._statements_cursor[2] is not kept
+    assert connection._statements_cursor[0] is connection.connection
 
 
 def test_due_bucket_candidates_are_the_orm_read(program, pts, tqp, base_rules, post):
