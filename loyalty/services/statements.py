@@ -94,7 +94,8 @@ def _cursor():
     than binding the statement's values. A new connection (or time zone) gets a new one;
     when queries are logged (DEBUG, tests' CaptureQueriesContext) each call gets its own."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` looks it up again
-    db.close_if_health_check_failed()
+    if not db.health_check_done:  # the method's own first test, without its pool look-up
+        db.close_if_health_check_failed()
     db.ensure_connection()
     db.validate_thread_sharing()
     if db.queries_logged:
