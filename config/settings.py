@@ -75,8 +75,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # The audit history's actor: the session's user (auditlog), or the API key (loyalty/audit).
-    "auditlog.middleware.AuditlogMiddleware",
+    # The audit history's actor: the session's user (auditlog's, with one signal receiver for
+    # the process: config/middleware.py), or the API key (loyalty/audit).
+    "config.middleware.AuditlogContextMiddleware",
     "loyalty.audit.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

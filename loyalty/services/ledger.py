@@ -172,7 +172,8 @@ class LedgerWriter:
             for balance in touched:
                 balance.updated_at = now
             statements.insert_rows(Balance, [b for b in touched if b.pk is None])
-            bulk_update_values(Balance, [b for b in touched if b.pk is not None], BALANCE_FIELDS)
+            # Bound on the server and prepared, as a single post's other statements.
+            statements.balances_update([b for b in touched if b.pk is not None])
             self.balances, self.touched = {}, set()
             return
         if not self.deferred:

@@ -22,9 +22,9 @@ statements: bound on the server, prepared".
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
-from functools import cache, partial
+from functools import cache
+from operator import attrgetter
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.backends.postgresql.base import (
@@ -37,6 +37,7 @@ from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 from psycopg import DataError
 from psycopg.pq import Format
+from psycopg.types.numeric import Int8
 
 from loyalty.models import ApiKey, Balance, Bucket, LedgerEntry, Member, MemberTier, Program
 
@@ -85,25 +86,46 @@ class _LoggedCursor(CursorDebugWrapper):
 
 
 def _cursor():
-    """`connection.cursor()` (health check, connection, error wrapping, the query log when
-    it is kept), with a cursor binding parameters on the server."""
+    """A cursor binding parameters on the server, with what `connection.cursor()` gives (the
+    health check, the connection, error wrapping, the query log when it is kept).
+
+    One per connection, kept for its life: a purchase runs a dozen statements, and building
+    psycopg's cursor (its own adapters map) and Django's wrapper for each cost more Python
+    than binding the statement's values. A new connection (or time zone) gets a new one;
+    when queries are logged (DEBUG, tests' CaptureQueriesContext) each call gets its own."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` looks it up again
-    db.close_if_health_check_failed()
+    if not db.health_check_done:  # the method's own first test, without its pool look-up
+        db.close_if_health_check_failed()
     db.ensure_connection()
+    db.validate_thread_sharing()
+    if db.queries_logged:
+        return _LoggedCursor(_server_binding_cursor(db), db)
+    kept = getattr(db, "_statements_cursor", None)
+    if kept is None or kept[0] is not db.connection or kept[1] != db.timezone:
+        kept = (db.connection, db.timezone, db.make_cursor(_server_binding_cursor(db)))
+        db._statements_cursor = kept
+    return kept[2]
+
+
+def _server_binding_cursor(db) -> ServerBindingCursor:
     with db.wrap_database_errors:
         cursor = ServerBindingCursor(db.connection)
         # As Django's create_cursor: timestamps in the connection's time zone.
         loader = db.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
         if db.timezone != loader.timezone:
             register_tzloader(db.timezone, cursor)
-        db.validate_thread_sharing()
-        return _LoggedCursor(cursor, db) if db.queries_logged else db.make_cursor(cursor)
+        return cursor
 
 
 def _fetch(sql: str, params: Sequence) -> list[tuple]:
-    with _cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+    cursor = _cursor()
+    cursor.execute(sql, params)
+    return cursor.fetchall()
+
+
+def _run(sql: str, params: Sequence) -> None:
+    """A statement that returns no rows."""
+    _cursor().execute(sql, params)
 
 
 # Tables under their own names (no alias), where the ORM's spelling matters to readers.
@@ -180,10 +202,7 @@ def members_lock_for_post(
 
 def member_last_activity_set(*, member_id: int, at: dt.datetime) -> None:
     """`Member.objects.filter(pk=member_id).update(last_activity_at=at)`."""
-    with _cursor() as cursor:
-        cursor.execute(
-            "UPDATE loyalty_member SET last_activity_at = %s WHERE id = %s", [at, member_id]
-        )
+    _run("UPDATE loyalty_member SET last_activity_at = %s WHERE id = %s", [at, member_id])
 
 
 # --- balances --------------------------------------------------------------------------------
@@ -202,6 +221,53 @@ def balances_of(member_ids: Sequence[int]) -> list[Balance]:
     """`Balance.objects.filter(member_id__in=member_ids)` (in no order)."""
     loader = _loader(Balance, "b")
     return [loader.make(row) for row in _fetch(_balances_sql(), [list(member_ids)])]
+
+
+# The columns a write of balances sets: every one but the key and the (member, currency) pair.
+BALANCE_WRITTEN = tuple(
+    f.attname
+    for f in Balance._meta.concrete_fields
+    if not f.primary_key and f.attname not in ("member_id", "currency_id")
+)
+_balance_row = attrgetter("id", *BALANCE_WRITTEN)
+# The positions of the integers in a row of `_balance_row` (the id and the counters).
+_BALANCE_INTEGERS = [
+    position
+    for position, name in enumerate(("id", *BALANCE_WRITTEN))
+    if isinstance(Balance._meta.get_field(name), models.IntegerField)
+]
+
+
+@cache
+def _balances_update_sql(rows: int) -> str:
+    columns = ", ".join(f'"{name}"' for name in BALANCE_WRITTEN)
+    assignments = ", ".join(f'"{name}" = v."{name}"' for name in BALANCE_WRITTEN)
+    row = "(" + ", ".join(["%s"] * (len(BALANCE_WRITTEN) + 1)) + ")"
+    return (
+        f"UPDATE loyalty_balance SET {assignments} FROM (VALUES "  # nosec B608
+        + ", ".join([row] * rows)
+        + f') AS v("id", {columns}) WHERE loyalty_balance."id" = v."id"'
+    )
+
+
+def balances_update(balances: Sequence[Balance]) -> None:
+    """Write the counters and `updated_at` of saved `balances` (matched by id), one statement:
+    `bulk_update_values(Balance, balances, BALANCE_WRITTEN)`, bound on the server.
+
+    Its text depends only on the number of balances (one or two for a purchase), so it is
+    prepared like the others. The integers are sent as `bigint` whatever their size: psycopg
+    would send each as the smallest type that holds it, and every mix of sizes among the six
+    counters would be another prepared statement, crowding the hot ones out of the
+    connection's cache."""
+    if not balances:
+        return
+    params: list = []
+    for balance in balances:
+        row = list(_balance_row(balance))
+        for position in _BALANCE_INTEGERS:
+            row[position] = Int8(row[position])
+        params += row
+    _run(_balances_update_sql(len(balances)), params)
 
 
 # --- due buckets ------------------------------------------------------------------------------
@@ -323,61 +389,53 @@ def tier_state_and_points(
 
 class _InsertPlan:
     """`bulk_create` of a model's unsaved objects as one `INSERT ... RETURNING id`, without
-    its per-field preparation: the values are the attributes (a foreign key to an object
-    saved just before, as `bulk_create` takes it; JSON wrapped with the field's encoder;
-    `auto_now`/`auto_now_add` fields stamped with one time per call)."""
+    its per-field preparation: the values are the attributes, read as `COPY` reads them
+    (`bulk._row_reader`: all in one `attrgetter` call; a foreign key to an object saved just
+    before, as `bulk_create` takes it; JSON wrapped with the field's encoder), and
+    `auto_now`/`auto_now_add` fields are stamped with one time per call."""
 
     def __init__(self, model: type[models.Model]):
-        from psycopg.types.json import Jsonb
+        from loyalty.bulk import _row_reader
 
         meta = model._meta
-        self.fields = [f for f in meta.concrete_fields if not f.primary_key]
+        fields = [f for f in meta.concrete_fields if not f.primary_key]
         self.table = connection.ops.quote_name(meta.db_table)
-        self.columns = ", ".join(connection.ops.quote_name(f.column) for f in self.fields)
-        self.placeholders = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
+        self.columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        self.placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
         self.pk = meta.pk.attname
         self.stamped = [
             f.attname
-            for f in self.fields
+            for f in fields
             if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
         ]
-        self.relations = [f for f in self.fields if f.is_relation]
-        self.documents = {
-            f.attname: partial(json.dumps, cls=f.encoder)
-            for f in self.fields
-            if isinstance(f, models.JSONField)
-        }
-        self.jsonb = Jsonb
+        self.row = _row_reader(fields)
 
     def insert(self, objs: Sequence[models.Model]) -> None:
         if not objs:
             return
-        now = timezone.now()
+        if self.stamped:
+            now = timezone.now()
+            for obj in objs:
+                for name in self.stamped:
+                    setattr(obj, name, now)
         params: list = []
+        row = self.row
         for obj in objs:
-            for name in self.stamped:
-                setattr(obj, name, now)
-            for field in self.relations:
-                if getattr(obj, field.attname) is None and field.is_cached(obj):
-                    related = field.get_cached_value(obj)
-                    if related is not None:
-                        setattr(obj, field.attname, related.pk)
-            for field in self.fields:
-                value = getattr(obj, field.attname)
-                dumps = self.documents.get(field.attname)
-                if dumps is not None and value is not None:
-                    value = self.jsonb(value, dumps=dumps)
-                params.append(value)
-        sql = (
-            f"INSERT INTO {self.table} ({self.columns}) VALUES "  # nosec B608
-            + ", ".join([self.placeholders] * len(objs))
-            + f' RETURNING "{self.pk}"'
-        )
-        ids = _fetch(sql, params)
+            params += row(obj)
+        ids = _fetch(self.sql(len(objs)), params)
         for obj, (pk,) in zip(objs, ids, strict=True):
             setattr(obj, self.pk, pk)
-            obj._state.adding = False
-            obj._state.db = DEFAULT_DB_ALIAS
+            state = obj._state
+            state.adding = False
+            state.db = DEFAULT_DB_ALIAS
+
+    @cache  # noqa: B019 (one plan per model for the process's life)
+    def sql(self, rows: int) -> str:
+        return (
+            f"INSERT INTO {self.table} ({self.columns}) VALUES "  # nosec B608
+            + ", ".join([self.placeholders] * rows)
+            + f' RETURNING "{self.pk}"'
+        )
 
 
 @cache

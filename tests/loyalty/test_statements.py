@@ -110,6 +110,46 @@ def test_balances_of_is_the_orm_read(member, pts, tqp, base_rules, post):
     assert statements.balances_of([]) == []
 
 
+def test_balances_update_writes_what_bulk_update_writes(member, pts, tqp, base_rules, post):
+    from loyalty.bulk import bulk_update_values
+    from loyalty.services.ledger import BALANCE_FIELDS
+
+    assert list(statements.BALANCE_WRITTEN) == BALANCE_FIELDS
+    other = MemberFactory(program=member.program)
+    for who in (member, other):
+        post(who, amount="12.50", currency="EUR")
+    mine = list(Balance.objects.filter(member=member).order_by("currency_id"))
+    theirs = list(Balance.objects.filter(member=other).order_by("currency_id"))
+    assert len(mine) == len(theirs) == 2
+    stamp = dt.datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
+    # small, large and beyond 32 bits: one statement whatever the sizes
+    for n, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+        for balance in (a, b):
+            balance.available, balance.pending, balance.debt = 7 + n, 40_000 * (n + 1), 0
+            balance.lifetime_earned, balance.redeemed = 2**40 + n, 3
+            balance.expired, balance.updated_at = 2**31 + 5, stamp
+    statements.balances_update(mine)
+    bulk_update_values(Balance, theirs, BALANCE_FIELDS)
+    stored = [values(b) for b in Balance.objects.filter(member=member).order_by("currency_id")]
+    reference = [values(b) for b in Balance.objects.filter(member=other).order_by("currency_id")]
+    assert [values(b) for b in mine] == stored
+    for row in (*stored, *reference):
+        row.pop("id"), row.pop("member_id")
+    assert stored == reference
+    statements.balances_update([])  # nothing to write: no statement
+
+
+def test_balances_update_refuses_what_the_constraints_refuse(member, pts, base_rules, post):
+    post(member, amount="12.50", currency="EUR")
+    balance = Balance.objects.get(member=member, currency=pts)
+    before = values(balance)
+    balance.available = -1
+    with pytest.raises(IntegrityError), transaction.atomic():
+        statements.balances_update([balance])
+    balance.refresh_from_db()
+    assert values(balance) == before
+
+
 def make_group(program, tqp) -> TierGroup:
     group = TierGroup.objects.create(
         program=program,
@@ -223,6 +263,24 @@ def test_insert_rows_raises_the_integrity_error_of_a_duplicate(program, member):
     with pytest.raises(IntegrityError), transaction.atomic():
         statements.insert_rows(Transaction, [journal_row(program, member, "dup")])
     assert Transaction.objects.filter(external_id="dup").count() == 1
+    # the connection's kept cursor serves the next statement
+    statements.insert_rows(Transaction, [journal_row(program, member, "after")])
+    assert Transaction.objects.filter(external_id="after").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statements_keep_one_cursor_per_connection(program, member):
+    from django.db import connection
+
+    key = statements.api_key_by_hash("nothing")
+    assert key is None
+    kept = connection._statements_cursor[2]
+    statements.member_last_activity_set(member_id=member.pk, at=dt.datetime.now(UTC))
+    assert connection._statements_cursor[2] is kept
+    connection.close()  # a new connection: a new cursor, on it
+    assert statements.balances_of([member.pk]) == []
+    assert connection._statements_cursor[2] is not kept
+    assert connection._statements_cursor[0] is connection.connection
 
 
 def test_due_bucket_candidates_are_the_orm_read(program, pts, tqp, base_rules, post):
