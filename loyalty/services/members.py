@@ -142,6 +142,7 @@ def members_enrol_many(
     actor: str = "",
     now: dt.datetime | None = None,
     migration: bool = False,
+    numbers_checked: bool = False,
 ) -> list[EnrolOutcome]:
     """`member_enrol` for each row (a dict of its keyword arguments besides program, actor,
     now and `migration`, which all rows share), in order, with the same result: one outcome
@@ -157,12 +158,18 @@ def members_enrol_many(
     the database refuses a bulk insert (a value too long, a number taken meanwhile), the
     chunk is rolled back and done again in halves, down to the row, which `member_enrol`
     itself then enrols or refuses.
+
+    `numbers_checked`: the caller has just looked the rows' membership numbers up and found
+    none stored (an import, before it hands a chunk over), so they are not looked up again
+    inside the transaction. A number another connection enrols in between is then refused
+    by the unique constraint: the chunk is done again in halves, each looking its numbers up,
+    and the row is refused as taken, as it would have been.
     """
     now = now or timezone.now()
     outcomes: list[EnrolOutcome] = []
     for start in range(0, len(rows), ENROL_CHUNK):
         chunk = rows[start : start + ENROL_CHUNK]
-        outcomes.extend(_enrol_rows(program, chunk, actor, now, migration))
+        outcomes.extend(_enrol_rows(program, chunk, actor, now, migration, numbers_checked))
     return outcomes
 
 
@@ -176,13 +183,18 @@ class _AccrualsRefused(Exception):
 
 
 def _enrol_rows(
-    program: Program, rows: Sequence[dict], actor: str, now: dt.datetime, migration: bool
+    program: Program,
+    rows: Sequence[dict],
+    actor: str,
+    now: dt.datetime,
+    migration: bool,
+    numbers_checked: bool = False,
 ) -> list[EnrolOutcome]:
     refused: dict[int, Exception] = {}
     while True:
         try:
             with db_transaction.atomic():
-                return _enrol_chunk(program, rows, actor, now, refused, migration)
+                return _enrol_chunk(program, rows, actor, now, refused, migration, numbers_checked)
         except _AccrualsRefused as error:
             refused.update(error.refused)  # each round refuses one row more at least
         except (IntegrityError, DataError):
@@ -211,8 +223,10 @@ def _enrol_chunk(
     now: dt.datetime,
     refused: dict[int, Exception],
     migration: bool = False,
+    numbers_checked: bool = False,
 ) -> list[EnrolOutcome]:
-    """The rows in bulk, but those whose accrual was `refused` in an earlier round."""
+    """The rows in bulk, but those whose accrual was `refused` in an earlier round; the
+    given numbers looked up unless `numbers_checked` (`members_enrol_many`)."""
     outcomes = [EnrolOutcome(row, error=refused.get(index)) for index, row in enumerate(rows)]
     arguments = [_split_row(row) for row in rows]
     wanted_codes = {code for _, code, _, _ in arguments if code}
@@ -231,7 +245,7 @@ def _enrol_chunk(
                 program=program, membership_number__in=among(given, "text")
             ).values_list("membership_number", flat=True)
         )
-        if given
+        if given and not numbers_checked
         else set()
     )
     accepted: list[tuple[EnrolOutcome, str, Member | None, dt.datetime, dict]] = []

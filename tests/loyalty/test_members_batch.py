@@ -235,6 +235,33 @@ def test_batch_enrolment_writes_exactly_what_member_enrol_writes_one_by_one(prog
     assert not Transaction.objects.filter(member__email="c@example.com").exists()
 
 
+def test_numbers_the_caller_checked_are_not_looked_up_again_and_a_taken_one_is_still_refused(
+    programs,
+):
+    """`numbers_checked` (an import that has just looked the numbers up): a number stored in
+    between (here REFERRER, as if another connection had enrolled it since) is refused by
+    the unique constraint, and the chunk done again in halves refuses that row alone, with
+    the error the lookup gives; a number repeated within the rows is refused as before."""
+    one, many = programs
+    expected = members_enrol_many(program=one, rows=_rows(one), actor="importer", now=NOW)
+    outcomes = members_enrol_many(
+        program=many, rows=_rows(many), actor="importer", now=NOW, numbers_checked=True
+    )
+    assert _results(many, outcomes) == _results(one, expected)
+    assert _snapshot(many) == _snapshot(one)
+    assert ledger_drifts(program=many) == []
+
+    rows = [{"membership_number": f"CHECKED-{i}"} for i in range(5)]
+    with CaptureQueriesContext(connection) as ctx:
+        outcomes = members_enrol_many(program=many, rows=rows, now=NOW, numbers_checked=True)
+    assert all(o.member is not None for o in outcomes)
+    lookup = 'SELECT "loyalty_member"."membership_number" AS "membership_number" FROM'
+    assert not [q for q in ctx.captured_queries if q["sql"].startswith(lookup)]
+    with CaptureQueriesContext(connection) as ctx:
+        members_enrol_many(program=many, rows=[{"membership_number": "UNCHECKED"}], now=NOW)
+    assert [q for q in ctx.captured_queries if q["sql"].startswith(lookup)]  # as without it
+
+
 def test_generated_numbers_and_referral_codes_are_well_formed_and_distinct(programs):
     _, many = programs
     rows = [{"email": f"n{i}@example.com"} for i in range(300)]

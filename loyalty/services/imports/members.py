@@ -266,6 +266,7 @@ class MemberImport:
             rows=[self._enrol_row(row) for row in valid],
             actor=self.actor,
             migration=self.migration,
+            numbers_checked=True,  # by `_existing` above
         )
         self.in_flight.append(_InFlight(parsed, valid, numbers, future))
         return True
@@ -308,6 +309,7 @@ class MemberImport:
             rows=[self._enrol_row(row) for row in rows],
             actor=self.actor,
             migration=self.migration,
+            numbers_checked=True,  # none in `by_number`: not stored, nor enrolled by this chunk
         )
         self._results(rows, outcomes, results, by_number, by_email)
 
