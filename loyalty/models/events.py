@@ -24,8 +24,9 @@ class MemberEvent(models.Model):
         PROMOTION_REWARD = "promotion_reward"
 
     # Checked once per statement by a trigger (migration 0025): the member, of this program.
+    # Not indexed alone (migration 0028): a program's events are nearly all the table's.
     program = models.ForeignKey(
-        Program, on_delete=models.PROTECT, related_name="+", db_constraint=False
+        Program, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )
     member = models.ForeignKey(
         Member, on_delete=models.PROTECT, related_name="events", db_index=False, db_constraint=False

@@ -64,8 +64,10 @@ class LedgerEntry(models.Model):
         db_index=False,
         db_constraint=False,
     )
+    # No index of its own (migration 0028): a program has a few currencies, no query picks
+    # entries by currency alone, and every entry paid an insertion for it.
     currency = models.ForeignKey(
-        Currency, on_delete=models.PROTECT, related_name="+", db_constraint=False
+        Currency, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )
     points = models.BigIntegerField()
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -180,7 +182,11 @@ class Bucket(models.Model):
 
     entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="bucket")
     member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="buckets")
-    currency = models.ForeignKey(Currency, on_delete=models.PROTECT, related_name="+")
+    # Not indexed alone (migration 0028): every change of `remaining` (a debit, an expiry, a
+    # reset) is a non-HOT update that inserts into every index of the bucket.
+    currency = models.ForeignKey(
+        Currency, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     points = models.BigIntegerField(validators=[MinValueValidator(1)])
     remaining = models.BigIntegerField()
     occurred_at = models.DateTimeField()
@@ -253,7 +259,10 @@ class Balance(models.Model):
     member = models.ForeignKey(
         Member, on_delete=models.PROTECT, related_name="balances", db_index=False
     )
-    currency = models.ForeignKey(Currency, on_delete=models.PROTECT, related_name="balances")
+    # Not indexed alone (migration 0028); `balance_unique` serves the lookups.
+    currency = models.ForeignKey(
+        Currency, on_delete=models.PROTECT, related_name="balances", db_index=False
+    )
     available = models.BigIntegerField(default=0)
     pending = models.BigIntegerField(default=0)
     debt = models.BigIntegerField(default=0)

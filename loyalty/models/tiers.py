@@ -248,7 +248,11 @@ class MemberTier(models.Model):
         db_index=False,
         db_constraint=False,
     )
-    tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="member_tiers")
+    # Not indexed alone (migration 0028): a group has a few tiers, and every change of tier is
+    # a non-HOT update that inserts into every index of the state.
+    tier = models.ForeignKey(
+        Tier, on_delete=models.PROTECT, related_name="member_tiers", db_index=False
+    )
     valid_from = models.DateField()
     valid_until = models.DateField(null=True, blank=True)
     period_start = models.DateField()

@@ -308,12 +308,18 @@ def _shared_states(program: Program, group: TierGroup, ids: str, until: dt.datet
     q = connection.ops.quote_name
     sql = f"""
         WITH st AS (
-            SELECT t.id, t.member_id, t.tier_id, t.valid_from, t.valid_until, t.period_start,
-                   t.period_end, (m.enrolled_at AT TIME ZONE %s)::date AS enrolled
-            FROM unnest(%s::bigint[]) AS b(id)
-            JOIN {q(MemberTier._meta.db_table)} t ON t.member_id = b.id
-            JOIN {q(Member._meta.db_table)} m ON m.id = b.id
-            WHERE m.program_id = %s AND t.group_id = %s AND t.valid_until IS NOT NULL
+            -- one index probe per member (OFFSET 0 keeps the planner from hashing all the
+            -- program's states or members for every batch: a run would grow quadratically)
+            SELECT s.* FROM unnest(%s::bigint[]) AS b(id) CROSS JOIN LATERAL (
+                SELECT t.id, t.member_id, t.tier_id, t.valid_from, t.valid_until,
+                       t.period_start, t.period_end,
+                       (m.enrolled_at AT TIME ZONE %s)::date AS enrolled
+                FROM {q(MemberTier._meta.db_table)} t
+                JOIN {q(Member._meta.db_table)} m ON m.id = t.member_id
+                WHERE t.member_id = b.id AND m.program_id = %s AND t.group_id = %s
+                  AND t.valid_until IS NOT NULL
+                OFFSET 0
+            ) s
         ), entries AS ({entries}), read AS (
             SELECT e.member_id,
                    array_agg(e.points ORDER BY e.effective_at, e.id) AS points,
@@ -332,7 +338,7 @@ def _shared_states(program: Program, group: TierGroup, ids: str, until: dt.datet
                  CASE WHEN %s THEN st.enrolled END, read.points, read.attributed, read.effective
         ORDER BY min(st.member_id)
     """  # nosec B608: identifiers from the models' metadata, values as parameters
-    params = [program.timezone, ids, program.pk, group.pk, *entry_params, uses_enrolment]
+    params = [ids, program.timezone, program.pk, group.pk, *entry_params, uses_enrolment]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -590,25 +596,32 @@ def _reset_batch(
 
 def _roll_periods(group: TierGroup, ids: str, period) -> None:
     """The batch's states (`ids`, an array literal) whose period started before `period`'s
-    moved to it, in one statement."""
+    moved to it, in one statement. The states are found one index probe per member and
+    updated by key (`member_id = ANY(...)` was planned as a scan of every state of the
+    program per batch)."""
     table = connection.ops.quote_name(MemberTier._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET period_start = %s, period_end = %s, updated_at = now() "  # nosec B608
-            "WHERE group_id = %s AND member_id = ANY(%s::bigint[]) AND period_start < %s",
-            [period.start, period.end, group.pk, ids, period.start],
+            "WHERE id = ANY(ARRAY(SELECT t.id FROM unnest(%s::bigint[]) AS b(id) "
+            f"CROSS JOIN LATERAL (SELECT id FROM {table} WHERE member_id = b.id "
+            "AND group_id = %s AND period_start < %s OFFSET 0) t))",
+            [period.start, period.end, ids, group.pk, period.start],
         )
 
 
 def _period_starts(group: TierGroup, ids: str) -> list[tuple[dt.date, str]]:
     """The batch's states grouped by their period's start: (start, members as an array
-    literal), a few rows whatever the batch's size."""
+    literal), a few rows whatever the batch's size. One index probe per member (OFFSET 0):
+    `member_id = ANY(...)` was planned as a scan of every state of the program per batch."""
     table = connection.ops.quote_name(MemberTier._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT period_start, array_agg(member_id ORDER BY member_id)::text FROM {table} "  # nosec B608
-            "WHERE group_id = %s AND member_id = ANY(%s::bigint[]) GROUP BY period_start",
-            [group.pk, ids],
+            "SELECT t.period_start, array_agg(t.member_id ORDER BY t.member_id)::text "
+            "FROM unnest(%s::bigint[]) AS b(id) CROSS JOIN LATERAL ("  # nosec B608
+            f"SELECT period_start, member_id FROM {table} "
+            "WHERE member_id = b.id AND group_id = %s OFFSET 0) t GROUP BY t.period_start",
+            [ids, group.pk],
         )
         return cursor.fetchall()
 
