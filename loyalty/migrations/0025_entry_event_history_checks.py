@@ -140,7 +140,7 @@ CREATE TRIGGER loyalty_tier_history_references
     REFERENCING NEW TABLE AS added
     FOR EACH STATEMENT EXECUTE FUNCTION loyalty_tier_history_references();
 
--- The referenced side. Arguments: pairs of (referencing table, column), each column indexed.
+-- The referenced side. Arguments: pairs of (referencing table, column), each column indexed (but the currency of entries since 0028: a currency is deleted rarely, the check then scans).
 CREATE OR REPLACE FUNCTION loyalty_refuse_delete_when_referenced() RETURNS trigger AS $$
 DECLARE
     i integer := 0;

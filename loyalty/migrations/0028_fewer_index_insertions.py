@@ -47,7 +47,7 @@ class Migration(migrations.Migration):
     atomic = False  # DROP / CREATE INDEX CONCURRENTLY run outside a transaction
 
     dependencies = [
-        ("loyalty", "0026_entry_partial_indexes"),
+        ("loyalty", "0027_member_indexes"),
     ]
 
     operations = [
