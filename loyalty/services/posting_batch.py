@@ -43,7 +43,7 @@ from django.db import DataError, IntegrityError
 from django.db import transaction as db_transaction
 from django.utils import timezone
 
-from loyalty.bulk import bulk_insert_copy, bulk_update_values
+from loyalty.bulk import among, bulk_insert_copy, bulk_update_values
 from loyalty.exceptions import IdempotencyConflict, LoyaltyError, UnknownMember
 from loyalty.models import (
     Bucket,
@@ -133,6 +133,75 @@ def transactions_post_many(
     now = now or timezone.now()
     poster = _BatchPoster(program, actor, now, as_of_occurrence, fresh_members)
     return poster.post(requests)
+
+
+def member_streams(
+    *, program: Program, requests: Sequence[TransactionRequest], count: int = 2
+) -> list[list[int]] | None:
+    """The indices of `requests` split into `count` streams that can be posted at the same
+    time on connections of their own, each stream in request order; None when they cannot
+    (then post them as one batch).
+
+    Why: an import's Python work and the database's took turns; two streams overlap one's
+    database work with the other's computation (docs/performance.md, "Transaction rows:
+    session 9").
+
+    Posting the streams concurrently gives what posting the requests in order gives because
+    nothing one stream reads is written by the other:
+    - every request is an accrual or a return of one (a redemption may spend a reward's
+      stock that other members' redemptions share);
+    - each extension says its run shares nothing between members (`members_independent`:
+      no promotion applies, no prepaid pack is drawn);
+    - the requests of a member, of the member who referred it (its first purchase credits
+      the referrer), of a member it was merged into (a return may take back what a merge
+      moved), and the requests sharing an external id or naming one as their original, are
+      in one stream. Each member's own state (buckets, balances, caps, tiers) is then
+      changed by one stream only, in the order of the requests, under its row lock.
+    What differs is only the order in which different members' rows are numbered and
+    committed. Streams are balanced by their number of requests."""
+    if count < 2 or len(requests) < 2:
+        return None
+    if any(r.type not in RUN_TYPES for r in requests):
+        return None
+    context = PostingContext(program)
+    context.start_run([], requests)
+    if not all(extension.members_independent() for extension in context.extensions):
+        return None
+    parent: dict[tuple, tuple] = {}
+
+    def root(node: tuple) -> tuple:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    def join(one: tuple, other: tuple) -> None:
+        parent[root(one)] = root(other)
+
+    numbers = {r.member for r in requests}
+    linked = Member.objects.filter(
+        program=program, membership_number__in=among(numbers, "text")
+    ).values_list("membership_number", "id", "referred_by_id", "merged_into_id")
+    for number, member_id, referrer_id, merged_into_id in linked:
+        join(("member", number), ("id", member_id))
+        for other in (referrer_id, merged_into_id):
+            if other is not None:
+                join(("id", member_id), ("id", other))
+    for request in requests:
+        join(("external_id", request.external_id), ("member", request.member))
+        if request.original_external_id:
+            join(("external_id", request.original_external_id), ("member", request.member))
+    streams: list[list[int]] = [[] for _ in range(count)]
+    stream_of: dict[tuple, list[int]] = {}
+    for index, request in enumerate(requests):
+        component = root(("member", request.member))
+        stream = stream_of.get(component)
+        if stream is None:
+            stream = stream_of[component] = min(streams, key=len)
+        stream.append(index)
+    streams = [stream for stream in streams if stream]
+    return streams if len(streams) > 1 else None
 
 
 class _BatchPoster:

@@ -40,6 +40,10 @@ ANALYZE_MIN_ROWS = 10_000
 # Writer threads of a migration (setting IMPORT_WRITERS; writers.py): two chunks in flight
 # keep the database busy while this thread reads and checks the next.
 WRITERS = 2
+# Streams a transactions chunk is posted in at once (setting IMPORT_STREAMS; 1: one batch):
+# the second on a writer thread's connection, when the chunk splits into members that share
+# nothing (`posting_batch.member_streams`).
+STREAMS = 2
 # New container objects between two young passes of the garbage collector during a members
 # import (700 otherwise; `_heap_frozen`).
 MEMBERS_YOUNG_PASS = 50_000
@@ -188,14 +192,21 @@ def _run(table, layout, program, report, writer, actor, progress, migration=Fals
         if progress is not None:
             progress(report)
         return
-    transactions = TransactionImport(program, report, writer, actor)
+    streams = _streams()
+    transactions = TransactionImport(
+        program, report, writer, actor, streams=streams, stream_count=_stream_count()
+    )
     parsed = (parse_transaction_row(row, program) for row in rows)
     size = _chunk_size("IMPORT_CHUNK_TRANSACTIONS", CHUNK_TRANSACTIONS)
-    for chunk in _batches(group_rows(parsed), size):
-        transactions.chunk(chunk)
-        statistics.refresh()
-        if progress is not None:
-            progress(report)
+    try:
+        for chunk in _batches(group_rows(parsed), size):
+            transactions.chunk(chunk)
+            statistics.refresh()
+            if progress is not None:
+                progress(report)
+    finally:
+        if streams is not None:
+            streams.close()
 
 
 def _writers() -> Writers | None:
@@ -206,6 +217,19 @@ def _writers() -> Writers | None:
     if count <= 0 or connection.in_atomic_block:
         return None
     return Writers(count)
+
+
+def _streams() -> Writers | None:
+    """The writer threads that post all but the first of a transactions chunk's streams
+    (setting IMPORT_STREAMS, 1 for none), unless the caller holds a database transaction, as
+    for `_writers`."""
+    if _stream_count() <= 1 or connection.in_atomic_block:
+        return None
+    return Writers(_stream_count() - 1, name="import-stream")
+
+
+def _stream_count() -> int:
+    return max(1, int(getattr(settings, "IMPORT_STREAMS", STREAMS)))
 
 
 def _chunk_size(setting: str, default: int) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ from loyalty.services.imports.report import (
     RejectsWriter,
     service_reason,
 )
+from loyalty.services.imports.writers import Writers
 from loyalty.services.posting_batch import PostOutcome
 from loyalty.services.requests import LineRequest, TransactionRequest
 
@@ -226,20 +228,43 @@ def transactions_post_many(
     return posting_batch.transactions_post_many(program=program, requests=requests, actor=actor)
 
 
+def _post_stream(
+    *, program_id: int, requests: Sequence[TransactionRequest], actor: str
+) -> list[PostOutcome]:
+    """A stream of a chunk, posted on a writer thread's own connection (its own program
+    object: posting caches what it reads on it)."""
+    program = Program.objects.get(pk=program_id)
+    return transactions_post_many(program=program, requests=requests, actor=actor)
+
+
 class TransactionImport:
-    def __init__(self, program: Program, report: ImportReport, rejects: RejectsWriter, actor):
+    """`streams`: writer threads (imports/writers.py, `stream_count` - 1 of them) that post
+    all but the first of `stream_count` streams of a chunk's transactions
+    (`posting_batch.member_streams`: disjoint members, nothing shared) while this thread
+    posts the first, so that one stream's database work overlaps another's Python work;
+    without them, or when a chunk cannot be split, a chunk is one batch."""
+
+    def __init__(
+        self,
+        program: Program,
+        report: ImportReport,
+        rejects: RejectsWriter,
+        actor,
+        streams: Writers | None = None,
+        stream_count: int = 1,
+    ):
         self.program = program
         self.report = report
         self.rejects = rejects
         self.actor = actor
+        self.streams = streams
+        self.stream_count = stream_count if streams is not None else 1
 
     def chunk(self, groups: list[TransactionGroup]) -> None:
         for group in groups:
             build_request(group)
         valid = [g for g in groups if g.request is not None]
-        outcomes = transactions_post_many(
-            program=self.program, requests=[g.request for g in valid], actor=self.actor
-        )
+        outcomes = self._post([g.request for g in valid])
         if len(outcomes) != len(valid):  # pragma: no cover - a broken implementation
             raise RuntimeError("transactions_post_many must return one outcome per request")
         results = dict(zip(map(id, valid), outcomes, strict=True))
@@ -252,6 +277,39 @@ class TransactionImport:
                 self._reject(group, _locate(group, error), outcome.status)
             else:
                 self._count(group, outcome.status)
+
+    def _post(self, requests: list[TransactionRequest]) -> list[PostOutcome]:
+        """The outcomes of posting `requests` in order, in streams when they split."""
+        parts = None
+        if self.streams is not None:
+            parts = posting_batch.member_streams(
+                program=self.program, requests=requests, count=self.stream_count
+            )
+        if parts is None:
+            return transactions_post_many(program=self.program, requests=requests, actor=self.actor)
+        futures = [
+            self.streams.submit(
+                _post_stream,
+                program_id=self.program.pk,
+                requests=[requests[i] for i in part],
+                actor=self.actor,
+            )
+            for part in parts[1:]
+        ]
+        try:
+            posted = [
+                transactions_post_many(
+                    program=self.program, requests=[requests[i] for i in parts[0]], actor=self.actor
+                )
+            ]
+        finally:
+            wait(futures)  # no stream is left running when one fails
+        posted.extend(future.result() for future in futures)
+        outcomes: list[PostOutcome] = [None] * len(requests)  # type: ignore[list-item]
+        for part, part_outcomes in zip(parts, posted, strict=True):
+            for index, outcome in zip(part, part_outcomes, strict=True):
+                outcomes[index] = outcome
+        return outcomes
 
     def _count(self, group: TransactionGroup, status: str) -> None:
         self.report.count(status, len(group.rows))
