@@ -229,7 +229,7 @@ class _BatchPoster:
         outcomes: list[PostOutcome | None] = [None] * len(requests)
         known = self._known_transactions(requests)
         members = Member.objects.filter(
-            program=self.program, membership_number__in={r.member for r in requests}
+            program=self.program, membership_number__in=among({r.member for r in requests}, "text")
         ).values_list("membership_number", "id", "referred_by_id")
         member_ids = {number: member_id for number, member_id, _ in members}
         self.member_ids = member_ids
@@ -307,7 +307,7 @@ class _BatchPoster:
         if not referred:
             return set()
         purchased = Transaction.objects.filter(
-            member_id__in=referred,
+            member_id__in=among(referred),
             type=Transaction.Type.ACCRUAL,
             subtype="purchase",
             status__in=(Transaction.Status.PROCESSED, Transaction.Status.REVERSED),
@@ -318,7 +318,9 @@ class _BatchPoster:
         ids = {r.external_id for r in requests if r.external_id}
         return {
             t.external_id: t
-            for t in Transaction.objects.filter(program=self.program, external_id__in=ids)
+            for t in Transaction.objects.filter(
+                program=self.program, external_id__in=among(ids, "text")
+            )
         }
 
     def _post_one(self, request: TransactionRequest) -> PostOutcome:
@@ -560,6 +562,10 @@ class _RunReversals:
         self.reversed_stored: dict[int, Transaction] = {}
         self.stored_buckets: dict[tuple[int, int], list[Bucket]] = {}  # (member, currency)
         self.seen_buckets = 0
+        # the writer's new buckets by (member, currency), as far as indexed (`open_buckets`)
+        self.indexed_list: list[Bucket] | None = None
+        self.indexed_count = 0
+        self.new_by_key: dict[tuple[int, int], list[Bucket]] = {}
         reversals = [r for r in requests if r.type == Transaction.Type.REVERSAL]
         if reversals:
             writer.bucket_source = self.open_buckets
@@ -571,7 +577,7 @@ class _RunReversals:
         # to sort): `open_buckets` sorts them itself.
         for bucket in Bucket.objects.order_by("id").filter(
             member__program=self.context.program,
-            member__membership_number__in=member_numbers,
+            member__membership_number__in=among(member_numbers, "text"),
             remaining__gt=0,
             expired=False,
         ):
@@ -580,7 +586,7 @@ class _RunReversals:
             key = (bucket.member_id, bucket.currency_id)
             self.stored_buckets.setdefault(key, []).append(bucket)
         stored = Transaction.objects.select_for_update().filter(
-            program=self.context.program, external_id__in=external_ids
+            program=self.context.program, external_id__in=among(external_ids, "text")
         )
         by_id = {}
         for original in stored:
@@ -591,12 +597,12 @@ class _RunReversals:
         if not by_id:
             return
         for original_id, amount in Transaction.objects.filter(
-            original_id__in=list(by_id)
+            original_id__in=among(by_id)
         ).values_list("original_id", "amount"):
             self.prior[by_id[original_id].external_id].append(amount)
         credits = (
             LedgerEntry.objects.filter(
-                transaction_id__in=list(by_id), kind=LedgerEntry.Kind.ACCRUAL, points__gt=0
+                transaction_id__in=among(by_id), kind=LedgerEntry.Kind.ACCRUAL, points__gt=0
             )
             .select_related("bucket")
             .order_by("-id")
@@ -664,11 +670,7 @@ class _RunReversals:
         (earliest expiry, no expiry last, then oldest, then by id; new rows get the
         highest ids, in creation order)."""
         stored = self.stored_buckets.get((member.id, currency.id), [])
-        new = [
-            b
-            for b in self.writer.new_buckets
-            if b.member_id == member.id and b.currency_id == currency.id
-        ]
+        new = self._new_buckets_of(member.id, currency.id)
         order = {id(b): n for n, b in enumerate(new)}
         return sorted(
             (b for b in [*stored, *new] if spendable(b, member, currency, today)),
@@ -680,6 +682,19 @@ class _RunReversals:
                 b.pk or order[id(b)],
             ),
         )
+
+    def _new_buckets_of(self, member_id: int, currency_id: int) -> list[Bucket]:
+        """The run's new buckets of a member and currency, in creation order, indexed as the
+        writer makes them (a scan of all of them for every debit grew with the run's
+        square)."""
+        made = self.writer.new_buckets
+        if made is not self.indexed_list:  # (a new list: the writer was flushed)
+            self.indexed_list, self.indexed_count, self.new_by_key = made, 0, {}
+        for bucket in made[self.indexed_count :]:
+            key = (bucket.member_id, bucket.currency_id)
+            self.new_by_key.setdefault(key, []).append(bucket)
+        self.indexed_count = len(made)
+        return self.new_by_key.get((member_id, currency_id), [])
 
     def reversed_in_database(self) -> list[Transaction]:
         return list(self.reversed_stored.values())

@@ -25,8 +25,8 @@ from loyalty.services.imports.reading import Layout, data_rows, open_table, scan
 from loyalty.services.imports.report import ImportReport, RejectsWriter
 from loyalty.services.imports.transactions import (
     TransactionImport,
+    TransactionRowParser,
     group_rows,
-    parse_transaction_row,
 )
 from loyalty.services.imports.writers import Writers
 
@@ -196,7 +196,8 @@ def _run(table, layout, program, report, writer, actor, progress, migration=Fals
     transactions = TransactionImport(
         program, report, writer, actor, streams=streams, stream_count=_stream_count()
     )
-    parsed = (parse_transaction_row(row, program) for row in rows)
+    parse = TransactionRowParser(program)
+    parsed = (parse(row) for row in rows)
     size = _chunk_size("IMPORT_CHUNK_TRANSACTIONS", CHUNK_TRANSACTIONS)
     try:
         for chunk in _batches(group_rows(parsed), size):

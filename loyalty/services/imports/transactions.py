@@ -5,9 +5,10 @@ posting service's batch path). A transaction with an invalid row is rejected who
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from loyalty.exceptions import LoyaltyError, ValidationFailed
@@ -71,53 +72,83 @@ class TransactionRow:
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
-def parse_transaction_row(row: Row, program: Program) -> TransactionRow:
-    result = TransactionRow(
-        number=row.number, external_id=row.values.get("external_id", ""), errors=list(row.errors)
+def _money_currency(value: str) -> str:
+    parsed = value.upper()
+    if not MONEY_CURRENCY.match(parsed):
+        raise CellError("must be an ISO 4217 currency code such as EUR", value)
+    return parsed
+
+
+def _cell_parsers(timezone: str) -> dict[str, Callable[[str], Any]]:
+    """How each column's cell is read (CellError when it cannot be)."""
+    parsers: dict[str, Callable[[str], Any]] = {
+        column: partial(text, max_length=length)
+        for column, length in TRANSACTION_TEXT_LENGTHS.items()
+    }
+    money = partial(decimal, places=2, digits=14)
+    parsers.update(
+        type=partial(choice, options=TRANSACTION_TYPES),
+        subtype=lambda value: text(value, max_length=20).lower(),
+        channel=partial(choice, options=CHANNELS),
+        occurred_at=partial(timestamp, timezone=timezone),
+        expires_at=date,
+        currency=_money_currency,
+        amount=money,
+        unit_price=money,
+        quantity=partial(decimal, places=3, digits=12),
+        points=partial(decimal, places=6, digits=18, negative=True),
+        external_id=partial(external_id, max_length=TRANSACTION_TEXT_LENGTHS["external_id"]),
+        original_external_id=partial(
+            external_id, max_length=TRANSACTION_TEXT_LENGTHS["original_external_id"]
+        ),
     )
-    line: dict[str, Any] = {}
-    for column, value in row.values.items():
-        if not value:
-            continue
-        try:
-            parsed: Any
-            if column == "type":
-                parsed = choice(value, TRANSACTION_TYPES)
-            elif column == "subtype":
-                parsed = text(value, max_length=20).lower()
-            elif column == "channel":
-                parsed = choice(value, CHANNELS)
-            elif column == "occurred_at":
-                parsed = timestamp(value, program.timezone)
-            elif column == "expires_at":
-                parsed = date(value)
-            elif column == "currency":
-                parsed = value.upper()
-                if not MONEY_CURRENCY.match(parsed):
-                    raise CellError("must be an ISO 4217 currency code such as EUR", value)
-            elif column in ("amount", "unit_price"):
-                parsed = decimal(value, places=2, digits=14)
-            elif column == "quantity":
-                parsed = decimal(value, places=3, digits=12)
-            elif column == "points":
-                parsed = decimal(value, places=6, digits=18, negative=True)
-            elif column in ("external_id", "original_external_id"):
-                parsed = external_id(value, max_length=TRANSACTION_TEXT_LENGTHS[column])
+    return parsers
+
+
+class TransactionRowParser:
+    """Reads the rows of one transactions file, in order, into `TransactionRow`s.
+
+    A cell equal to the cell above it (the rows of one transaction repeat its external id,
+    member, type, time, amount...) takes the value read from that one instead of being read
+    again: every cell's reading is a function of its text alone (and of the program's
+    timezone), and the values are immutable. A cell that could not be read is read again,
+    and refused again, wherever it occurs."""
+
+    def __init__(self, program: Program):
+        self.parsers = _cell_parsers(program.timezone)
+        self.above: dict[str, tuple[str, Any]] = {}  # column -> (text, value) read last
+
+    def __call__(self, row: Row) -> TransactionRow:
+        result = TransactionRow(
+            number=row.number,
+            external_id=row.values.get("external_id", ""),
+            errors=list(row.errors),
+        )
+        line: dict[str, Any] = {}
+        above, parsers = self.above, self.parsers
+        for column, value in row.values.items():
+            if not value:
+                continue
+            last = above.get(column)
+            if last is not None and last[0] == value:
+                parsed = last[1]
             else:
-                parsed = text(value, max_length=TRANSACTION_TEXT_LENGTHS[column])
-        except CellError as exc:
-            result.errors.append((column, str(exc)))
-            continue
-        if column in LINE_COLUMNS:
-            line[column] = parsed
-        else:
-            result.values[column] = parsed
-    for column in REQUIRED_COLUMNS[TRANSACTIONS]:
-        if not row.values.get(column) and not any(c == column for c, _ in result.errors):
-            result.errors.append((column, "is required"))
-    if line:
-        result.line = LineRequest(**line)
-    return result
+                try:
+                    parsed = parsers[column](value)
+                except CellError as exc:
+                    result.errors.append((column, str(exc)))
+                    continue
+                above[column] = (value, parsed)
+            if column in LINE_COLUMNS:
+                line[column] = parsed
+            else:
+                result.values[column] = parsed
+        for column in REQUIRED_COLUMNS[TRANSACTIONS]:
+            if not row.values.get(column) and not any(c == column for c, _ in result.errors):
+                result.errors.append((column, "is required"))
+        if line:
+            result.line = LineRequest(**line)
+        return result
 
 
 @dataclass
