@@ -258,7 +258,7 @@ def build(model: type[models.Model], **values) -> models.Model:
         attributes[attname] = default()
     attributes.update(values)
     if relations:
-        cache = state.fields_cache
+        cache = state.fields_cache = {}  # (what its descriptor would make on first read)
         for name, attname, target in relations:
             value = attributes.pop(name)
             attributes[attname] = None if value is None else getattr(value, target)
