@@ -95,6 +95,14 @@ def parse_args() -> argparse.Namespace:
         "(target: upgrading purchases at least half as fast)",
     )
     parser.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        metavar="N",
+        help="post each transactions chunk in up to N streams of disjoint members at once "
+        "(setting IMPORT_STREAMS; 1: one batch; default: the setting's)",
+    )
+    parser.add_argument(
         "--skip-transactions",
         action="store_true",
         help="members only (with --upgrades: the upgrade and control files, not the main one)",
@@ -315,6 +323,10 @@ def main() -> None:
     args = parse_args()
     program = points_program()
     count_other_threads_backends()
+    if args.streams is not None:
+        from django.conf import settings
+
+        settings.IMPORT_STREAMS = args.streams
 
     from loyalty.definitions import program_load
     from loyalty.services.imports import import_file

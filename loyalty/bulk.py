@@ -192,7 +192,12 @@ def _row_reader(fields: list[models.Field]) -> Callable[[models.Model], list]:
 
     attnames = [f.attname for f in fields]
     read = operator.attrgetter(*attnames) if len(attnames) > 1 else _one(attnames[0])
-    relations = [(i, f) for i, f in enumerate(fields) if f.is_relation]
+    # The same values from the object's own attributes: a field's descriptor returns what is
+    # stored there (a foreign key's `_id` goes through a descriptor of its own on every read,
+    # a fifth of a row's time); a field missing there (deferred) is read through the model.
+    stored = operator.itemgetter(*attnames) if len(attnames) > 1 else _one_item(attnames[0])
+    # (index, the field's key in the object's cache of related objects, attname)
+    relations = [(i, f.cache_name, f.attname) for i, f in enumerate(fields) if f.is_relation]
     documents = [
         (i, partial(json.dumps, cls=f.encoder))
         for i, f in enumerate(fields)
@@ -200,13 +205,17 @@ def _row_reader(fields: list[models.Field]) -> Callable[[models.Model], list]:
     ]
 
     def row(obj: models.Model) -> list:
-        values = list(read(obj))
-        for index, field in relations:
-            if values[index] is None and field.is_cached(obj):
-                related = field.get_cached_value(obj)
+        try:
+            values = list(stored(obj.__dict__))
+        except KeyError:
+            values = list(read(obj))
+        cached = obj._state.fields_cache  # (what `field.get_cached_value` reads)
+        for index, cache_name, attname in relations:
+            if values[index] is None:
+                related = cached.get(cache_name)
                 if related is not None:
                     values[index] = related.pk
-                    setattr(obj, field.attname, related.pk)
+                    setattr(obj, attname, related.pk)
         for index, dumps in documents:
             if values[index] is not None:
                 values[index] = Jsonb(values[index], dumps=dumps)
@@ -220,6 +229,11 @@ def _one(attname: str) -> Callable[[models.Model], tuple]:
     return lambda obj: (get(obj),)
 
 
+def _one_item(key: str) -> Callable[[dict], tuple]:
+    get = operator.itemgetter(key)
+    return lambda values: (get(values),)
+
+
 def build(model: type[models.Model], **values) -> models.Model:
     """An unsaved instance of `model`, as `model(**values)` makes it, for the hot paths that
     make thousands of rows per run (ledger entries, buckets, journal rows, events).
@@ -230,8 +244,60 @@ def build(model: type[models.Model], **values) -> models.Model:
     directly; a related object is cached and its primary key taken, as the foreign-key
     descriptor does. tests/loyalty/test_bulk.py holds it equal to `model(**values)`.
     """
-    plan = _BUILD_PLANS.get(model) or _build_plan(model)
-    static, dynamic, relations, names = plan
+    shape = _BUILD_SHAPES.get((model, *values))
+    if shape is None:
+        shape = _build_shape(model, tuple(values))
+    if shape is _KEYWORD_BY_KEYWORD:
+        return _build_each(model, values)
+    static, dynamic, relations = shape
+    obj = model.__new__(model)
+    state = obj._state = ModelState()
+    attributes = obj.__dict__
+    attributes.update(static)
+    for attname, default in dynamic:
+        attributes[attname] = default()
+    attributes.update(values)
+    if relations:
+        cache = state.fields_cache = {}  # (what its descriptor would make on first read)
+        for name, attname, target in relations:
+            value = attributes.pop(name)
+            attributes[attname] = None if value is None else getattr(value, target)
+            cache[name] = value
+    return obj
+
+
+# What `build` does with each model and sequence of keywords, worked out on its first call
+# (`_build_shape`): a hot path builds thousands of objects with the same keywords, and
+# resolving each keyword (field or relation, known or not) was most of a build's time.
+_BUILD_SHAPES: dict[tuple, tuple] = {}
+_KEYWORD_BY_KEYWORD = ()  # the shape of keywords that name one column twice
+
+
+def _build_shape(model: type[models.Model], names: tuple[str, ...]) -> tuple:
+    """(defaults to store, callable defaults to call, relations to resolve) for `build`
+    given the keywords `names`; TypeError for a keyword that is no field. A relation given
+    beside its own `_id` (`build_many`'s shared program and a row's `program_id`) is
+    applied keyword by keyword, the later one setting the column."""
+    static, dynamic, relations, attnames = _BUILD_PLANS.get(model) or _build_plan(model)
+    for name in names:
+        if name not in relations and name not in attnames:
+            raise TypeError(f"{model.__name__}() got an unexpected keyword argument {name!r}")
+    given = [relations[name][0] if name in relations else name for name in names]
+    if len(set(given)) < len(given):
+        shape: tuple = _KEYWORD_BY_KEYWORD
+    else:
+        shape = (
+            static,
+            [(attname, default) for attname, default in dynamic if attname not in given],
+            [(name, *relations[name]) for name in names if name in relations],
+        )
+    _BUILD_SHAPES[(model, *names)] = shape
+    return shape
+
+
+def _build_each(model: type[models.Model], values: dict) -> models.Model:
+    """`build`, keyword by keyword (known to name fields)."""
+    static, dynamic, relations, _ = _BUILD_PLANS[model]
     obj = model.__new__(model)
     state = obj._state = ModelState()
     attributes = obj.__dict__
@@ -244,10 +310,8 @@ def build(model: type[models.Model], **values) -> models.Model:
             attname, target = relation
             attributes[attname] = None if value is None else getattr(value, target)
             state.fields_cache[name] = value
-        elif name in names:
-            attributes[name] = value
         else:
-            raise TypeError(f"{model.__name__}() got an unexpected keyword argument {name!r}")
+            attributes[name] = value
     return obj
 
 

@@ -121,6 +121,16 @@ class PostingExtension:
         kept in memory for the end of the run (a batch's counters: one statement each instead
         of one per transaction). Raise `RunStale` if a limit was spent meanwhile."""
 
+    def members_independent(self) -> bool:
+        """Whether, for this run, what the extension decides and writes for one member never
+        depends on another member's postings: no budget, stock or pack that postings of
+        different members draw from together, nothing counted across members. Then an import
+        may post the run's members on two connections at once, in any interleaving of members
+        (`loyalty.services.posting_batch.member_streams`), with the same result.
+
+        False unless the extension says so: one that says nothing is assumed to share."""
+        return False
+
     def reverses_in_batch(self, original: Transaction) -> bool:
         """Whether a batch may write a return of `original` from memory. False hands that
         return to the single path: the batch posts what comes before it, then it alone, then

@@ -356,12 +356,21 @@ def conditions_failure(conditions: dict, snapshot: TransactionSnapshot) -> str |
     keys present are checked: a rule names one or two of the ten."""
     if not conditions:
         return None
-    for key, condition in CONDITIONS.items():
-        if key in conditions:
-            reason = condition.check(conditions, snapshot)
-            if reason:
-                return reason
+    keys = tuple(conditions)
+    checks = _CHECKS.get(keys)
+    if checks is None:
+        checks = _CHECKS[keys] = [c for key, c in CONDITIONS.items() if key in conditions]
+    for condition in checks:
+        reason = condition.check(conditions, snapshot)
+        if reason:
+            return reason
     return None
+
+
+# The conditions to check, in CONDITIONS' order, for each tuple of keys a rule's conditions
+# have (a handful per program): found once instead of asking each of the ten kinds per
+# rule and transaction. (Unknown keys are left out, as the loop over CONDITIONS did.)
+_CHECKS: dict[tuple, list[Condition]] = {}
 
 
 def base_amount(conditions: dict, snapshot: TransactionSnapshot) -> Decimal:

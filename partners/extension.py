@@ -76,6 +76,11 @@ class PrepaidPacks(PostingExtension):
         self.run_draws: dict[str, list[Draw]] = {}
         self.run_returned: dict[str, list[Decimal]] = {}
 
+    def members_independent(self) -> bool:
+        """A prepaid pack is drawn by every member's purchases of its partner: independent
+        only when the run has no prepaid partner to draw from."""
+        return not self.terms
+
     def decide(self, accrual) -> Decision | None:
         if not self.terms:
             return None

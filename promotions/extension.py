@@ -102,6 +102,8 @@ class Promotions(PostingExtension):
             self._load_promotions(run, accruals, members)
         self.known = {p.id: p for p in self.promotions}
         reversals = [r for r in run.requests if r.type == "reversal"]
+        # (a simulation does not read what its returns take back: `members_independent`)
+        self.returns_unread = bool(reversals) and not run.writes
         if reversals and run.writes:
             self._load_returns(run, reversals)
 
@@ -518,6 +520,12 @@ class Promotions(PostingExtension):
             self.unwritten_progress = {}
         if self.returns is not None:
             self.returns.flush()
+
+    def members_independent(self) -> bool:
+        """Budgets, reward limits and voucher stock are shared by all members: independent
+        only when no promotion can apply to the run's accruals and none of its returns takes
+        back a promotion's effect (as loaded for a run that writes)."""
+        return not self.promotions and not self.promoted and not self.returns_unread
 
     # --- reverse ---------------------------------------------------------------------------
     def reverses_in_batch(self, original) -> bool:

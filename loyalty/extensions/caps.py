@@ -89,6 +89,10 @@ class EarningRuleCaps(PostingExtension):
         for rule_id, member_id, _, occurred_at in rows:
             self.counts.add(rule_id, member_id, dates.local_date(occurred_at, self.tz_name))
 
+    def members_independent(self) -> bool:
+        """Caps count each member's own awards: nothing is shared between members."""
+        return True
+
     def adjust_rules(self, member, snapshot, rules):
         return self.counts.counted(rules, member.id, snapshot.local_date, key=_by_id)
 

@@ -21,7 +21,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from loyalty import dates
-from loyalty.bulk import build, bulk_insert_copy, bulk_update_values
+from loyalty.bulk import among, build, bulk_insert_copy, bulk_update_values
 from loyalty.expiry_dates import inactivity_expired_currency_ids
 from loyalty.models import (
     Balance,
@@ -53,7 +53,10 @@ def lock_members(member_ids: Iterable[int], *, program: Program | None = None) -
     ids = sorted(set(member_ids))
     if not ids:
         return {}
-    members = Member.objects.select_for_update(of=("self",)).filter(id__in=ids)
+    # (many ids as one array: Django spends Python time on each value of a list)
+    members = Member.objects.select_for_update(of=("self",)).filter(
+        id__in=among(ids) if len(ids) > 1 else ids
+    )
     members = members.order_by("id")
     if program is None:
         return {m.id: m for m in members.select_related("program")}

@@ -135,6 +135,10 @@ class PostingContext:
     _partners: dict[str, Partner] = field(default_factory=dict)
     _line_partners: dict[tuple[str, str], int | None] = field(default_factory=dict)
     extensions: list[PostingExtension] = field(default_factory=list)
+    # What every accrual of a context reads of its rules, made once (`rule_inputs`).
+    _rule_inputs: list[rules.RuleSnapshot] | None = None
+    _rules_by_code: dict[str, EarningRule] | None = None
+    _reads_groups: bool | None = None
 
     def start_run(
         self,
@@ -181,7 +185,24 @@ class PostingContext:
 
     def rules_read_member_groups(self) -> bool:
         """Whether any active rule has a tier or segment condition (else they are not read)."""
-        return any(r.conditions.get("tiers") or r.conditions.get("segments") for r in self.rules())
+        if self._reads_groups is None:
+            self._reads_groups = any(
+                r.conditions.get("tiers") or r.conditions.get("segments") for r in self.rules()
+            )
+        return self._reads_groups
+
+    def rule_inputs(self) -> list[rules.RuleSnapshot]:
+        """The active rules as the engine takes them (`rule_snapshot`), made once per context
+        rather than once per accrual (they are frozen; extensions replace, never change,
+        them). A new list each time: an extension may return it changed."""
+        if self._rule_inputs is None:
+            self._rule_inputs = [rule_snapshot(rule) for rule in self.rules()]
+        return list(self._rule_inputs)
+
+    def rule_by_code(self, code: str) -> EarningRule:
+        if self._rules_by_code is None:
+            self._rules_by_code = {r.code: r for r in self.rules()}
+        return self._rules_by_code[code]
 
     def partner(self, code: str) -> Partner:
         if code not in self._partners:
@@ -736,16 +757,15 @@ def accrual_prepare(
     snapshot = build_snapshot(
         program, member, request, with_groups=context.rules_read_member_groups()
     )
-    inputs = [rule_snapshot(rule) for rule in context.rules()]
+    inputs = context.rule_inputs()
     for extension in context.extensions:
         inputs = extension.adjust_rules(member, snapshot, inputs)
     evaluation = rules.evaluate(snapshot, inputs, {code: c.scale for code, c in currencies.items()})
-    rules_by_code = {r.code: r for r in context.rules()}
     default_partner_id = _default_partner_id(txn, lines)
     credits = []
     for award in evaluation.awards:
         currency = currencies[award.currency]
-        rule = rules_by_code[award.rule_code]
+        rule = context.rule_by_code(award.rule_code)
         available_at, expires_on = credit_dates(program, currency, txn.occurred_at, rule)
         for partner_id, points in award_by_partner(award, txn, lines):
             credits.append(Credit(currency, points, rule, partner_id, available_at, expires_on))

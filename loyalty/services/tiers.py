@@ -500,7 +500,7 @@ def _members_who_may_change(
     states = {
         s.member_id: s
         for s in MemberTier.objects.order_by()
-        .filter(group=group, member_id__in=list(by_member))
+        .filter(group=group, member_id__in=among(by_member))
         .select_related("tier")
     }
     loaded.update(((member_id, group.pk), state) for member_id, state in states.items())
@@ -537,7 +537,7 @@ def _members_who_may_change(
         ceiling = dict(
             group_qualifying_entries(group)
             .filter(
-                member_id__in=member_ids,
+                member_id__in=among(member_ids),
                 points__gt=0,
                 attributed_at__gte=dates.start_of_day(start, tz_name),
                 attributed_at__lt=dates.start_of_day(end + DAY, tz_name),

@@ -6,7 +6,14 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from loyalty.bulk import PlannerStatistics, among, build, build_many, bulk_insert_copy
+from loyalty.bulk import (
+    PlannerStatistics,
+    among,
+    build,
+    build_many,
+    bulk_insert_copy,
+    bulk_update_values,
+)
 from loyalty.models import (
     Balance,
     Bucket,
@@ -105,6 +112,17 @@ def test_build_equals_the_model_constructor(model, values):
     assert built._state.adding and built._state.db is None
 
 
+@pytest.mark.parametrize(("model", "values"), CASES, ids=[m.__name__ for m, _ in CASES])
+def test_build_again_with_the_same_keywords_equals_the_model_constructor(model, values):
+    build(model, **values)  # (what it does with these keywords is now known)
+    other = {**values, **{name: None for name in ("rule", "bucket") if name in values}}
+
+    for given in (values, other):
+        expected, built = model(**given), build(model, **given)
+        assert _fields(built) == _fields(expected)
+        assert _cached(built) == _cached(expected)
+
+
 def test_callable_defaults_are_called_per_object():
     one = build(Member, program=PROGRAM, membership_number="A", enrolled_at=timezone.now())
     two = build(Member, program=PROGRAM, membership_number="B", enrolled_at=timezone.now())
@@ -156,6 +174,30 @@ def test_a_built_object_saves_and_reads_back():
 
     stored = Member.objects.get(pk=member.pk)
     assert (stored.membership_number, stored.attributes, stored.status) == ("B-1", {}, "active")
+
+
+@pytest.mark.django_db
+def test_rows_are_read_from_the_objects_and_a_deferred_field_through_the_model():
+    program = Program.objects.create(code="rows", name="Rows", timezone="UTC", currency="EUR")
+    # a foreign key given as an object saved in the same call takes its id
+    members = [
+        build(Member, program=program, membership_number=f"R-{n}", referral_code=f"RR{n}",
+              enrolled_at=NOW)
+        for n in range(2)
+    ]  # fmt: skip
+    bulk_insert_copy(Member, members)
+    assert list(Member.objects.filter(program=program).values_list("membership_number", flat=True)
+                .order_by("id")) == ["R-0", "R-1"]  # fmt: skip
+
+    # read without the field to write: the model loads it (its value, not a missing one)
+    Member.objects.filter(pk=members[0].pk).update(first_name="Stored")
+    loaded = list(Member.objects.filter(program=program).only("id").order_by("id"))
+    assert "first_name" not in vars(loaded[0])
+    loaded[1].first_name = "Changed"
+    bulk_update_values(Member, loaded, ["first_name"])
+
+    names = Member.objects.filter(program=program).order_by("id").values_list("first_name")
+    assert list(names) == [("Stored",), ("Changed",)]
 
 
 def _copy_programs(count: int, prefix: str) -> None:

@@ -4,6 +4,7 @@ row number, column and reason, idempotent re-imports, conflicts, resumable after
 
 import datetime as dt
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -452,6 +453,53 @@ def test_blank_rows_are_skipped_and_row_numbers_stay_those_of_the_file(base_rule
 
     assert (report.rows_total, report.created, report.rejected) == (2, 1, 1)
     assert reasons_at(rejects, 4)[0][0] == "type"
+
+
+def test_a_cell_equal_to_the_one_above_is_read_once_and_a_refused_one_every_time(
+    program, monkeypatch
+):
+    from loyalty.services.imports.reading import Row
+
+    read = []
+    timestamp = transactions_import.timestamp
+
+    def counted(value, timezone):
+        read.append(value)
+        return timestamp(value, timezone)
+
+    monkeypatch.setattr(transactions_import, "timestamp", counted)
+    parse = transactions_import.TransactionRowParser(program)
+    cells = {"external_id": "o-1", "membership_number": "A-1", "type": "accrual"}
+    rows = [
+        Row(2, {**cells, "occurred_at": "2025-05-02T10:00:00", "sku": "A", "quantity": "2"}),
+        Row(3, {**cells, "occurred_at": "2025-05-02T10:00:00", "sku": "B", "quantity": "2"}),
+        Row(4, {**cells, "occurred_at": "2025-13-02T10:00:00", "sku": "B", "quantity": "x"}),
+        Row(5, {**cells, "occurred_at": "2025-13-02T10:00:00", "sku": "B", "quantity": "x"}),
+        Row(6, {**cells, "occurred_at": "2025-05-02", "sku": "A", "quantity": "2"}),
+    ]
+
+    parsed = [parse(row) for row in rows]
+
+    # read once per run of equal cells, every time when refused
+    assert read == [
+        "2025-05-02T10:00:00",
+        "2025-13-02T10:00:00",
+        "2025-13-02T10:00:00",
+        "2025-05-02",
+    ]
+    # each row as it reads alone, local to the program's timezone
+    for row, result in zip(rows, parsed, strict=True):
+        alone = transactions_import.TransactionRowParser(program)(row)
+        assert (result.values, result.line, result.errors) == (
+            alone.values,
+            alone.line,
+            alone.errors,
+        )
+    assert parsed[1].values["occurred_at"] == dt.datetime(
+        2025, 5, 2, 10, tzinfo=ZoneInfo("Europe/Warsaw")
+    )
+    assert parsed[1].line.sku == "B" and parsed[1].line.quantity == Decimal("2")
+    assert [column for column, _ in parsed[3].errors] == ["occurred_at", "quantity"]
 
 
 # --- reading: headers, encodings, separators, decimals, XLSX -------------------------------

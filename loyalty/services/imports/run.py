@@ -25,8 +25,8 @@ from loyalty.services.imports.reading import Layout, data_rows, open_table, scan
 from loyalty.services.imports.report import ImportReport, RejectsWriter
 from loyalty.services.imports.transactions import (
     TransactionImport,
+    TransactionRowParser,
     group_rows,
-    parse_transaction_row,
 )
 from loyalty.services.imports.writers import Writers
 
@@ -40,6 +40,12 @@ ANALYZE_MIN_ROWS = 10_000
 # Writer threads of a migration (setting IMPORT_WRITERS; writers.py): two chunks in flight
 # keep the database busy while this thread reads and checks the next.
 WRITERS = 2
+# Streams a transactions chunk is posted in at once (setting IMPORT_STREAMS; 1: one batch):
+# the second on a writer thread's connection, when the chunk splits into members that share
+# nothing (`posting_batch.member_streams`). Off unless set: with two, the ids of different
+# members' rows follow the streams' timing, so an import run again after a crash is the same
+# ledger member by member but not row id by row id (docs/decisions.md).
+STREAMS = 1
 # New container objects between two young passes of the garbage collector during a members
 # import (700 otherwise; `_heap_frozen`).
 MEMBERS_YOUNG_PASS = 50_000
@@ -188,14 +194,22 @@ def _run(table, layout, program, report, writer, actor, progress, migration=Fals
         if progress is not None:
             progress(report)
         return
-    transactions = TransactionImport(program, report, writer, actor)
-    parsed = (parse_transaction_row(row, program) for row in rows)
+    streams = _streams()
+    transactions = TransactionImport(
+        program, report, writer, actor, streams=streams, stream_count=_stream_count()
+    )
+    parse = TransactionRowParser(program)
+    parsed = (parse(row) for row in rows)
     size = _chunk_size("IMPORT_CHUNK_TRANSACTIONS", CHUNK_TRANSACTIONS)
-    for chunk in _batches(group_rows(parsed), size):
-        transactions.chunk(chunk)
-        statistics.refresh()
-        if progress is not None:
-            progress(report)
+    try:
+        for chunk in _batches(group_rows(parsed), size):
+            transactions.chunk(chunk)
+            statistics.refresh()
+            if progress is not None:
+                progress(report)
+    finally:
+        if streams is not None:
+            streams.close()
 
 
 def _writers() -> Writers | None:
@@ -206,6 +220,19 @@ def _writers() -> Writers | None:
     if count <= 0 or connection.in_atomic_block:
         return None
     return Writers(count)
+
+
+def _streams() -> Writers | None:
+    """The writer threads that post all but the first of a transactions chunk's streams
+    (setting IMPORT_STREAMS, 1 for none), unless the caller holds a database transaction, as
+    for `_writers`."""
+    if _stream_count() <= 1 or connection.in_atomic_block:
+        return None
+    return Writers(_stream_count() - 1, name="import-stream")
+
+
+def _stream_count() -> int:
+    return max(1, int(getattr(settings, "IMPORT_STREAMS", STREAMS)))
 
 
 def _chunk_size(setting: str, default: int) -> int:

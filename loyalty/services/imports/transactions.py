@@ -5,8 +5,10 @@ posting service's batch path). A transaction with an invalid row is rejected who
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from loyalty.exceptions import LoyaltyError, ValidationFailed
@@ -37,6 +39,7 @@ from loyalty.services.imports.report import (
     RejectsWriter,
     service_reason,
 )
+from loyalty.services.imports.writers import Writers
 from loyalty.services.posting_batch import PostOutcome
 from loyalty.services.requests import LineRequest, TransactionRequest
 
@@ -69,53 +72,83 @@ class TransactionRow:
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
-def parse_transaction_row(row: Row, program: Program) -> TransactionRow:
-    result = TransactionRow(
-        number=row.number, external_id=row.values.get("external_id", ""), errors=list(row.errors)
+def _money_currency(value: str) -> str:
+    parsed = value.upper()
+    if not MONEY_CURRENCY.match(parsed):
+        raise CellError("must be an ISO 4217 currency code such as EUR", value)
+    return parsed
+
+
+def _cell_parsers(timezone: str) -> dict[str, Callable[[str], Any]]:
+    """How each column's cell is read (CellError when it cannot be)."""
+    parsers: dict[str, Callable[[str], Any]] = {
+        column: partial(text, max_length=length)
+        for column, length in TRANSACTION_TEXT_LENGTHS.items()
+    }
+    money = partial(decimal, places=2, digits=14)
+    parsers.update(
+        type=partial(choice, options=TRANSACTION_TYPES),
+        subtype=lambda value: text(value, max_length=20).lower(),
+        channel=partial(choice, options=CHANNELS),
+        occurred_at=partial(timestamp, timezone=timezone),
+        expires_at=date,
+        currency=_money_currency,
+        amount=money,
+        unit_price=money,
+        quantity=partial(decimal, places=3, digits=12),
+        points=partial(decimal, places=6, digits=18, negative=True),
+        external_id=partial(external_id, max_length=TRANSACTION_TEXT_LENGTHS["external_id"]),
+        original_external_id=partial(
+            external_id, max_length=TRANSACTION_TEXT_LENGTHS["original_external_id"]
+        ),
     )
-    line: dict[str, Any] = {}
-    for column, value in row.values.items():
-        if not value:
-            continue
-        try:
-            parsed: Any
-            if column == "type":
-                parsed = choice(value, TRANSACTION_TYPES)
-            elif column == "subtype":
-                parsed = text(value, max_length=20).lower()
-            elif column == "channel":
-                parsed = choice(value, CHANNELS)
-            elif column == "occurred_at":
-                parsed = timestamp(value, program.timezone)
-            elif column == "expires_at":
-                parsed = date(value)
-            elif column == "currency":
-                parsed = value.upper()
-                if not MONEY_CURRENCY.match(parsed):
-                    raise CellError("must be an ISO 4217 currency code such as EUR", value)
-            elif column in ("amount", "unit_price"):
-                parsed = decimal(value, places=2, digits=14)
-            elif column == "quantity":
-                parsed = decimal(value, places=3, digits=12)
-            elif column == "points":
-                parsed = decimal(value, places=6, digits=18, negative=True)
-            elif column in ("external_id", "original_external_id"):
-                parsed = external_id(value, max_length=TRANSACTION_TEXT_LENGTHS[column])
+    return parsers
+
+
+class TransactionRowParser:
+    """Reads the rows of one transactions file, in order, into `TransactionRow`s.
+
+    A cell equal to the cell above it (the rows of one transaction repeat its external id,
+    member, type, time, amount...) takes the value read from that one instead of being read
+    again: every cell's reading is a function of its text alone (and of the program's
+    timezone), and the values are immutable. A cell that could not be read is read again,
+    and refused again, wherever it occurs."""
+
+    def __init__(self, program: Program):
+        self.parsers = _cell_parsers(program.timezone)
+        self.above: dict[str, tuple[str, Any]] = {}  # column -> (text, value) read last
+
+    def __call__(self, row: Row) -> TransactionRow:
+        result = TransactionRow(
+            number=row.number,
+            external_id=row.values.get("external_id", ""),
+            errors=list(row.errors),
+        )
+        line: dict[str, Any] = {}
+        above, parsers = self.above, self.parsers
+        for column, value in row.values.items():
+            if not value:
+                continue
+            last = above.get(column)
+            if last is not None and last[0] == value:
+                parsed = last[1]
             else:
-                parsed = text(value, max_length=TRANSACTION_TEXT_LENGTHS[column])
-        except CellError as exc:
-            result.errors.append((column, str(exc)))
-            continue
-        if column in LINE_COLUMNS:
-            line[column] = parsed
-        else:
-            result.values[column] = parsed
-    for column in REQUIRED_COLUMNS[TRANSACTIONS]:
-        if not row.values.get(column) and not any(c == column for c, _ in result.errors):
-            result.errors.append((column, "is required"))
-    if line:
-        result.line = LineRequest(**line)
-    return result
+                try:
+                    parsed = parsers[column](value)
+                except CellError as exc:
+                    result.errors.append((column, str(exc)))
+                    continue
+                above[column] = (value, parsed)
+            if column in LINE_COLUMNS:
+                line[column] = parsed
+            else:
+                result.values[column] = parsed
+        for column in REQUIRED_COLUMNS[TRANSACTIONS]:
+            if not row.values.get(column) and not any(c == column for c, _ in result.errors):
+                result.errors.append((column, "is required"))
+        if line:
+            result.line = LineRequest(**line)
+        return result
 
 
 @dataclass
@@ -226,20 +259,43 @@ def transactions_post_many(
     return posting_batch.transactions_post_many(program=program, requests=requests, actor=actor)
 
 
+def _post_stream(
+    *, program_id: int, requests: Sequence[TransactionRequest], actor: str
+) -> list[PostOutcome]:
+    """A stream of a chunk, posted on a writer thread's own connection (its own program
+    object: posting caches what it reads on it)."""
+    program = Program.objects.get(pk=program_id)
+    return transactions_post_many(program=program, requests=requests, actor=actor)
+
+
 class TransactionImport:
-    def __init__(self, program: Program, report: ImportReport, rejects: RejectsWriter, actor):
+    """`streams`: writer threads (imports/writers.py, `stream_count` - 1 of them) that post
+    all but the first of `stream_count` streams of a chunk's transactions
+    (`posting_batch.member_streams`: disjoint members, nothing shared) while this thread
+    posts the first, so that one stream's database work overlaps another's Python work;
+    without them, or when a chunk cannot be split, a chunk is one batch."""
+
+    def __init__(
+        self,
+        program: Program,
+        report: ImportReport,
+        rejects: RejectsWriter,
+        actor,
+        streams: Writers | None = None,
+        stream_count: int = 1,
+    ):
         self.program = program
         self.report = report
         self.rejects = rejects
         self.actor = actor
+        self.streams = streams
+        self.stream_count = stream_count if streams is not None else 1
 
     def chunk(self, groups: list[TransactionGroup]) -> None:
         for group in groups:
             build_request(group)
         valid = [g for g in groups if g.request is not None]
-        outcomes = transactions_post_many(
-            program=self.program, requests=[g.request for g in valid], actor=self.actor
-        )
+        outcomes = self._post([g.request for g in valid])
         if len(outcomes) != len(valid):  # pragma: no cover - a broken implementation
             raise RuntimeError("transactions_post_many must return one outcome per request")
         results = dict(zip(map(id, valid), outcomes, strict=True))
@@ -252,6 +308,39 @@ class TransactionImport:
                 self._reject(group, _locate(group, error), outcome.status)
             else:
                 self._count(group, outcome.status)
+
+    def _post(self, requests: list[TransactionRequest]) -> list[PostOutcome]:
+        """The outcomes of posting `requests` in order, in streams when they split."""
+        parts = None
+        if self.streams is not None:
+            parts = posting_batch.member_streams(
+                program=self.program, requests=requests, count=self.stream_count
+            )
+        if parts is None:
+            return transactions_post_many(program=self.program, requests=requests, actor=self.actor)
+        futures = [
+            self.streams.submit(
+                _post_stream,
+                program_id=self.program.pk,
+                requests=[requests[i] for i in part],
+                actor=self.actor,
+            )
+            for part in parts[1:]
+        ]
+        try:
+            posted = [
+                transactions_post_many(
+                    program=self.program, requests=[requests[i] for i in parts[0]], actor=self.actor
+                )
+            ]
+        finally:
+            wait(futures)  # no stream is left running when one fails
+        posted.extend(future.result() for future in futures)
+        outcomes: list[PostOutcome] = [None] * len(requests)  # type: ignore[list-item]
+        for part, part_outcomes in zip(parts, posted, strict=True):
+            for index, outcome in zip(part, part_outcomes, strict=True):
+                outcomes[index] = outcome
+        return outcomes
 
     def _count(self, group: TransactionGroup, status: str) -> None:
         self.report.count(status, len(group.rows))
