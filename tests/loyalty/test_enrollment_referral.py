@@ -281,7 +281,8 @@ def test_the_referee_and_the_referrer_are_locked_in_primary_key_order(
 def _locks(sql: str, member: Member) -> bool:
     """Whether a member-locking statement names this member: by number, by id, or (the
     referrer) as the referrer of a member it names by number."""
-    ids = re.search(r'"loyalty_member"\."id" IN \(([\d, ]+)\)', sql)
+    # ids as a list of values, or as one array (`bulk.among`: IN (SELECT unnest('{1,2}')))
+    ids = re.search(r'"loyalty_member"\."id" IN \((?:SELECT unnest\(\'\{)?([\d, ]+)', sql)
     if ids and member.pk in {int(i) for i in ids.group(1).split(",")}:
         return True
     if f"= '{member.membership_number}'" in sql:
