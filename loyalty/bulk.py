@@ -250,15 +250,11 @@ def build(model: type[models.Model], **values) -> models.Model:
     if shape is _KEYWORD_BY_KEYWORD:
         return _build_each(model, values)
     static, dynamic, relations = shape
-    obj = model.__new__(model)
-    state = obj._state = ModelState()
+    obj = _with_defaults(model, static, dynamic)
     attributes = obj.__dict__
-    attributes.update(static)
-    for attname, default in dynamic:
-        attributes[attname] = default()
     attributes.update(values)
     if relations:
-        cache = state.fields_cache = {}  # (what its descriptor would make on first read)
+        cache = obj._state.fields_cache = {}  # (what its descriptor would make on first read)
         for name, attname, target in relations:
             value = attributes.pop(name)
             attributes[attname] = None if value is None else getattr(value, target)
@@ -298,20 +294,27 @@ def _build_shape(model: type[models.Model], names: tuple[str, ...]) -> tuple:
 def _build_each(model: type[models.Model], values: dict) -> models.Model:
     """`build`, keyword by keyword (known to name fields)."""
     static, dynamic, relations, _ = _BUILD_PLANS[model]
-    obj = model.__new__(model)
-    state = obj._state = ModelState()
+    obj = _with_defaults(model, static, dynamic)
     attributes = obj.__dict__
-    attributes.update(static)
-    for attname, default in dynamic:
-        attributes[attname] = default()
     for name, value in values.items():
         relation = relations.get(name)
         if relation is not None:
             attname, target = relation
             attributes[attname] = None if value is None else getattr(value, target)
-            state.fields_cache[name] = value
+            obj._state.fields_cache[name] = value
         else:
             attributes[name] = value
+    return obj
+
+
+def _with_defaults(model: type[models.Model], static: dict, dynamic) -> models.Model:
+    """A new instance of `model` holding its defaults only (no `__init__`)."""
+    obj = model.__new__(model)
+    obj._state = ModelState()
+    attributes = obj.__dict__
+    attributes.update(static)
+    for attname, default in dynamic:
+        attributes[attname] = default()
     return obj
 
 
