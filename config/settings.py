@@ -292,6 +292,12 @@ TESSERA_DEMO_MEMBERS = env.int("TESSERA_DEMO_MEMBERS", default=250)
 # progress in the admin; uploads larger than IMPORT_UPLOAD_MAX_MB are refused.
 IMPORT_ASYNC_ROWS = env.int("IMPORT_ASYNC_ROWS", default=5000)
 IMPORT_UPLOAD_MAX_MB = env.int("IMPORT_UPLOAD_MAX_MB", default=100)
+# Writer threads of a members migration (0: one connection), and the streams a transactions
+# chunk is posted in at once (1: one batch; 2 overlaps the database's work with Python's, but
+# an import run again after a crash is then equal member by member, not row id by row id):
+# docs/imports.md, docs/decisions.md.
+IMPORT_WRITERS = env.int("IMPORT_WRITERS", default=2)
+IMPORT_STREAMS = env.int("IMPORT_STREAMS", default=1)
 
 # Where the promotion report finds a promotion's per-member outcomes of its treated and holdout
 # groups for the lift (docs/reports.md): the dotted path of a function (program=, promotion_id=,
