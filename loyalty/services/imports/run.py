@@ -195,9 +195,7 @@ def _run(table, layout, program, report, writer, actor, progress, migration=Fals
             progress(report)
         return
     streams = _streams()
-    transactions = TransactionImport(
-        program, report, writer, actor, streams=streams, stream_count=_stream_count()
-    )
+    transactions = TransactionImport(program, report, writer, actor, streams=streams)
     parse = TransactionRowParser(program)
     parsed = (parse(row) for row in rows)
     size = _chunk_size("IMPORT_CHUNK_TRANSACTIONS", CHUNK_TRANSACTIONS)
@@ -226,13 +224,10 @@ def _streams() -> Writers | None:
     """The writer threads that post all but the first of a transactions chunk's streams
     (setting IMPORT_STREAMS, 1 for none), unless the caller holds a database transaction, as
     for `_writers`."""
-    if _stream_count() <= 1 or connection.in_atomic_block:
+    count = int(getattr(settings, "IMPORT_STREAMS", STREAMS))
+    if count <= 1 or connection.in_atomic_block:
         return None
-    return Writers(_stream_count() - 1, name="import-stream")
-
-
-def _stream_count() -> int:
-    return max(1, int(getattr(settings, "IMPORT_STREAMS", STREAMS)))
+    return Writers(count - 1, name="import-stream")
 
 
 def _chunk_size(setting: str, default: int) -> int:

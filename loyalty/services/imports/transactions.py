@@ -269,8 +269,8 @@ def _post_stream(
 
 
 class TransactionImport:
-    """`streams`: writer threads (imports/writers.py, `stream_count` - 1 of them) that post
-    all but the first of `stream_count` streams of a chunk's transactions
+    """`streams`: writer threads (imports/writers.py) that post all but the first of a
+    chunk's streams of transactions (one more stream than threads)
     (`posting_batch.member_streams`: disjoint members, nothing shared) while this thread
     posts the first, so that one stream's database work overlaps another's Python work;
     without them, or when a chunk cannot be split, a chunk is one batch."""
@@ -282,14 +282,12 @@ class TransactionImport:
         rejects: RejectsWriter,
         actor,
         streams: Writers | None = None,
-        stream_count: int = 1,
     ):
         self.program = program
         self.report = report
         self.rejects = rejects
         self.actor = actor
         self.streams = streams
-        self.stream_count = stream_count if streams is not None else 1
 
     def chunk(self, groups: list[TransactionGroup]) -> None:
         for group in groups:
@@ -314,7 +312,7 @@ class TransactionImport:
         parts = None
         if self.streams is not None:
             parts = posting_batch.member_streams(
-                program=self.program, requests=requests, count=self.stream_count
+                program=self.program, requests=requests, count=self.streams.count + 1
             )
         if parts is None:
             return transactions_post_many(program=self.program, requests=requests, actor=self.actor)

@@ -42,6 +42,10 @@ class Writers:
         for thread in self._threads:
             thread.start()
 
+    @property
+    def count(self) -> int:
+        return len(self._threads)
+
     def submit(self, work: Callable[..., Any], /, **arguments) -> Future:
         future: Future = Future()
         self._work.put((future, work, arguments))
