@@ -1,7 +1,7 @@
 """API speed benchmark: gunicorn on loopback under a keep-alive load generator.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/tessera_bench_api \\
-        .venv/bin/python bench/api_load.py [--seconds 10] [--workers 3]
+        .venv/bin/python bench/api_load.py [--seconds 10] [--workers 2]
 
 Creates a fresh database (dropped and re-created: it must be a scratch one), migrates it,
 loads the points template (the Coffee Club: PTS with rolling expiry, TQP, the three-tier
@@ -66,7 +66,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2, help="unmeasured time per phase")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--members", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="gunicorn workers (default: one per core, as docs/operations.md advises)",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="threads per worker (>1: gthread workers)"
     )

@@ -115,11 +115,12 @@ class LedgerWriter:
     balances must be preloaded (`preload_balances`) or are new, and it debits only with a
     `bucket_source` (or from a first bucket that covers the debit).
 
-    `buffered=True` (a single accrual) is an immediate writer in every respect but two: the
+    `buffered=True` (a single accrual) is an immediate writer in every respect but three: the
     new entries, buckets and allocations are inserted at `flush`, one INSERT per table (or
-    before a read of open buckets needs them), and the balances are preloaded
-    (`preload_balances`) and updated at `flush` in one statement. Everything else (events,
-    extensions' rows, bucket changes) is written at once, as `deferred` is False.
+    before a read of open buckets needs them), the balances are preloaded
+    (`preload_balances`) and updated at `flush` in one statement, and the member's
+    `last_activity_at` (`activity`) is written by that same statement. Everything else
+    (events, extensions' rows, bucket changes) is written at once, as `deferred` is False.
     """
 
     now: dt.datetime
@@ -145,6 +146,9 @@ class LedgerWriter:
     touched: set = field(default_factory=set)
     # The entries a buffered writer has inserted, in the order written.
     written_entries: list = field(default_factory=list)
+    # A buffered writer's member activity to record (member id, time): written at flush, in
+    # the balances' statement.
+    activity: tuple[int, dt.datetime] | None = None
 
     # --- balances -------------------------------------------------------------------------
     def balance(self, member: Member, currency: Currency) -> Balance:
@@ -169,15 +173,29 @@ class LedgerWriter:
 
     def flush(self) -> None:
         if self.buffered:
-            self._insert_buffered()
             touched = [self.balances[key] for key in self.touched]
             now = timezone.now()
             for balance in touched:
                 balance.updated_at = now
-            statements.insert_rows(Balance, [b for b in touched if b.pk is None])
-            # Bound on the server and prepared, as a single post's other statements.
-            statements.balances_update([b for b in touched if b.pk is not None])
-            self.balances, self.touched = {}, set()
+            # A purchase's usual write in one statement (a member's first purchase creates
+            # its balances, and a debit writes allocations: those take the statements below).
+            written = not self.new_allocations and statements.ledger_write(
+                entries=self.new_entries,
+                buckets=self.new_buckets,
+                balances=touched,
+                activity=self.activity,
+            )
+            if written:
+                self.written_entries.extend(self.new_entries)
+                self.new_entries, self.new_buckets = [], []
+            else:
+                self._insert_buffered()
+                statements.insert_rows(Balance, [b for b in touched if b.pk is None])
+                # Bound on the server and prepared, as a single post's other statements.
+                statements.balances_update(
+                    [b for b in touched if b.pk is not None], activity=self.activity
+                )
+            self.balances, self.touched, self.activity = {}, set(), None
             return
         if not self.deferred:
             for balance in self.balances.values():

@@ -446,8 +446,7 @@ def _post_locked(
         due.settle(writer, member, now)
         due.add_new(member, writer)
         accrual = accrual_prepare(context, member, request, actor)
-        statements.insert_rows(Transaction, [accrual.txn])
-        statements.insert_rows(TransactionLine, accrual.lines)
+        statements.journal_insert(accrual.txn, accrual.lines)
         accrual_apply(writer, context, member, accrual)
         due.add_new(member, writer)
         if settlement_due_after(context, accrual, now):
@@ -878,7 +877,9 @@ def accrual_apply(
         member.last_activity_at is None or txn.occurred_at > member.last_activity_at
     ):
         member.last_activity_at = txn.occurred_at
-        if not writer.deferred:
+        if writer.buffered:  # written at its flush, with the balances
+            writer.activity = (member.pk, txn.occurred_at)
+        elif not writer.deferred:
             statements.member_last_activity_set(member_id=member.pk, at=txn.occurred_at)
 
 

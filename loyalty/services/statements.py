@@ -39,7 +39,17 @@ from psycopg import DataError
 from psycopg.pq import Format
 from psycopg.types.numeric import Int8
 
-from loyalty.models import ApiKey, Balance, Bucket, LedgerEntry, Member, MemberTier, Program
+from loyalty.models import (
+    ApiKey,
+    Balance,
+    Bucket,
+    LedgerEntry,
+    Member,
+    MemberTier,
+    Program,
+    Transaction,
+    TransactionLine,
+)
 
 
 class _Loader:
@@ -200,9 +210,13 @@ def members_lock_for_post(
     return members
 
 
+# Also written with the balances, in their statement (`balances_update(activity=...)`).
+_ACTIVITY_UPDATE = "UPDATE loyalty_member SET last_activity_at = %s WHERE id = %s"
+
+
 def member_last_activity_set(*, member_id: int, at: dt.datetime) -> None:
     """`Member.objects.filter(pk=member_id).update(last_activity_at=at)`."""
-    _run("UPDATE loyalty_member SET last_activity_at = %s WHERE id = %s", [at, member_id])
+    _run(_ACTIVITY_UPDATE, [at, member_id])
 
 
 # --- balances --------------------------------------------------------------------------------
@@ -238,8 +252,7 @@ _BALANCE_INTEGERS = [
 ]
 
 
-@cache
-def _balances_update_sql(rows: int) -> str:
+def _balances_set(rows: int) -> str:
     columns = ", ".join(f'"{name}"' for name in BALANCE_WRITTEN)
     assignments = ", ".join(f'"{name}" = v."{name}"' for name in BALANCE_WRITTEN)
     row = "(" + ", ".join(["%s"] * (len(BALANCE_WRITTEN) + 1)) + ")"
@@ -250,9 +263,29 @@ def _balances_update_sql(rows: int) -> str:
     )
 
 
-def balances_update(balances: Sequence[Balance]) -> None:
+@cache
+def _balances_update_sql(rows: int, with_activity: bool = False) -> str:
+    activity = f"WITH activity AS ({_ACTIVITY_UPDATE}) " if with_activity else ""
+    return activity + _balances_set(rows)
+
+
+def _balances_params(balances: Sequence[Balance]) -> list:
+    params: list = []
+    for balance in balances:
+        row = list(_balance_row(balance))
+        for position in _BALANCE_INTEGERS:
+            row[position] = Int8(row[position])
+        params += row
+    return params
+
+
+def balances_update(
+    balances: Sequence[Balance], *, activity: tuple[int, dt.datetime] | None = None
+) -> None:
     """Write the counters and `updated_at` of saved `balances` (matched by id), one statement:
-    `bulk_update_values(Balance, balances, BALANCE_WRITTEN)`, bound on the server.
+    `bulk_update_values(Balance, balances, BALANCE_WRITTEN)`, bound on the server; with
+    `activity` (member id, time), `member_last_activity_set` in the same statement (a
+    purchase's last write: one round trip fewer).
 
     Its text depends only on the number of balances (one or two for a purchase), so it is
     prepared like the others. The integers are sent as `bigint` whatever their size: psycopg
@@ -260,14 +293,16 @@ def balances_update(balances: Sequence[Balance]) -> None:
     counters would be another prepared statement, crowding the hot ones out of the
     connection's cache."""
     if not balances:
+        if activity is not None:
+            member_id, at = activity
+            member_last_activity_set(member_id=member_id, at=at)
         return
     params: list = []
-    for balance in balances:
-        row = list(_balance_row(balance))
-        for position in _BALANCE_INTEGERS:
-            row[position] = Int8(row[position])
-        params += row
-    _run(_balances_update_sql(len(balances)), params)
+    if activity is not None:
+        member_id, at = activity
+        params += [at, Int8(member_id)]
+    params += _balances_params(balances)
+    _run(_balances_update_sql(len(balances), activity is not None), params)
 
 
 # --- due buckets ------------------------------------------------------------------------------
@@ -410,14 +445,18 @@ class _InsertPlan:
         ]
         self.row = _row_reader(fields)
 
-    def insert(self, objs: Sequence[models.Model]) -> None:
-        if not objs:
-            return
+    def stamp(self, objs: Sequence[models.Model]) -> None:
+        """`auto_now`/`auto_now_add` fields: one time for the call."""
         if self.stamped:
             now = timezone.now()
             for obj in objs:
                 for name in self.stamped:
                     setattr(obj, name, now)
+
+    def insert(self, objs: Sequence[models.Model]) -> None:
+        if not objs:
+            return
+        self.stamp(objs)
         params: list = []
         row = self.row
         for obj in objs:
@@ -441,6 +480,179 @@ class _InsertPlan:
 @cache
 def _insert_plan(model: type[models.Model]) -> _InsertPlan:
     return _InsertPlan(model)
+
+
+class _JournalPlan:
+    """A transaction and its lines as one statement: the transaction's INSERT in a WITH, and
+    the lines' INSERT taking its id (`(SELECT "id" FROM t)`, evaluated once): one round trip
+    where `insert_rows` makes two. The lines' VALUES stand directly in their INSERT, so each
+    value takes its column's type as in `insert_rows` (a text too long for its column is
+    refused, not cut)."""
+
+    def __init__(self):
+        from loyalty.bulk import _row_reader
+
+        quote = connection.ops.quote_name
+        parent = TransactionLine._meta.get_field("transaction")
+        fields = [
+            f
+            for f in TransactionLine._meta.concrete_fields
+            if not f.primary_key and f is not parent
+        ]
+        self.line_table = quote(TransactionLine._meta.db_table)
+        self.line_columns = ", ".join(quote(f.column) for f in [parent, *fields])
+        self.line_placeholders = '((SELECT "id" FROM t), ' + ", ".join(["%s"] * len(fields)) + ")"
+        self.line_row = _row_reader(fields)
+        self.parent = parent.attname
+
+    @cache  # noqa: B019 (one plan for the process's life)
+    def sql(self, lines: int) -> str:
+        journal = _insert_plan(Transaction)
+        return (
+            f"WITH t AS (INSERT INTO {journal.table} ({journal.columns})"  # nosec B608
+            f' VALUES {journal.placeholders} RETURNING "id")'
+            f" INSERT INTO {self.line_table} ({self.line_columns}) VALUES "
+            + ", ".join([self.line_placeholders] * lines)
+            + f' RETURNING "{self.parent}", "id"'
+        )
+
+
+@cache
+def _journal_plan() -> _JournalPlan:
+    return _JournalPlan()
+
+
+def journal_insert(txn: models.Model, lines: Sequence[models.Model]) -> None:
+    """Insert an unsaved transaction and its unsaved lines, giving each its primary key (and
+    the lines their transaction's): `insert_rows(Transaction, [txn])`, then
+    `insert_rows(TransactionLine, lines)`, in one statement. A duplicate transaction raises
+    the same `IntegrityError`, and nothing of either is written."""
+    if not lines:
+        insert_rows(Transaction, [txn])
+        return
+    journal, plan = _insert_plan(Transaction), _journal_plan()
+    journal.stamp([txn])
+    params = journal.row(txn)
+    for line in lines:
+        params += plan.line_row(line)
+    ids = _fetch(plan.sql(len(lines)), params)
+    txn.pk = ids[0][0]
+    for line, (_, pk) in zip(lines, ids, strict=True):
+        setattr(line, plan.parent, txn.pk)
+        line.pk = pk
+    for obj in (txn, *lines):
+        state = obj._state
+        state.adding = False
+        state.db = DEFAULT_DB_ALIAS
+
+
+class _LedgerPlan:
+    """A single post's ledger rows as one statement: its entries' INSERT and its buckets'
+    (each bucket taking its entry's id: `(SELECT "id" FROM e ORDER BY "id" OFFSET k LIMIT 1)`,
+    the k-th entry of the VALUES, whose ids the sequence gives in their order, as
+    `insert_rows` relies on for RETURNING) in a WITH, then the balances' UPDATE and the
+    member's last activity: one round trip where four statements made four."""
+
+    def __init__(self):
+        from loyalty.bulk import _row_reader
+
+        quote = connection.ops.quote_name
+        parent = Bucket._meta.get_field("entry")
+        fields = [f for f in Bucket._meta.concrete_fields if not f.primary_key and f is not parent]
+        self.bucket_table = quote(Bucket._meta.db_table)
+        self.bucket_columns = ", ".join(quote(f.column) for f in [parent, *fields])
+        self.bucket_placeholders = (
+            '((SELECT "id" FROM e ORDER BY "id" OFFSET %s LIMIT 1), '
+            + ", ".join(["%s"] * len(fields))
+            + ")"
+        )
+        self.bucket_row = _row_reader(fields)
+        self.parent = parent.attname
+
+    @cache  # noqa: B019 (one plan for the process's life)
+    def sql(self, entries: int, buckets: int, balances: int, with_activity: bool) -> str:
+        entry = _insert_plan(LedgerEntry)
+        parts = [
+            f"e AS (INSERT INTO {entry.table} ({entry.columns}) VALUES "  # nosec B608
+            + ", ".join([entry.placeholders] * entries)
+            + ' RETURNING "id")'
+        ]
+        if buckets:
+            parts.append(
+                f"b AS (INSERT INTO {self.bucket_table} ({self.bucket_columns}) VALUES "
+                + ", ".join([self.bucket_placeholders] * buckets)
+                + ' RETURNING "id")'
+            )
+        parts.append(f"balances AS ({_balances_set(balances)})")
+        if with_activity:
+            parts.append(f"activity AS ({_ACTIVITY_UPDATE})")
+        bucket_ids = '(SELECT array_agg("id" ORDER BY "id") FROM b)' if buckets else "NULL"
+        return (
+            "WITH "
+            + ", ".join(parts)
+            + f' SELECT (SELECT array_agg("id" ORDER BY "id") FROM e), {bucket_ids}'
+        )
+
+
+def _cached_entry(bucket: Bucket) -> LedgerEntry | None:
+    """The entry object a bucket was built with (None if it was given an id), never read."""
+    return bucket._state.fields_cache.get("entry")
+
+
+@cache
+def _ledger_plan() -> _LedgerPlan:
+    return _LedgerPlan()
+
+
+def ledger_write(
+    *,
+    entries: Sequence[LedgerEntry],
+    buckets: Sequence[Bucket],
+    balances: Sequence[Balance],
+    activity: tuple[int, dt.datetime] | None,
+) -> bool:
+    """A single post's ledger write in one statement, when it has the usual shape: unsaved
+    `entries` (at least one), unsaved `buckets` each of one of those entries, saved
+    `balances` (at least one) to update, and the member's `activity` (member id, time) if
+    any. The same rows as `insert_rows(LedgerEntry, entries)`, `insert_rows(Bucket,
+    buckets)` and `balances_update(balances, activity=activity)`; each object gets its
+    primary key. Returns False, writing nothing, for any other shape (the caller writes
+    with those three)."""
+    position = {id(entry): k for k, entry in enumerate(entries)}
+    bucket_entries = [position.get(id(_cached_entry(bucket))) for bucket in buckets]
+    if (
+        not entries
+        or not balances
+        or None in bucket_entries
+        or any(b.pk is None for b in balances)
+        or any(obj.pk is not None for obj in (*entries, *buckets))
+    ):
+        return False
+    entry_plan, bucket_plan, plan = _insert_plan(LedgerEntry), _insert_plan(Bucket), _ledger_plan()
+    entry_plan.stamp(entries)
+    bucket_plan.stamp(buckets)
+    params: list = []
+    for entry in entries:
+        params += entry_plan.row(entry)
+    for bucket, k in zip(buckets, bucket_entries, strict=True):
+        params.append(Int8(k))
+        params += plan.bucket_row(bucket)
+    params += _balances_params(balances)
+    if activity is not None:
+        member_id, at = activity
+        params += [at, Int8(member_id)]
+    sql = plan.sql(len(entries), len(buckets), len(balances), activity is not None)
+    [(entry_ids, bucket_ids)] = _fetch(sql, params)
+    for entry, pk in zip(entries, entry_ids, strict=True):
+        entry.pk = pk
+    for bucket, pk in zip(buckets, bucket_ids or [], strict=True):
+        bucket.pk = pk
+        setattr(bucket, plan.parent, _cached_entry(bucket).pk)
+    for obj in (*entries, *buckets):
+        state = obj._state
+        state.adding = False
+        state.db = DEFAULT_DB_ALIAS
+    return True
 
 
 def insert_rows(model: type[models.Model], objs: Sequence[models.Model]) -> None:

@@ -16,6 +16,7 @@ from loyalty.bulk import build
 from loyalty.models import (
     ApiKey,
     Balance,
+    Bucket,
     LedgerEntry,
     Member,
     MemberTier,
@@ -266,6 +267,214 @@ def test_insert_rows_raises_the_integrity_error_of_a_duplicate(program, member):
     # the connection's kept cursor serves the next statement
     statements.insert_rows(Transaction, [journal_row(program, member, "after")])
     assert Transaction.objects.filter(external_id="after").count() == 1
+
+
+def journal_lines(txn: Transaction, count: int) -> list[TransactionLine]:
+    return [
+        build(
+            TransactionLine,
+            transaction=txn,
+            line_number=n,
+            sku=f"S{n}\ttab",
+            category="coffee" if n % 2 else "",
+            quantity=Decimal(n) / 3,
+            unit_price=Decimal("2.345") if n > 1 else Decimal(0),
+        )
+        for n in range(1, count + 1)
+    ]
+
+
+@pytest.mark.parametrize("line_count", [0, 1, 3])
+def test_journal_insert_writes_what_insert_rows_writes(program, member, line_count):
+    # given the same transaction and lines, to be written in one statement and in two
+    mine = journal_row(program, member, "mine")
+    theirs = journal_row(program, member, "theirs")
+    my_lines, their_lines = journal_lines(mine, line_count), journal_lines(theirs, line_count)
+    # when
+    statements.journal_insert(mine, my_lines)
+    statements.insert_rows(Transaction, [theirs])
+    statements.insert_rows(TransactionLine, their_lines)
+    # then the same rows, each object saved with its key
+    for obj in (mine, *my_lines):
+        assert obj.pk is not None and not obj._state.adding
+    assert [line.transaction_id for line in my_lines] == [mine.pk] * line_count
+    stored, reference = (Transaction.objects.get(pk=t.pk) for t in (mine, theirs))
+    differing = {k for k in values(stored) if values(stored)[k] != values(reference)[k]}
+    assert differing == {"id", "external_id", "payload", "created_at"}
+    assert stored.created_at == mine.created_at
+
+    def lines_of(txn):
+        rows = TransactionLine.objects.filter(transaction=txn).order_by("line_number")
+        return [{**values(line), "id": None, "transaction_id": None} for line in rows]
+
+    assert lines_of(mine) == lines_of(theirs)
+    assert len(lines_of(mine)) == line_count
+    assert sorted(line.pk for line in TransactionLine.objects.filter(transaction=mine)) == [
+        line.pk for line in my_lines
+    ]
+
+
+def test_journal_insert_of_a_duplicate_writes_nothing(program, member):
+    statements.journal_insert(journal_row(program, member, "dup"), [])
+    txn = journal_row(program, member, "dup")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        statements.journal_insert(txn, journal_lines(txn, 2))
+    assert Transaction.objects.filter(external_id="dup").count() == 1
+    assert not TransactionLine.objects.exists()
+
+
+def test_journal_insert_refuses_a_line_too_long_for_its_column(program, member):
+    from django.db import DataError
+
+    txn = journal_row(program, member, "long")
+    lines = journal_lines(txn, 2)
+    lines[1].sku = "x" * (TransactionLine._meta.get_field("sku").max_length + 1)
+    with pytest.raises(DataError), transaction.atomic():
+        statements.journal_insert(txn, lines)  # refused, not cut to the column's length
+    assert not Transaction.objects.filter(external_id="long").exists()
+
+
+def test_balances_update_with_activity_sets_the_members_last_activity(
+    member, pts, base_rules, post
+):
+    post(member, amount="12.50", currency="EUR")
+    other = MemberFactory(program=member.program)
+    balance = Balance.objects.get(member=member, currency=pts)
+    balance.available += 1
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
+    # written with the balances, or alone when no balance changed
+    statements.balances_update([balance], activity=(member.pk, at))
+    statements.balances_update([], activity=(other.pk, at + dt.timedelta(days=1)))
+    assert Balance.objects.get(pk=balance.pk).available == balance.available
+    stored = dict(
+        Member.objects.filter(pk__in=[member.pk, other.pk]).values_list("pk", "last_activity_at")
+    )
+    assert stored == {member.pk: at, other.pk: at + dt.timedelta(days=1)}
+
+
+def ledger_rows(who, txn, currencies) -> tuple[list[LedgerEntry], list[Bucket]]:
+    entries = [
+        build(
+            LedgerEntry,
+            program_id=who.program_id,
+            member=who,
+            currency=currency,
+            points=points,
+            kind="accrual",
+            pool="available",
+            transaction=txn,
+            note="a\tnote",
+        )
+        for currency, points in zip(currencies, (5, 2**33), strict=False)
+    ]
+    buckets = [
+        build(
+            Bucket,
+            entry=entry,
+            member=who,
+            currency=entry.currency,
+            points=entry.points,
+            remaining=entry.points,
+            occurred_at=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+            released=True,
+            expires_on=dt.date(2027, 1, 31),
+        )
+        for entry in entries
+    ]
+    return entries, buckets
+
+
+def stored_ledger(who, **only) -> list[tuple]:
+    entries = LedgerEntry.objects.filter(member=who, **only).order_by("id")
+    rows = []
+    for entry in entries:
+        row = {**values(entry), "id": None, "member_id": None, "transaction_id": None}
+        row.pop("created_at")
+        bucket = Bucket.objects.filter(entry=entry).first()
+        if bucket is not None:
+            bucket = {**values(bucket), "id": None, "entry_id": None, "member_id": None}
+        rows.append((row, bucket))
+    return rows
+
+
+def test_ledger_write_writes_what_its_three_statements_write(member, pts, tqp, base_rules, post):
+    # given two members with the same balances, and the same new rows for each
+    other = MemberFactory(program=member.program)
+    for who in (member, other):
+        post(who, amount="12.50", currency="EUR", external_id=f"first-{who.pk}")
+    at = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    written = {}
+    for who in (member, other):
+        txn = Transaction.objects.get(member=who)
+        entries, buckets = ledger_rows(who, txn, [pts, tqp])
+        balances = list(Balance.objects.filter(member=who).order_by("currency_id"))
+        for balance in balances:
+            balance.available += 5
+            balance.lifetime_earned += 2**33
+            balance.updated_at = at
+        written[who.pk] = entries, buckets, balances
+    # when one member's are written in one statement and the other's in three
+    entries, buckets, balances = written[member.pk]
+    assert statements.ledger_write(
+        entries=entries, buckets=buckets, balances=balances, activity=(member.pk, at)
+    )
+    their_entries, their_buckets, their_balances = written[other.pk]
+    statements.insert_rows(LedgerEntry, their_entries)
+    statements.insert_rows(Bucket, their_buckets)
+    statements.balances_update(their_balances, activity=(other.pk, at))
+    # then the same rows, each object saved with its key and its bucket with its entry's
+    written_here = {"note": "a\tnote"}  # (not the first purchases, made at other times)
+    assert stored_ledger(member, **written_here) == stored_ledger(other, **written_here)
+    assert len(stored_ledger(member, **written_here)) == 2
+    assert [b.entry_id for b in buckets] == [e.pk for e in entries]
+    for obj in (*entries, *buckets):
+        assert obj.pk is not None and not obj._state.adding
+    assert [values(b) for b in Bucket.objects.filter(pk__in=[b.pk for b in buckets])] == [
+        values(b) for b in sorted(buckets, key=lambda b: b.pk)
+    ]
+
+    def balances_of(who):
+        rows = Balance.objects.filter(member=who).order_by("currency_id")
+        return [{**values(b), "id": None, "member_id": None} for b in rows]
+
+    assert balances_of(member) == balances_of(other)
+    assert Member.objects.get(pk=member.pk).last_activity_at == at
+
+
+def test_ledger_write_leaves_other_shapes_to_its_three_statements(member, pts, base_rules, post):
+    post(member, amount="12.50", currency="EUR", external_id="first")
+    txn = Transaction.objects.get(member=member)
+    entries, buckets = ledger_rows(member, txn, [pts])
+    saved = list(Balance.objects.filter(member=member))
+    unsaved = [build(Balance, member=member, currency=pts)]
+    _, foreign_buckets = ledger_rows(member, txn, [pts])  # buckets of entries not written here
+    before = LedgerEntry.objects.count(), Bucket.objects.count()
+    for shape in (
+        {"entries": [], "buckets": [], "balances": saved},
+        {"entries": entries, "buckets": buckets, "balances": []},
+        {"entries": entries, "buckets": buckets, "balances": unsaved},
+        {"entries": entries, "buckets": foreign_buckets, "balances": saved},
+    ):
+        assert not statements.ledger_write(**shape, activity=None)
+    assert (LedgerEntry.objects.count(), Bucket.objects.count()) == before
+    assert all(obj.pk is None for obj in (*entries, *buckets))
+
+
+def test_ledger_write_refuses_what_the_constraints_refuse(member, pts, base_rules, post):
+    post(member, amount="12.50", currency="EUR", external_id="first")
+    txn = Transaction.objects.get(member=member)
+    entries, buckets = ledger_rows(member, txn, [pts])
+    buckets[0].remaining = -1  # more spent than held
+    balances = list(Balance.objects.filter(member=member))
+    before = stored_ledger(member)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        statements.ledger_write(
+            entries=entries,
+            buckets=buckets,
+            balances=balances,
+            activity=(member.pk, txn.occurred_at),
+        )
+    assert stored_ledger(member) == before
 
 
 @pytest.mark.django_db(transaction=True)
