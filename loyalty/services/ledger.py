@@ -177,8 +177,8 @@ class LedgerWriter:
             now = timezone.now()
             for balance in touched:
                 balance.updated_at = now
-            # A purchase's usual write in one statement (a member's first purchase creates
-            # its balances, and a debit writes allocations: those take the statements below).
+            # A purchase's write in one statement (a debit's allocations, and balances or
+            # activity without new entries, take the statements below).
             written = not self.new_allocations and statements.ledger_write(
                 entries=self.new_entries,
                 buckets=self.new_buckets,

@@ -550,8 +550,9 @@ class _LedgerPlan:
     """A single post's ledger rows as one statement: its entries' INSERT and its buckets'
     (each bucket taking its entry's id: `(SELECT "id" FROM e ORDER BY "id" OFFSET k LIMIT 1)`,
     the k-th entry of the VALUES, whose ids the sequence gives in their order, as
-    `insert_rows` relies on for RETURNING) in a WITH, then the balances' UPDATE and the
-    member's last activity: one round trip where four statements made four."""
+    `insert_rows` relies on for RETURNING), the new balances' INSERT, the other balances'
+    UPDATE and the member's last activity, each in a WITH: one round trip where there were
+    four or five."""
 
     def __init__(self):
         from loyalty.bulk import _row_reader
@@ -570,8 +571,10 @@ class _LedgerPlan:
         self.parent = parent.attname
 
     @cache  # noqa: B019 (one plan for the process's life)
-    def sql(self, entries: int, buckets: int, balances: int, with_activity: bool) -> str:
-        entry = _insert_plan(LedgerEntry)
+    def sql(
+        self, entries: int, buckets: int, new_balances: int, balances: int, with_activity: bool
+    ) -> str:
+        entry, balance = _insert_plan(LedgerEntry), _insert_plan(Balance)
         parts = [
             f"e AS (INSERT INTO {entry.table} ({entry.columns}) VALUES "  # nosec B608
             + ", ".join([entry.placeholders] * entries)
@@ -583,15 +586,21 @@ class _LedgerPlan:
                 + ", ".join([self.bucket_placeholders] * buckets)
                 + ' RETURNING "id")'
             )
-        parts.append(f"balances AS ({_balances_set(balances)})")
+        if new_balances:
+            parts.append(
+                f"nb AS (INSERT INTO {balance.table} ({balance.columns}) VALUES "
+                + ", ".join([balance.placeholders] * new_balances)
+                + ' RETURNING "id")'
+            )
+        if balances:
+            parts.append(f"balances AS ({_balances_set(balances)})")
         if with_activity:
             parts.append(f"activity AS ({_ACTIVITY_UPDATE})")
-        bucket_ids = '(SELECT array_agg("id" ORDER BY "id") FROM b)' if buckets else "NULL"
-        return (
-            "WITH "
-            + ", ".join(parts)
-            + f' SELECT (SELECT array_agg("id" ORDER BY "id") FROM e), {bucket_ids}'
-        )
+        ids = [
+            f'(SELECT array_agg("id" ORDER BY "id") FROM {name})' if count else "NULL"
+            for name, count in (("e", entries), ("b", buckets), ("nb", new_balances))
+        ]
+        return "WITH " + ", ".join(parts) + " SELECT " + ", ".join(ids)
 
 
 def _cached_entry(bucket: Bucket) -> LedgerEntry | None:
@@ -612,43 +621,47 @@ def ledger_write(
     activity: tuple[int, dt.datetime] | None,
 ) -> bool:
     """A single post's ledger write in one statement, when it has the usual shape: unsaved
-    `entries` (at least one), unsaved `buckets` each of one of those entries, saved
-    `balances` (at least one) to update, and the member's `activity` (member id, time) if
-    any. The same rows as `insert_rows(LedgerEntry, entries)`, `insert_rows(Bucket,
-    buckets)` and `balances_update(balances, activity=activity)`; each object gets its
-    primary key. Returns False, writing nothing, for any other shape (the caller writes
-    with those three)."""
+    `entries` (at least one), unsaved `buckets` each of one of those entries, the touched
+    `balances` (new ones inserted, saved ones updated), and the member's `activity` (member
+    id, time) if any. The same rows as `insert_rows` of the entries, the buckets and the new
+    balances, then `balances_update(saved, activity=activity)`; each object gets its primary
+    key. Returns False, writing nothing, for any other shape (the caller writes with
+    those)."""
     position = {id(entry): k for k, entry in enumerate(entries)}
     bucket_entries = [position.get(id(_cached_entry(bucket))) for bucket in buckets]
     if (
         not entries
-        or not balances
         or None in bucket_entries
-        or any(b.pk is None for b in balances)
         or any(obj.pk is not None for obj in (*entries, *buckets))
     ):
         return False
-    entry_plan, bucket_plan, plan = _insert_plan(LedgerEntry), _insert_plan(Bucket), _ledger_plan()
+    new = [b for b in balances if b.pk is None]
+    saved = [b for b in balances if b.pk is not None]
+    entry_plan, bucket_plan = _insert_plan(LedgerEntry), _insert_plan(Bucket)
+    balance_plan, plan = _insert_plan(Balance), _ledger_plan()
     entry_plan.stamp(entries)
     bucket_plan.stamp(buckets)
+    balance_plan.stamp(new)
     params: list = []
     for entry in entries:
         params += entry_plan.row(entry)
     for bucket, k in zip(buckets, bucket_entries, strict=True):
         params.append(Int8(k))
         params += plan.bucket_row(bucket)
-    params += _balances_params(balances)
+    for balance in new:
+        params += balance_plan.row(balance)
+    params += _balances_params(saved)
     if activity is not None:
         member_id, at = activity
         params += [at, Int8(member_id)]
-    sql = plan.sql(len(entries), len(buckets), len(balances), activity is not None)
-    [(entry_ids, bucket_ids)] = _fetch(sql, params)
-    for entry, pk in zip(entries, entry_ids, strict=True):
-        entry.pk = pk
-    for bucket, pk in zip(buckets, bucket_ids or [], strict=True):
-        bucket.pk = pk
+    sql = plan.sql(len(entries), len(buckets), len(new), len(saved), activity is not None)
+    [(entry_ids, bucket_ids, balance_ids)] = _fetch(sql, params)
+    for objs, ids in ((entries, entry_ids), (buckets, bucket_ids), (new, balance_ids)):
+        for obj, pk in zip(objs, ids or [], strict=True):
+            obj.pk = pk
+    for bucket in buckets:
         setattr(bucket, plan.parent, _cached_entry(bucket).pk)
-    for obj in (*entries, *buckets):
+    for obj in (*entries, *buckets, *new):
         state = obj._state
         state.adding = False
         state.db = DEFAULT_DB_ALIAS

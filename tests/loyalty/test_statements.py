@@ -449,15 +449,51 @@ def test_ledger_write_leaves_other_shapes_to_its_three_statements(member, pts, b
     unsaved = [build(Balance, member=member, currency=pts)]
     _, foreign_buckets = ledger_rows(member, txn, [pts])  # buckets of entries not written here
     before = LedgerEntry.objects.count(), Bucket.objects.count()
+    saved_entries, _ = ledger_rows(member, txn, [pts])
+    saved_entries[0].pk = LedgerEntry.objects.filter(member=member).first().pk
     for shape in (
         {"entries": [], "buckets": [], "balances": saved},
-        {"entries": entries, "buckets": buckets, "balances": []},
-        {"entries": entries, "buckets": buckets, "balances": unsaved},
+        {"entries": [], "buckets": [], "balances": unsaved},
         {"entries": entries, "buckets": foreign_buckets, "balances": saved},
+        {"entries": saved_entries, "buckets": [], "balances": saved},
     ):
         assert not statements.ledger_write(**shape, activity=None)
     assert (LedgerEntry.objects.count(), Bucket.objects.count()) == before
     assert all(obj.pk is None for obj in (*entries, *buckets))
+
+
+def test_ledger_write_inserts_a_members_first_balances(program, pts, tqp):
+    # given a member without balances: one of them new, written with an existing one's update
+    member, other = MemberFactory(program=program), MemberFactory(program=program)
+    existing = build(Balance, member=member, currency=pts, available=3, lifetime_earned=3)
+    existing.save()
+    for who in (member, other):
+        entries, buckets = ledger_rows(who, None, [pts, tqp])
+        first = build(Balance, member=who, currency=tqp, available=2**33, lifetime_earned=2**33)
+        if who is member:
+            existing.available, existing.lifetime_earned = 8, 8
+            balances = [first, existing]
+            # when
+            assert statements.ledger_write(
+                entries=entries, buckets=buckets, balances=balances, activity=None
+            )
+        else:
+            statements.insert_rows(LedgerEntry, entries)
+            statements.insert_rows(Bucket, buckets)
+            statements.insert_rows(Balance, [first])
+    # then the new balance is saved as insert_rows saves it, and the other updated
+    assert first.pk is not None and not first._state.adding
+    mine = Balance.objects.get(member=member, currency=tqp)
+    theirs = Balance.objects.get(member=other, currency=tqp)
+    assert mine.pk == balances[0].pk
+    assert {**values(mine), "id": 0, "member_id": 0, "updated_at": 0} == {
+        **values(theirs),
+        "id": 0,
+        "member_id": 0,
+        "updated_at": 0,
+    }
+    assert Balance.objects.get(pk=existing.pk).available == 8
+    assert stored_ledger(member) == stored_ledger(other)
 
 
 def test_ledger_write_refuses_what_the_constraints_refuse(member, pts, base_rules, post):
