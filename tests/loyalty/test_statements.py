@@ -588,3 +588,26 @@ def test_capped_awards_are_the_orm_read(program, pts, tqp, base_rules, post, mem
     )
     assert sorted(found) == sorted(orm)
     assert len(found) == 2
+
+
+def test_statements_are_numbered_once_and_logged_with_their_values(member, pts, base_rules, post):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    assert statements._numbered("SELECT %s, %s FROM t WHERE a = %s") == (
+        "SELECT $1, $2 FROM t WHERE a = $3"
+    )
+    # a statement of more parameters than psycopg's own cache of parsed queries keeps
+    post(member, amount="12.50", currency="EUR", external_id="first")
+    txn = Transaction.objects.get(member=member)
+    entries, buckets = ledger_rows(member, txn, [pts])
+    balances = list(Balance.objects.filter(member=member))
+    with CaptureQueriesContext(connection) as queries:
+        assert statements.ledger_write(
+            entries=entries,
+            buckets=buckets,
+            balances=balances,
+            activity=(member.pk, txn.created_at),
+        )
+    [logged] = [q["sql"] for q in queries.captured_queries]
+    assert "$1" not in logged and "'a\tnote'" in logged  # as Django spells its queries
