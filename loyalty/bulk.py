@@ -75,8 +75,8 @@ def bulk_insert_copy(model: type[models.Model], objs: Sequence[models.Model]) ->
     plan = _copy_plan(model)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [model._meta.db_table, plan.pk.column, len(objs)],
+            "SELECT nextval(%s::regclass) FROM generate_series(1, %s)",
+            [_sequence(cursor, plan), len(objs)],
         )
         pk_attname = plan.pk.attname
         for obj, (pk_value,) in zip(objs, cursor.fetchall(), strict=True):
@@ -101,6 +101,20 @@ def bulk_insert_copy(model: type[models.Model], objs: Sequence[models.Model]) ->
         state.adding = False
         state.db = alias
     ROWS_COPIED[plan.table] += len(objs)
+
+
+def _sequence(cursor, plan: _CopyPlan) -> str:
+    """The name of the sequence of the table's primary key, looked up once: given to
+    `nextval` per row, `pg_get_serial_sequence(table, column)` was looked up again for every
+    row (8–18 ms for a chunk of 2,000 members, against 0.6–2.3 ms by name, in psql)."""
+    sequence = _SEQUENCES.get(plan.table)
+    if sequence is None:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [plan.table, plan.pk.column])
+        sequence = _SEQUENCES[plan.table] = cursor.fetchone()[0]
+    return sequence
+
+
+_SEQUENCES: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -384,8 +398,12 @@ _FOLD = operator.attrgetter("fold")
 
 
 def _text_column(values: list) -> list[str]:
-    texts = [v if isinstance(v, str) else "" if v is None else str(v) for v in values]
-    joined = "".join(texts)
+    try:
+        joined = "".join(values)  # (raises for a value that is no string, such as None)
+        texts = values
+    except TypeError:
+        texts = [v if isinstance(v, str) else "" if v is None else str(v) for v in values]
+        joined = "".join(texts)
     if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
         texts = [text.translate(_ESCAPES) for text in texts]
     if None in values:
