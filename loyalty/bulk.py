@@ -183,69 +183,35 @@ class PlannerStatistics:
     `refresh()`, called between chunks, analyzes each table that has received, since it was
     last analyzed here, at least as many rows as it then held (and at least `min_rows`): a
     dozen ANALYZEs in an import of a million rows, each reading a sample of fixed size.
-
-    `between_chunks` (a migration of members): between chunks, only those tables, and only
-    those of their columns, are analyzed (the columns the chunks' own look-ups filter on);
-    `refresh(final=True)` at the end then analyzes, whole, every table due since it was last
-    analyzed whole. Why: no query of such an import reads the other tables, and a whole
-    ANALYZE of the members also samples every column and the expression index (480 ms at
-    100,000 members, 110 ms for the three look-up columns; docs/performance.md).
     """
 
-    def __init__(
-        self, *, min_rows: int = 10_000, between_chunks: dict[str, tuple[str, ...]] | None = None
-    ):
+    def __init__(self, *, min_rows: int = 10_000):
         self.min_rows = min_rows
-        self.between_chunks = between_chunks
         self.copied_at_analysis = dict(ROWS_COPIED)  # per table, when last analyzed here
         self.rows_at_analysis: dict[str, float] = {}  # per table: pg_class.reltuples then
-        # the same, at the last whole ANALYZE (when `between_chunks` analyzes columns only)
-        self.copied_at_whole = dict(ROWS_COPIED)
-        self.rows_at_whole: dict[str, float] = {}
 
-    def refresh(self, *, final: bool = False) -> list[str]:
+    def refresh(self) -> list[str]:
         """ANALYZE the tables that are due; returns their names."""
-        if self.between_chunks is None:
-            return self._analyze(self.copied_at_analysis, self.rows_at_analysis, None)
-        if final:
-            return self._analyze(self.copied_at_whole, self.rows_at_whole, None)
-        for table in list(ROWS_COPIED):  # what each table held before its ANALYZEs of columns
-            self._rows_at_analysis(table, self.rows_at_whole)
-        return self._analyze(self.copied_at_analysis, self.rows_at_analysis, self.between_chunks)
-
-    def _analyze(self, copied_at, rows_at, columns) -> list[str]:
         due = []
         for table, copied in list(ROWS_COPIED.items()):
-            if columns is not None and table not in columns:
-                continue
-            grown = copied - copied_at.get(table, 0)
-            if grown >= self.min_rows and grown >= self._rows_at_analysis(table, rows_at):
+            grown = copied - self.copied_at_analysis.get(table, 0)
+            if grown >= self.min_rows and grown >= self._rows_at_analysis(table):
                 due.append(table)
-        quote = connection.ops.quote_name
         with connection.cursor() as cursor:
             for table in due:
-                if columns is None:
-                    cursor.execute(f"ANALYZE {quote(table)}")
-                    # a whole ANALYZE is also one of the columns'
-                    tracks = [(self.copied_at_whole, self.rows_at_whole)]
-                    tracks.append((self.copied_at_analysis, self.rows_at_analysis))
-                else:
-                    names = ", ".join(map(quote, columns[table]))
-                    cursor.execute(f"ANALYZE {quote(table)} ({names})")
-                    tracks = [(copied_at, rows_at)]
-                for copied_track, rows_track in tracks:
-                    copied_track[table] = ROWS_COPIED[table]
-                    rows_track.pop(table, None)
+                cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+                self.copied_at_analysis[table] = ROWS_COPIED[table]
+                self.rows_at_analysis.pop(table, None)
         return due
 
-    def _rows_at_analysis(self, table: str, rows_at: dict[str, float]) -> float:
-        if table not in rows_at:
+    def _rows_at_analysis(self, table: str) -> float:
+        if table not in self.rows_at_analysis:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
                 row = cursor.fetchone()
             # -1: never analyzed (then the first `min_rows` rows make it due).
-            rows_at[table] = max(row[0], 0) if row else 0
-        return rows_at[table]
+            self.rows_at_analysis[table] = max(row[0], 0) if row else 0
+        return self.rows_at_analysis[table]
 
 
 def _row_reader(

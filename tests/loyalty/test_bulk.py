@@ -239,37 +239,6 @@ def test_a_table_is_analyzed_once_it_has_grown_by_what_it_held():
     assert estimated_rows("loyalty_program") == 6
 
 
-def _analyzed_columns(table: str) -> set[str]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT attname FROM pg_stats WHERE tablename = %s", [table])
-        return {name for (name,) in cursor.fetchall()}
-
-
-@pytest.mark.django_db
-def test_between_chunks_only_the_look_up_columns_are_analyzed_and_every_table_at_the_end():
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE loyalty_program")
-        cursor.execute("ANALYZE loyalty_currency")
-    keeper = PlannerStatistics(min_rows=3, between_chunks={"loyalty_program": ("code",)})
-
-    _copy_programs(3, "a")
-    program = Program.objects.get(code="a0")
-    bulk_insert_copy(
-        Currency, [build(Currency, program=program, code=f"C{n}", name="C") for n in range(3)]
-    )
-    # between chunks: the program's code alone, no currency
-    assert keeper.refresh() == ["loyalty_program"]
-    assert _analyzed_columns("loyalty_program") == {"code"}
-    assert _analyzed_columns("loyalty_currency") == set()
-    assert estimated_rows("loyalty_program") == 3
-
-    # at the end: both tables, whole (each received as many rows as it held at the start)
-    assert sorted(keeper.refresh(final=True)) == ["loyalty_currency", "loyalty_program"]
-    assert {"code", "name", "timezone"} <= _analyzed_columns("loyalty_program")
-    assert {"code", "name"} <= _analyzed_columns("loyalty_currency")
-    assert keeper.refresh(final=True) == []
-
-
 @pytest.mark.django_db
 def test_among_selects_what_a_list_selects_and_nothing_when_empty():
     _copy_programs(4, "m")

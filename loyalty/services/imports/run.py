@@ -37,9 +37,6 @@ CHUNK_TRANSACTIONS = 2000
 # A table an import has added this many rows to (and as many as it held) is analyzed again
 # between chunks (loyalty.bulk.PlannerStatistics).
 ANALYZE_MIN_ROWS = 10_000
-# The columns a migration of members filters the members on between chunks (the numbers
-# and referral codes looked up): the only statistics analyzed between its chunks.
-MEMBER_LOOKUP_COLUMNS = {"loyalty_member": ("program_id", "membership_number", "referral_code")}
 # Writer threads of a migration (setting IMPORT_WRITERS; writers.py): two chunks in flight
 # keep the database busy while this thread reads and checks the next.
 WRITERS = 2
@@ -173,10 +170,7 @@ def inspect_file(*, kind: str, source: IO[bytes], filename: str = "") -> Layout:
 
 def _run(table, layout, program, report, writer, actor, progress, migration=False) -> None:
     rows = data_rows(table, layout)
-    # Large files outgrow the planner's statistics. A migration of members reads only the
-    # members' look-up columns: those alone between chunks, every table whole at the end.
-    between_chunks = MEMBER_LOOKUP_COLUMNS if layout.kind == MEMBERS and migration else None
-    statistics = PlannerStatistics(min_rows=ANALYZE_MIN_ROWS, between_chunks=between_chunks)
+    statistics = PlannerStatistics(min_rows=ANALYZE_MIN_ROWS)  # large files outgrow them
     if progress is not None:
         progress(report)  # the start: rows_total is known
     if layout.kind == MEMBERS:
@@ -191,7 +185,6 @@ def _run(table, layout, program, report, writer, actor, progress, migration=Fals
                 if progress is not None:
                     progress(report)
             members.finish()
-            statistics.refresh(final=True)
         except BaseException:
             members.abandon()
             raise
