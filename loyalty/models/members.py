@@ -18,8 +18,14 @@ class Member(models.Model):
         SUSPENDED = "suspended"
         CLOSED = "closed"
 
+    # Checked once per statement by a trigger (migration 0029): one look-up per distinct
+    # program of an insert; a program with members refuses DELETE.
     program = models.ForeignKey(
-        Program, on_delete=models.PROTECT, related_name="members", db_index=False
+        Program,
+        on_delete=models.PROTECT,
+        related_name="members",
+        db_index=False,
+        db_constraint=False,
     )
     membership_number = models.CharField(max_length=40)
     type = models.CharField(max_length=12, choices=Type.choices, default=Type.INDIVIDUAL)
@@ -132,8 +138,14 @@ class MemberChange(models.Model):
     program = models.ForeignKey(
         Program, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
     )
+    # Both checked once per statement by a trigger (migration 0029): the member, of this
+    # program; the other member exists. A member with journal rows refuses DELETE.
     member = models.ForeignKey(
-        Member, on_delete=models.PROTECT, related_name="changes", db_index=False
+        Member,
+        on_delete=models.PROTECT,
+        related_name="changes",
+        db_index=False,
+        db_constraint=False,
     )
     action = models.CharField(max_length=12, choices=Action.choices)
     actor = models.CharField(max_length=150, blank=True)
@@ -146,6 +158,7 @@ class MemberChange(models.Model):
         related_name="+",
         help_text="The other member of a merge.",
         db_index=False,  # a partial index below: only merges have one
+        db_constraint=False,
     )
     occurred_at = models.DateTimeField()
 

@@ -707,10 +707,16 @@ def _enrol_migrated(members: Sequence[Member], groups: list[TierGroup]) -> None:
     Why: a migration brings over a hundred thousand members; building two model objects per
     member and group and streaming them through COPY cost more Python time than the rows
     cost the database. A member's dates come from its enrolment date, computed once per
-    distinct date (a file holds a few hundred)."""
+    distinct date (a file holds a few hundred), and the local date of each distinct enrolment
+    time once (not once per member)."""
     ids = [m.pk for m in members]
     tz_name = members[0].program.timezone
-    starts = [dates.local_date(m.enrolled_at, tz_name) for m in members]
+    enrolled = [m.enrolled_at for m in members]
+    # Keyed by the time and its `fold`: Python holds the two 02:30 of a night the clocks go
+    # back equal (same zone), though they are an hour apart.
+    keys = [(t, t.fold) for t in enrolled]
+    local = {key: dates.local_date(key[0], tz_name) for key in set(keys)}
+    starts = list(map(local.__getitem__, keys))
     for group in groups:
         periods: dict[dt.date, Period] = {}
         for start in set(starts):
@@ -739,7 +745,7 @@ def _enrol_migrated(members: Sequence[Member], groups: list[TierGroup]) -> None:
                 "from_tier_id": None,
                 "to_tier_id": base.pk,
                 "reason": Reason.IMPORT,
-                "occurred_at": [m.enrolled_at for m in members],
+                "occurred_at": enrolled,
                 "valid_from": starts,
                 "valid_until": None,
                 "qualifying_points": None,

@@ -1,11 +1,16 @@
 """`loyalty.bulk.build` makes the same unsaved objects as `Model(**values)`, faster."""
 
 import datetime as dt
+from dataclasses import replace
+from decimal import Decimal
+from unittest.mock import patch
+from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connection
+from django.db import DataError, connection
 from django.utils import timezone
 
+from loyalty import bulk as bulk_module
 from loyalty.bulk import (
     PlannerStatistics,
     among,
@@ -262,3 +267,215 @@ def test_among_keeps_text_values_as_they_are():
     for code in awkward:
         found = Program.objects.filter(code__in=among([code, "absent", None], "text"))
         assert list(found.values_list("code", flat=True)) == [code]
+
+
+# --- bulk_insert_copy writes COPY text column by column: the same stored values ---------------
+
+TRICKY_TEXTS = [
+    "tab\there",
+    "new\nline",
+    "back\\slash and \\N",
+    "cr\rlf\r\n",
+    "zażółć gęślą jaźń 🎉",
+    "",
+    "\\",
+    "\\N",
+    "quotes \" ' and \x08\x0b\x0c",
+]
+WARSAW = ZoneInfo("Europe/Warsaw")
+# the two 02:30 of the night the clocks go back: equal for Python, an hour apart
+FIRST_0230 = dt.datetime(2025, 10, 26, 2, 30, tzinfo=WARSAW)
+SECOND_0230 = dt.datetime(2025, 10, 26, 2, 30, tzinfo=WARSAW, fold=1)
+
+
+def _psycopg_rows(model):
+    """Make bulk_insert_copy write `model`'s rows as it did before: psycopg's write_row."""
+    plan = bulk_module._copy_plan(model)
+    return patch.dict(bulk_module._COPY_PLANS, {model: replace(plan, columns=None)})
+
+
+def _stored(model, objs, skip=()) -> list[dict]:
+    rows = model.objects.filter(pk__in=[o.pk for o in objs]).order_by("pk").values()
+    return [{k: v for k, v in row.items() if k not in {"id", *skip}} for row in rows]
+
+
+def _utc(value):
+    """A date-time in UTC (Python never holds an ambiguous local time equal to another zone's)."""
+    return value.astimezone(dt.UTC) if isinstance(value, dt.datetime) else value
+
+
+def _tricky_members(program, prefix: str) -> list[Member]:
+    members = []
+    for n, text in enumerate(TRICKY_TEXTS):
+        members.append(
+            build(
+                Member,
+                program=program,
+                membership_number=f"{prefix}-{n}",
+                referral_code=f"{prefix}R{n}",
+                first_name=text,
+                last_name=text[::-1],
+                company_name=text * 3,
+                email=f"{n}@example.com" if n % 2 else "",
+                phone=text[:40],
+                # (replace keeps `fold`, adding a timedelta does not)
+                enrolled_at=[FIRST_0230, SECOND_0230][n % 2].replace(microsecond=n * 7),
+                birth_date=dt.date(1980 + n, 2, 28) if n % 3 else None,
+                last_activity_at=NOW.astimezone(WARSAW) if n % 2 else None,
+                consent_email=bool(n % 2),
+                consent_sms=not n % 2,
+                attributes={
+                    "text": text,
+                    "ü\t": [text, None, 1.5, n, True, {"\\N": None}],
+                }
+                if n
+                else {},
+            )
+        )
+    return members
+
+
+@pytest.mark.django_db
+def test_copy_stores_every_value_the_orm_reads_back_as_given():
+    program = Program.objects.create(code="cols", name="Cols", timezone="UTC", currency="EUR")
+    members = _tricky_members(program, "C")
+
+    bulk_insert_copy(Member, members)
+
+    fields = [
+        "first_name",
+        "last_name",
+        "company_name",
+        "email",
+        "phone",
+        "enrolled_at",
+        "birth_date",
+        "last_activity_at",
+        "consent_email",
+        "consent_sms",
+        "attributes",
+        "program_id",
+        "referred_by_id",
+    ]
+    stored = {m.pk: m for m in Member.objects.filter(program=program)}
+    for member in members:
+        read = stored[member.pk]
+        assert [_utc(getattr(read, f)) for f in fields] == [
+            _utc(getattr(member, f)) for f in fields
+        ]
+    # the second 02:30 is stored an hour after the first, as its offset says
+    first, second = (stored[m.pk].enrolled_at for m in members[:2])
+    assert (second - first) == dt.timedelta(hours=1, microseconds=7)
+    assert second.utcoffset() == dt.timedelta(0) and first.hour == 0  # 02:30+02:00 = 00:30Z
+
+
+@pytest.mark.django_db
+def test_copy_stores_what_psycopgs_rows_stored():
+    program = Program.objects.create(code="same", name="Same", timezone="UTC", currency="EUR")
+    pts = Currency.objects.create(program=program, code="PTS", name="Points")
+    columns, rows = _tricky_members(program, "N"), _tricky_members(program, "O")
+    bulk_insert_copy(Member, columns)
+    with _psycopg_rows(Member):
+        bulk_insert_copy(Member, rows)
+    skip = {"membership_number", "referral_code", "created_at", "updated_at"}
+    assert _stored(Member, columns, skip) == _stored(Member, rows, skip)
+
+    amounts = [
+        Decimal("12.34"),
+        Decimal("-0.01"),
+        None,
+        Decimal("1E+2"),
+        Decimal("999999999999.99"),
+    ]
+    written = {}
+    for way in ("columns", "rows"):
+        journal = [
+            build(
+                Transaction,
+                program=program,
+                member=columns[0],
+                external_id=f"{way}-{n}",
+                type="accrual",
+                occurred_at=NOW,
+                amount=amount,
+                money_currency="EUR" if amount is not None else "",
+                points=None if amount is None else n * 10**12,
+                points_currency=pts if n % 2 else None,
+                expires_on=dt.date(2030, 1, n + 1) if n % 2 else None,
+                reason=TRICKY_TEXTS[n],
+                # any JSON value, the falsy ones too
+                payload=[{"n": n, "text": TRICKY_TEXTS[n]}, 0, "", False, []][n],
+                attributes={} if n % 2 else {"amount": str(amount), "ü": "\\\t"},
+            )
+            for n, amount in enumerate(amounts)
+        ]
+        if way == "columns":
+            bulk_insert_copy(Transaction, journal)
+        else:
+            with _psycopg_rows(Transaction):
+                bulk_insert_copy(Transaction, journal)
+        lines = [
+            build(
+                TransactionLine,
+                transaction=txn,
+                line_number=1,
+                sku=TRICKY_TEXTS[n],
+                quantity=Decimal("0.125") * n,
+                unit_price=Decimal("-3.5") if n % 2 else Decimal("0"),
+            )
+            for n, txn in enumerate(journal)
+        ]
+        if way == "columns":
+            bulk_insert_copy(TransactionLine, lines)
+        else:
+            with _psycopg_rows(TransactionLine):
+                bulk_insert_copy(TransactionLine, lines)
+        written[way] = (journal, lines)
+
+    skip = {"external_id", "created_at", "transaction_id"}
+    assert _stored(Transaction, written["columns"][0], skip) == _stored(
+        Transaction, written["rows"][0], skip
+    )
+    assert _stored(TransactionLine, written["columns"][1], skip) == _stored(
+        TransactionLine, written["rows"][1], skip
+    )
+    stored = Transaction.objects.filter(pk__in=[t.pk for t in written["columns"][0]])
+    assert list(stored.order_by("pk").values_list("amount", flat=True)) == amounts
+
+
+def test_every_model_written_by_copy_is_written_column_by_column():
+    for model in (
+        Member,
+        LedgerEntry,
+        Bucket,
+        BucketAllocation,
+        MemberEvent,
+        Balance,
+        MemberTier,
+        TierHistory,
+        Transaction,
+        TransactionLine,
+    ):
+        assert bulk_module._copy_plan(model).columns is not None, model
+
+
+@pytest.mark.django_db
+def test_a_text_too_long_is_refused_naming_the_field_and_the_row():
+    program = Program.objects.create(code="long", name="Long", timezone="UTC", currency="EUR")
+    members = [
+        build(Member, program=program, membership_number=f"L-{n}", referral_code=f"LR{n}",
+              enrolled_at=NOW, first_name="x" * (101 if n == 2 else 100))
+        for n in range(4)
+    ]  # fmt: skip
+
+    with pytest.raises(
+        DataError, match=r"Member\.first_name: 101 characters, at most 100 \(row 3 of 4"
+    ):
+        bulk_insert_copy(Member, members)
+    assert not Member.objects.filter(program=program).exists()
+
+    # excess made of spaces only: the database drops it, as it did before
+    members = [build(Member, program=program, membership_number="L-9", referral_code="LR9",
+                     enrolled_at=NOW, first_name="y" * 100 + "   ")]  # fmt: skip
+    bulk_insert_copy(Member, members)
+    assert Member.objects.get(program=program).first_name == "y" * 100

@@ -3,7 +3,8 @@ UNIQUE constraint of the loyalty models refuses a bad row with IntegrityError, a
 refuse UPDATE and DELETE of ledger entries and allocations, DELETE of buckets, an
 allocation that names an entry or a bucket that does not exist, an entry, event or tier
 history row whose references do not exist (or whose member is of another program, whose tier
-is of another group), and DELETE of a row one of those still references."""
+is of another group), a member whose program or a journal row whose member does not exist,
+and DELETE of a row one of those still references."""
 
 import datetime as dt
 import threading
@@ -12,8 +13,9 @@ import time
 import pytest
 from django.apps import apps
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import F
+from django.db.models import F, ProtectedError
 
+from loyalty.bulk import bulk_insert_copy
 from loyalty.models import (
     Balance,
     Benefit,
@@ -22,6 +24,8 @@ from loyalty.models import (
     Currency,
     EarningRule,
     LedgerEntry,
+    Member,
+    MemberChange,
     MemberEvent,
     MemberTier,
     Tier,
@@ -83,7 +87,7 @@ TESTED = {
 }
 
 
-# Checks made by triggers rather than declared constraints (migrations 0003, 0023 and 0025).
+# Checks made by triggers rather than declared constraints (migrations 0003, 0023, 0025, 0029).
 TRIGGER_CHECKS = {
     "allocation_entry_exists",
     "allocation_bucket_exists",
@@ -98,6 +102,9 @@ TRIGGER_CHECKS = {
     "tier_history_to_tier_in_group",
     "tier_history_from_tier_exists",
     "tier_history_transaction_exists",
+    "member_program_exists",
+    "member_change_member_in_program",
+    "member_change_other_member_exists",
     "DELETE refused, still referenced by",
     "DELETE refused, only under READ COMMITTED",
 }
@@ -553,6 +560,208 @@ def test_a_member_deleted_while_an_entry_is_checked_is_refused_one_way_or_the_ot
     assert isinstance(refusal, IntegrityError)
     assert "ledger_entry_member_in_program" in str(refusal)
     assert not LedgerEntry.objects.filter(member_id=loner.pk).exists()
+
+
+# --- members and their journal: references checked per statement (migration 0029) ------------
+
+
+def _new_member(program, **fields) -> Member:
+    return MemberFactory.build(program=program, **fields)
+
+
+def test_a_member_must_name_an_existing_program(member):
+    with refused("member_program_exists"):
+        _new_member(member.program, program_id=10**9).save()
+
+
+def test_one_member_of_a_missing_program_refuses_the_whole_copy(member):
+    rows = [_new_member(member.program) for _ in range(3)]
+    rows.append(_new_member(member.program, program_id=10**9))
+
+    with refused("member_program_exists"):
+        bulk_insert_copy(Member, rows)
+
+    assert list(Member.objects.all()) == [member]
+
+
+def test_changing_a_members_program_is_checked(member):
+    with refused("member_program_exists"):
+        Member.objects.filter(pk=member.pk).update(program_id=10**9)
+
+    other = ProgramFactory(code="tea")
+    Member.objects.filter(pk=member.pk).update(program=other)
+    assert Member.objects.get(pk=member.pk).program == other
+
+
+def _change(member, **fields) -> MemberChange:
+    values = dict(program_id=member.program_id, member=member, action="updated", occurred_at=T0)
+    return MemberChange(**{**values, **fields})
+
+
+def test_a_journal_row_must_name_a_member_of_its_program(member):
+    with refused("member_change_member_in_program"):
+        _change(member, member_id=member.pk + 1000).save()
+    with refused("member_change_member_in_program"):
+        _change(member, program_id=ProgramFactory(code="tea").pk).save()
+    with refused("member_change_other_member_exists"):
+        _change(member, other_member_id=member.pk + 1000).save()
+
+    other = MemberFactory(program=member.program)
+    _change(member, action="merged", other_member=other).save()
+    assert MemberChange.objects.get().other_member == other
+
+
+def test_one_bad_journal_row_refuses_the_whole_statement(member):
+    rows = [_change(member) for _ in range(3)] + [_change(member, member_id=member.pk + 1000)]
+
+    with refused("member_change_member_in_program"):
+        MemberChange.objects.bulk_create(rows)
+
+    assert not MemberChange.objects.exists()
+
+
+def test_changing_a_journal_rows_members_is_checked(member):
+    change = _change(member)
+    change.save()
+    rows = MemberChange.objects.filter(pk=change.pk)
+
+    with refused("member_change_member_in_program"):
+        rows.update(member_id=member.pk + 1000)
+    with refused("member_change_member_in_program"):
+        rows.update(program=ProgramFactory(code="tea"))
+    with refused("member_change_other_member_exists"):
+        rows.update(other_member_id=member.pk + 1000)
+
+    rows.update(other_member=MemberFactory(program=member.program))  # one that exists
+
+
+def test_a_program_with_members_is_never_deleted(member):
+    # a program without members can go
+    empty = ProgramFactory(code="tea")
+    _delete("loyalty_program", empty.pk)
+
+    with refused("loyalty_program: DELETE refused, still referenced by loyalty_member.program_id"):
+        _delete("loyalty_program", member.program_id)
+    # the ORM refuses first, as it did with the foreign key (on_delete=PROTECT)
+    with pytest.raises(ProtectedError):
+        member.program.delete()
+
+
+def test_a_member_with_journal_rows_is_never_deleted(member):
+    other = MemberFactory(program=member.program)
+    _change(member, action="merged", other_member=other).save()
+
+    with refused(
+        "loyalty_member: DELETE refused, still referenced by loyalty_memberchange.member_id"
+    ):
+        _delete("loyalty_member", member.pk)
+    with refused(
+        "loyalty_member: DELETE refused, still referenced by loyalty_memberchange.other_member_id"
+    ):
+        _delete("loyalty_member", other.pk)
+    # the guards of 0025 still hold on the same trigger
+    MemberEvent.objects.create(program=other.program, member=other, type="enrolled", occurred_at=T0)
+    MemberChange.objects.all().delete()
+    with refused(
+        "loyalty_member: DELETE refused, still referenced by loyalty_memberevent.member_id"
+    ):
+        _delete("loyalty_member", other.pk)
+    _delete("loyalty_member", member.pk)  # no reference left
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_program_deleted_while_a_member_is_checked_is_refused_one_way_or_the_other(member):
+    """Real threads, as for entries (0025). A member inserted (uncommitted) holds its program
+    FOR KEY SHARE: a concurrent DELETE of the program waits, then sees the committed member
+    and is refused. A DELETE in flight first makes the member's check wait; once the DELETE
+    commits, the member is refused."""
+    program = ProgramFactory(code="tea")
+    inserted, release = threading.Event(), threading.Event()
+
+    def insert_and_hold():
+        with transaction.atomic():
+            bulk_insert_copy(Member, [_new_member(program)])
+            inserted.set()
+            release.wait(timeout=30)
+
+    pids = []
+
+    def delete(pk):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pids.append(cursor.fetchone()[0])
+            cursor.execute("DELETE FROM loyalty_program WHERE id = %s", [pk])
+
+    # a member first, its program's delete second
+    inserter = _in_thread(insert_and_hold)
+    assert inserted.wait(timeout=30)
+    deleter = _in_thread(delete, program.pk)
+    _wait_until_blocked(pids)
+    release.set()
+    assert inserter() is None
+    refusal = deleter()
+    assert isinstance(refusal, IntegrityError)
+    assert "still referenced by loyalty_member.program_id" in str(refusal)
+
+    # a delete first (in flight), a member of that program second
+    empty = ProgramFactory(code="juice")
+    deleted, release = threading.Event(), threading.Event()
+
+    def delete_and_hold():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("DELETE FROM loyalty_program WHERE id = %s", [empty.pk])
+            deleted.set()
+            release.wait(timeout=30)
+
+    def insert():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pids.append(cursor.fetchone()[0])
+        with transaction.atomic():
+            bulk_insert_copy(Member, [_new_member(empty)])
+
+    pids.clear()
+    deleter = _in_thread(delete_and_hold)
+    assert deleted.wait(timeout=30)
+    inserter = _in_thread(insert)
+    _wait_until_blocked(pids)
+    release.set()
+    assert deleter() is None
+    refusal = inserter()
+    assert isinstance(refusal, IntegrityError)
+    assert "member_program_exists" in str(refusal)
+    assert not Member.objects.filter(program_id=empty.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_member_deleted_while_a_journal_row_is_checked_is_refused(member):
+    """A journal row inserted (uncommitted) holds its member FOR KEY SHARE: a concurrent
+    DELETE of the member waits, then sees the committed row and is refused."""
+    inserted, release = threading.Event(), threading.Event()
+
+    def insert_and_hold():
+        with transaction.atomic():
+            _change(member).save()
+            inserted.set()
+            release.wait(timeout=30)
+
+    pids = []
+
+    def delete(pk):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pids.append(cursor.fetchone()[0])
+            cursor.execute("DELETE FROM loyalty_member WHERE id = %s", [pk])
+
+    inserter = _in_thread(insert_and_hold)
+    assert inserted.wait(timeout=30)
+    deleter = _in_thread(delete, member.pk)
+    _wait_until_blocked(pids)
+    release.set()
+    assert inserter() is None
+    refusal = deleter()
+    assert isinstance(refusal, IntegrityError)
+    assert "still referenced by loyalty_memberchange.member_id" in str(refusal)
 
 
 # --- transactions ------------------------------------------------------------------------------
