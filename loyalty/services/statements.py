@@ -525,7 +525,9 @@ class _JournalPlan:
         ]
         self.line_table = quote(TransactionLine._meta.db_table)
         self.line_columns = ", ".join(quote(f.column) for f in [parent, *fields])
-        self.line_placeholders = '((SELECT "id" FROM t), ' + ", ".join(["%s"] * len(fields)) + ")"
+        # Placeholders only: every value is a parameter.
+        values = ", ".join(["%s"] * len(fields))
+        self.line_placeholders = f'((SELECT "id" FROM t), {values})'  # nosec B608
         self.line_row = _row_reader(fields)
         self.parent = parent.attname
 
@@ -586,11 +588,10 @@ class _LedgerPlan:
         fields = [f for f in Bucket._meta.concrete_fields if not f.primary_key and f is not parent]
         self.bucket_table = quote(Bucket._meta.db_table)
         self.bucket_columns = ", ".join(quote(f.column) for f in [parent, *fields])
-        self.bucket_placeholders = (
-            '((SELECT "id" FROM e ORDER BY "id" OFFSET %s LIMIT 1), '
-            + ", ".join(["%s"] * len(fields))
-            + ")"
-        )
+        # Placeholders only: the entry's position and every value are parameters.
+        values = ", ".join(["%s"] * len(fields))
+        entry_id = '(SELECT "id" FROM e ORDER BY "id" OFFSET %s LIMIT 1)'
+        self.bucket_placeholders = f"({entry_id}, {values})"  # nosec B608
         self.bucket_row = _row_reader(fields)
         self.parent = parent.attname
 
@@ -606,13 +607,13 @@ class _LedgerPlan:
         ]
         if buckets:
             parts.append(
-                f"b AS (INSERT INTO {self.bucket_table} ({self.bucket_columns}) VALUES "
+                f"b AS (INSERT INTO {self.bucket_table} ({self.bucket_columns}) VALUES "  # nosec B608
                 + ", ".join([self.bucket_placeholders] * buckets)
                 + ' RETURNING "id")'
             )
         if new_balances:
             parts.append(
-                f"nb AS (INSERT INTO {balance.table} ({balance.columns}) VALUES "
+                f"nb AS (INSERT INTO {balance.table} ({balance.columns}) VALUES "  # nosec B608
                 + ", ".join([balance.placeholders] * new_balances)
                 + ' RETURNING "id")'
             )
@@ -621,7 +622,7 @@ class _LedgerPlan:
         if with_activity:
             parts.append(f"activity AS ({_ACTIVITY_UPDATE})")
         ids = [
-            f'(SELECT array_agg("id" ORDER BY "id") FROM {name})' if count else "NULL"
+            f'(SELECT array_agg("id" ORDER BY "id") FROM {name})' if count else "NULL"  # nosec B608
             for name, count in (("e", entries), ("b", buckets), ("nb", new_balances))
         ]
         return "WITH " + ", ".join(parts) + " SELECT " + ", ".join(ids)
