@@ -294,6 +294,15 @@ def _psycopg_rows(model):
     return patch.dict(bulk_module._COPY_PLANS, {model: replace(plan, columns=None)})
 
 
+def _copy_by(way: str, model, objs) -> None:
+    """bulk_insert_copy as it writes now ("columns") or as it wrote before ("rows")."""
+    if way == "columns":
+        bulk_insert_copy(model, objs)
+    else:
+        with _psycopg_rows(model):
+            bulk_insert_copy(model, objs)
+
+
 def _stored(model, objs, skip=()) -> list[dict]:
     rows = model.objects.filter(pk__in=[o.pk for o in objs]).order_by("pk").values()
     return [{k: v for k, v in row.items() if k not in {"id", *skip}} for row in rows]
@@ -374,9 +383,8 @@ def test_copy_stores_what_psycopgs_rows_stored():
     program = Program.objects.create(code="same", name="Same", timezone="UTC", currency="EUR")
     pts = Currency.objects.create(program=program, code="PTS", name="Points")
     columns, rows = _tricky_members(program, "N"), _tricky_members(program, "O")
-    bulk_insert_copy(Member, columns)
-    with _psycopg_rows(Member):
-        bulk_insert_copy(Member, rows)
+    _copy_by("columns", Member, columns)
+    _copy_by("rows", Member, rows)
     skip = {"membership_number", "referral_code", "created_at", "updated_at"}
     assert _stored(Member, columns, skip) == _stored(Member, rows, skip)
 
@@ -409,11 +417,7 @@ def test_copy_stores_what_psycopgs_rows_stored():
             )
             for n, amount in enumerate(amounts)
         ]
-        if way == "columns":
-            bulk_insert_copy(Transaction, journal)
-        else:
-            with _psycopg_rows(Transaction):
-                bulk_insert_copy(Transaction, journal)
+        _copy_by(way, Transaction, journal)
         lines = [
             build(
                 TransactionLine,
@@ -425,11 +429,7 @@ def test_copy_stores_what_psycopgs_rows_stored():
             )
             for n, txn in enumerate(journal)
         ]
-        if way == "columns":
-            bulk_insert_copy(TransactionLine, lines)
-        else:
-            with _psycopg_rows(TransactionLine):
-                bulk_insert_copy(TransactionLine, lines)
+        _copy_by(way, TransactionLine, lines)
         written[way] = (journal, lines)
 
     skip = {"external_id", "created_at", "transaction_id"}

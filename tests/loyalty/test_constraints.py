@@ -501,62 +501,81 @@ def _wait_until_blocked(pids: list) -> None:
     raise AssertionError("the other transaction never waited for the lock")
 
 
+def _delete_during_held_insert(insert, table: str, pk: int):
+    """Real threads: `insert()` runs in a transaction held open; a DELETE of `table`'s row
+    `pk` in another transaction must wait for it. Returns what the DELETE raised, once the
+    insert has committed."""
+    inserted, release = threading.Event(), threading.Event()
+    pids = []
+
+    def insert_and_hold():
+        with transaction.atomic():
+            insert()
+            inserted.set()
+            release.wait(timeout=30)
+
+    def delete():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pids.append(cursor.fetchone()[0])
+            # the table is the test's own constant; the id is a parameter
+            cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pk])  # nosec B608
+
+    inserter = _in_thread(insert_and_hold)
+    assert inserted.wait(timeout=30)
+    deleter = _in_thread(delete)
+    _wait_until_blocked(pids)
+    release.set()
+    assert inserter() is None
+    return deleter()
+
+
+def _insert_during_held_delete(table: str, pk: int, insert):
+    """Real threads: a DELETE of `table`'s row `pk` runs in a transaction held open;
+    `insert()` in another transaction must wait for it. Returns what the insert raised, once
+    the DELETE has committed."""
+    deleted, release = threading.Event(), threading.Event()
+    pids = []
+
+    def delete_and_hold():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pk])  # nosec B608
+            deleted.set()
+            release.wait(timeout=30)
+
+    def insert_after():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pids.append(cursor.fetchone()[0])
+        with transaction.atomic():
+            insert()
+
+    deleter = _in_thread(delete_and_hold)
+    assert deleted.wait(timeout=30)
+    inserter = _in_thread(insert_after)
+    _wait_until_blocked(pids)
+    release.set()
+    assert deleter() is None
+    return inserter()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_member_deleted_while_an_entry_is_checked_is_refused_one_way_or_the_other(member, pts):
     """Real threads. An entry inserted (uncommitted) holds its member FOR KEY SHARE: a
     concurrent DELETE waits, then sees the committed entry and is refused. A DELETE in flight
     first makes the entry's check wait; once the DELETE commits, the entry is refused."""
-    inserted, release = threading.Event(), threading.Event()
-
-    def insert_and_hold():
-        with transaction.atomic():
-            _entry(member, pts).save()
-            inserted.set()
-            release.wait(timeout=30)
-
-    pids = []
-
-    def delete(pk):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            pids.append(cursor.fetchone()[0])
-            cursor.execute("DELETE FROM loyalty_member WHERE id = %s", [pk])
-
     # an entry first, its member's delete second
-    inserter = _in_thread(insert_and_hold)
-    assert inserted.wait(timeout=30)
-    deleter = _in_thread(delete, member.pk)
-    _wait_until_blocked(pids)
-    release.set()
-    assert inserter() is None
-    refusal = deleter()
+    refusal = _delete_during_held_insert(
+        lambda: _entry(member, pts).save(), "loyalty_member", member.pk
+    )
     assert isinstance(refusal, IntegrityError)
     assert "still referenced by loyalty_ledgerentry.member_id" in str(refusal)
 
     # a delete first (in flight), an entry for that member second
     loner = MemberFactory(program=member.program)
-    deleted, release = threading.Event(), threading.Event()
-
-    def delete_and_hold():
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("DELETE FROM loyalty_member WHERE id = %s", [loner.pk])
-            deleted.set()
-            release.wait(timeout=30)
-
-    def insert(pk):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            pids.append(cursor.fetchone()[0])
-        _entry(loner, pts).save()
-
-    pids.clear()
-    deleter = _in_thread(delete_and_hold)
-    assert deleted.wait(timeout=30)
-    inserter = _in_thread(insert, loner.pk)
-    _wait_until_blocked(pids)
-    release.set()
-    assert deleter() is None
-    refusal = inserter()
+    refusal = _insert_during_held_delete(
+        "loyalty_member", loner.pk, lambda: _entry(loner, pts).save()
+    )
     assert isinstance(refusal, IntegrityError)
     assert "ledger_entry_member_in_program" in str(refusal)
     assert not LedgerEntry.objects.filter(member_id=loner.pk).exists()
@@ -675,59 +694,19 @@ def test_a_program_deleted_while_a_member_is_checked_is_refused_one_way_or_the_o
     FOR KEY SHARE: a concurrent DELETE of the program waits, then sees the committed member
     and is refused. A DELETE in flight first makes the member's check wait; once the DELETE
     commits, the member is refused."""
-    program = ProgramFactory(code="tea")
-    inserted, release = threading.Event(), threading.Event()
-
-    def insert_and_hold():
-        with transaction.atomic():
-            bulk_insert_copy(Member, [_new_member(program)])
-            inserted.set()
-            release.wait(timeout=30)
-
-    pids = []
-
-    def delete(pk):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            pids.append(cursor.fetchone()[0])
-            cursor.execute("DELETE FROM loyalty_program WHERE id = %s", [pk])
-
     # a member first, its program's delete second
-    inserter = _in_thread(insert_and_hold)
-    assert inserted.wait(timeout=30)
-    deleter = _in_thread(delete, program.pk)
-    _wait_until_blocked(pids)
-    release.set()
-    assert inserter() is None
-    refusal = deleter()
+    program = ProgramFactory(code="tea")
+    refusal = _delete_during_held_insert(
+        lambda: bulk_insert_copy(Member, [_new_member(program)]), "loyalty_program", program.pk
+    )
     assert isinstance(refusal, IntegrityError)
     assert "still referenced by loyalty_member.program_id" in str(refusal)
 
     # a delete first (in flight), a member of that program second
     empty = ProgramFactory(code="juice")
-    deleted, release = threading.Event(), threading.Event()
-
-    def delete_and_hold():
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("DELETE FROM loyalty_program WHERE id = %s", [empty.pk])
-            deleted.set()
-            release.wait(timeout=30)
-
-    def insert():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            pids.append(cursor.fetchone()[0])
-        with transaction.atomic():
-            bulk_insert_copy(Member, [_new_member(empty)])
-
-    pids.clear()
-    deleter = _in_thread(delete_and_hold)
-    assert deleted.wait(timeout=30)
-    inserter = _in_thread(insert)
-    _wait_until_blocked(pids)
-    release.set()
-    assert deleter() is None
-    refusal = inserter()
+    refusal = _insert_during_held_delete(
+        "loyalty_program", empty.pk, lambda: bulk_insert_copy(Member, [_new_member(empty)])
+    )
     assert isinstance(refusal, IntegrityError)
     assert "member_program_exists" in str(refusal)
     assert not Member.objects.filter(program_id=empty.pk).exists()
@@ -737,29 +716,9 @@ def test_a_program_deleted_while_a_member_is_checked_is_refused_one_way_or_the_o
 def test_a_member_deleted_while_a_journal_row_is_checked_is_refused(member):
     """A journal row inserted (uncommitted) holds its member FOR KEY SHARE: a concurrent
     DELETE of the member waits, then sees the committed row and is refused."""
-    inserted, release = threading.Event(), threading.Event()
-
-    def insert_and_hold():
-        with transaction.atomic():
-            _change(member).save()
-            inserted.set()
-            release.wait(timeout=30)
-
-    pids = []
-
-    def delete(pk):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            pids.append(cursor.fetchone()[0])
-            cursor.execute("DELETE FROM loyalty_member WHERE id = %s", [pk])
-
-    inserter = _in_thread(insert_and_hold)
-    assert inserted.wait(timeout=30)
-    deleter = _in_thread(delete, member.pk)
-    _wait_until_blocked(pids)
-    release.set()
-    assert inserter() is None
-    refusal = deleter()
+    refusal = _delete_during_held_insert(
+        lambda: _change(member).save(), "loyalty_member", member.pk
+    )
     assert isinstance(refusal, IntegrityError)
     assert "still referenced by loyalty_memberchange.member_id" in str(refusal)
 
