@@ -321,11 +321,7 @@ def balances_update(
             member_id, at = activity
             member_last_activity_set(member_id=member_id, at=at)
         return
-    params: list = []
-    if activity is not None:
-        member_id, at = activity
-        params += [at, Int8(member_id)]
-    params += _balances_params(balances)
+    params = _activity_params(activity) + _balances_params(balances)
     _run(_balances_update_sql(len(balances), activity is not None), params)
 
 
@@ -488,9 +484,7 @@ class _InsertPlan:
         ids = _fetch(self.sql(len(objs)), params)
         for obj, (pk,) in zip(objs, ids, strict=True):
             setattr(obj, self.pk, pk)
-            state = obj._state
-            state.adding = False
-            state.db = DEFAULT_DB_ALIAS
+        _mark_saved(objs)
 
     @cache  # noqa: B019 (one plan per model for the process's life)
     def sql(self, rows: int) -> str:
@@ -506,46 +500,65 @@ def _insert_plan(model: type[models.Model]) -> _InsertPlan:
     return _InsertPlan(model)
 
 
-class _JournalPlan:
+def _mark_saved(objs) -> None:
+    """Inserted objects, as the ORM leaves them after an insert."""
+    for obj in objs:
+        state = obj._state
+        state.adding = False
+        state.db = DEFAULT_DB_ALIAS
+
+
+def _activity_params(activity: tuple[int, dt.datetime] | None) -> list:
+    """The parameters of `_ACTIVITY_UPDATE` for (member id, time), or none."""
+    if activity is None:
+        return []
+    member_id, at = activity
+    return [at, Int8(member_id)]
+
+
+class _ChildRows:
+    """How rows of `model` are inserted in the same statement as their parent: every column
+    but the primary key, the parent's id given by `parent_id` (SQL that reads it from the
+    parent's INSERT in a WITH), every value a parameter."""
+
+    def __init__(self, model: type[models.Model], parent: str, parent_id: str):
+        from loyalty.bulk import _row_reader
+
+        quote = connection.ops.quote_name
+        key = model._meta.get_field(parent)
+        fields = [f for f in model._meta.concrete_fields if not f.primary_key and f is not key]
+        self.table = quote(model._meta.db_table)
+        self.columns = ", ".join(quote(f.column) for f in [key, *fields])
+        values = ", ".join(["%s"] * len(fields))
+        self.placeholders = f"({parent_id}, {values})"  # nosec B608 (placeholders only)
+        self.row = _row_reader(fields)
+        self.parent = key.attname
+
+    def values(self, rows: int) -> str:
+        """The INSERT of `rows` rows, without its RETURNING."""
+        placeholders = ", ".join([self.placeholders] * rows)
+        return f"INSERT INTO {self.table} ({self.columns}) VALUES {placeholders}"  # nosec B608
+
+
+@cache
+def _journal_lines() -> _ChildRows:
     """A transaction and its lines as one statement: the transaction's INSERT in a WITH, and
     the lines' INSERT taking its id (`(SELECT "id" FROM t)`, evaluated once): one round trip
     where `insert_rows` makes two. The lines' VALUES stand directly in their INSERT, so each
     value takes its column's type as in `insert_rows` (a text too long for its column is
     refused, not cut)."""
-
-    def __init__(self):
-        from loyalty.bulk import _row_reader
-
-        quote = connection.ops.quote_name
-        parent = TransactionLine._meta.get_field("transaction")
-        fields = [
-            f
-            for f in TransactionLine._meta.concrete_fields
-            if not f.primary_key and f is not parent
-        ]
-        self.line_table = quote(TransactionLine._meta.db_table)
-        self.line_columns = ", ".join(quote(f.column) for f in [parent, *fields])
-        # Placeholders only: every value is a parameter.
-        values = ", ".join(["%s"] * len(fields))
-        self.line_placeholders = f'((SELECT "id" FROM t), {values})'  # nosec B608
-        self.line_row = _row_reader(fields)
-        self.parent = parent.attname
-
-    @cache  # noqa: B019 (one plan for the process's life)
-    def sql(self, lines: int) -> str:
-        journal = _insert_plan(Transaction)
-        return (
-            f"WITH t AS (INSERT INTO {journal.table} ({journal.columns})"  # nosec B608
-            f' VALUES {journal.placeholders} RETURNING "id")'
-            f" INSERT INTO {self.line_table} ({self.line_columns}) VALUES "
-            + ", ".join([self.line_placeholders] * lines)
-            + f' RETURNING "{self.parent}", "id"'
-        )
+    return _ChildRows(TransactionLine, "transaction", '(SELECT "id" FROM t)')
 
 
 @cache
-def _journal_plan() -> _JournalPlan:
-    return _JournalPlan()
+def _journal_sql(lines: int) -> str:
+    journal, plan = _insert_plan(Transaction), _journal_lines()
+    return (
+        f"WITH t AS (INSERT INTO {journal.table} ({journal.columns})"  # nosec B608
+        f' VALUES {journal.placeholders} RETURNING "id") '
+        + plan.values(lines)
+        + f' RETURNING "{plan.parent}", "id"'
+    )
 
 
 def journal_insert(txn: models.Model, lines: Sequence[models.Model]) -> None:
@@ -556,86 +569,62 @@ def journal_insert(txn: models.Model, lines: Sequence[models.Model]) -> None:
     if not lines:
         insert_rows(Transaction, [txn])
         return
-    journal, plan = _insert_plan(Transaction), _journal_plan()
+    journal, plan = _insert_plan(Transaction), _journal_lines()
     journal.stamp([txn])
     params = journal.row(txn)
     for line in lines:
-        params += plan.line_row(line)
-    ids = _fetch(plan.sql(len(lines)), params)
+        params += plan.row(line)
+    ids = _fetch(_journal_sql(len(lines)), params)
     txn.pk = ids[0][0]
     for line, (_, pk) in zip(lines, ids, strict=True):
         setattr(line, plan.parent, txn.pk)
         line.pk = pk
-    for obj in (txn, *lines):
-        state = obj._state
-        state.adding = False
-        state.db = DEFAULT_DB_ALIAS
+    _mark_saved((txn, *lines))
 
 
-class _LedgerPlan:
-    """A single post's ledger rows as one statement: its entries' INSERT and its buckets'
-    (each bucket taking its entry's id: `(SELECT "id" FROM e ORDER BY "id" OFFSET k LIMIT 1)`,
-    the k-th entry of the VALUES, whose ids the sequence gives in their order, as
-    `insert_rows` relies on for RETURNING), the new balances' INSERT, the other balances'
-    UPDATE and the member's last activity, each in a WITH: one round trip where there were
-    four or five."""
+@cache
+def _ledger_buckets() -> _ChildRows:
+    """A single post's ledger rows as one statement (`_ledger_sql`): its entries' INSERT and
+    its buckets' (each bucket taking its entry's id: `(SELECT "id" FROM e ORDER BY "id"
+    OFFSET k LIMIT 1)`, the k-th entry of the VALUES, whose ids the sequence gives in their
+    order, as `insert_rows` relies on for RETURNING), the new balances' INSERT, the other
+    balances' UPDATE and the member's last activity, each in a WITH: one round trip where
+    there were four or five."""
+    return _ChildRows(Bucket, "entry", '(SELECT "id" FROM e ORDER BY "id" OFFSET %s LIMIT 1)')
 
-    def __init__(self):
-        from loyalty.bulk import _row_reader
 
-        quote = connection.ops.quote_name
-        parent = Bucket._meta.get_field("entry")
-        fields = [f for f in Bucket._meta.concrete_fields if not f.primary_key and f is not parent]
-        self.bucket_table = quote(Bucket._meta.db_table)
-        self.bucket_columns = ", ".join(quote(f.column) for f in [parent, *fields])
-        # Placeholders only: the entry's position and every value are parameters.
-        values = ", ".join(["%s"] * len(fields))
-        entry_id = '(SELECT "id" FROM e ORDER BY "id" OFFSET %s LIMIT 1)'
-        self.bucket_placeholders = f"({entry_id}, {values})"  # nosec B608
-        self.bucket_row = _row_reader(fields)
-        self.parent = parent.attname
-
-    @cache  # noqa: B019 (one plan for the process's life)
-    def sql(
-        self, entries: int, buckets: int, new_balances: int, balances: int, with_activity: bool
-    ) -> str:
-        entry, balance = _insert_plan(LedgerEntry), _insert_plan(Balance)
-        parts = [
-            f"e AS (INSERT INTO {entry.table} ({entry.columns}) VALUES "  # nosec B608
-            + ", ".join([entry.placeholders] * entries)
+@cache
+def _ledger_sql(
+    entries: int, buckets: int, new_balances: int, balances: int, with_activity: bool
+) -> str:
+    entry, balance = _insert_plan(LedgerEntry), _insert_plan(Balance)
+    parts = [
+        f"e AS (INSERT INTO {entry.table} ({entry.columns}) VALUES "  # nosec B608
+        + ", ".join([entry.placeholders] * entries)
+        + ' RETURNING "id")'
+    ]
+    if buckets:
+        parts.append(f'b AS ({_ledger_buckets().values(buckets)} RETURNING "id")')
+    if new_balances:
+        parts.append(
+            f"nb AS (INSERT INTO {balance.table} ({balance.columns}) VALUES "  # nosec B608
+            + ", ".join([balance.placeholders] * new_balances)
             + ' RETURNING "id")'
-        ]
-        if buckets:
-            parts.append(
-                f"b AS (INSERT INTO {self.bucket_table} ({self.bucket_columns}) VALUES "  # nosec B608
-                + ", ".join([self.bucket_placeholders] * buckets)
-                + ' RETURNING "id")'
-            )
-        if new_balances:
-            parts.append(
-                f"nb AS (INSERT INTO {balance.table} ({balance.columns}) VALUES "  # nosec B608
-                + ", ".join([balance.placeholders] * new_balances)
-                + ' RETURNING "id")'
-            )
-        if balances:
-            parts.append(f"balances AS ({_balances_set(balances)})")
-        if with_activity:
-            parts.append(f"activity AS ({_ACTIVITY_UPDATE})")
-        ids = [
-            f'(SELECT array_agg("id" ORDER BY "id") FROM {name})' if count else "NULL"  # nosec B608
-            for name, count in (("e", entries), ("b", buckets), ("nb", new_balances))
-        ]
-        return "WITH " + ", ".join(parts) + " SELECT " + ", ".join(ids)
+        )
+    if balances:
+        parts.append(f"balances AS ({_balances_set(balances)})")
+    if with_activity:
+        parts.append(f"activity AS ({_ACTIVITY_UPDATE})")
+    ids = [
+        f'(SELECT array_agg("id" ORDER BY "id") FROM {name})' if count else "NULL"  # nosec B608
+        for name, count in (("e", entries), ("b", buckets), ("nb", new_balances))
+    ]
+    return "WITH " + ", ".join(parts) + " SELECT " + ", ".join(ids)
 
 
 def _cached_entry(bucket: Bucket) -> LedgerEntry | None:
     """The entry object a bucket was built with (None if it was given an id), never read."""
     return bucket._state.fields_cache.get("entry")
-
-
-@cache
-def _ledger_plan() -> _LedgerPlan:
-    return _LedgerPlan()
 
 
 def ledger_write(
@@ -663,7 +652,7 @@ def ledger_write(
     new = [b for b in balances if b.pk is None]
     saved = [b for b in balances if b.pk is not None]
     entry_plan, bucket_plan = _insert_plan(LedgerEntry), _insert_plan(Bucket)
-    balance_plan, plan = _insert_plan(Balance), _ledger_plan()
+    balance_plan, plan = _insert_plan(Balance), _ledger_buckets()
     entry_plan.stamp(entries)
     bucket_plan.stamp(buckets)
     balance_plan.stamp(new)
@@ -672,24 +661,18 @@ def ledger_write(
         params += entry_plan.row(entry)
     for bucket, k in zip(buckets, bucket_entries, strict=True):
         params.append(Int8(k))
-        params += plan.bucket_row(bucket)
+        params += plan.row(bucket)
     for balance in new:
         params += balance_plan.row(balance)
-    params += _balances_params(saved)
-    if activity is not None:
-        member_id, at = activity
-        params += [at, Int8(member_id)]
-    sql = plan.sql(len(entries), len(buckets), len(new), len(saved), activity is not None)
+    params += _balances_params(saved) + _activity_params(activity)
+    sql = _ledger_sql(len(entries), len(buckets), len(new), len(saved), activity is not None)
     [(entry_ids, bucket_ids, balance_ids)] = _fetch(sql, params)
     for objs, ids in ((entries, entry_ids), (buckets, bucket_ids), (new, balance_ids)):
         for obj, pk in zip(objs, ids or [], strict=True):
             obj.pk = pk
     for bucket in buckets:
         setattr(bucket, plan.parent, _cached_entry(bucket).pk)
-    for obj in (*entries, *buckets, *new):
-        state = obj._state
-        state.adding = False
-        state.db = DEFAULT_DB_ALIAS
+    _mark_saved((*entries, *buckets, *new))
     return True
 
 
