@@ -552,10 +552,9 @@ def _journal_lines() -> _ChildRows:
 
 @cache
 def _journal_sql(lines: int) -> str:
-    journal, plan = _insert_plan(Transaction), _journal_lines()
+    plan = _journal_lines()
     return (
-        f"WITH t AS (INSERT INTO {journal.table} ({journal.columns})"  # nosec B608
-        f' VALUES {journal.placeholders} RETURNING "id") '
+        f"WITH t AS ({_insert_plan(Transaction).sql(1)}) "
         + plan.values(lines)
         + f' RETURNING "{plan.parent}", "id"'
     )
@@ -598,19 +597,12 @@ def _ledger_sql(
     entries: int, buckets: int, new_balances: int, balances: int, with_activity: bool
 ) -> str:
     entry, balance = _insert_plan(LedgerEntry), _insert_plan(Balance)
-    parts = [
-        f"e AS (INSERT INTO {entry.table} ({entry.columns}) VALUES "  # nosec B608
-        + ", ".join([entry.placeholders] * entries)
-        + ' RETURNING "id")'
-    ]
+    # (`_InsertPlan.sql`: the INSERT as `insert_rows` runs it, RETURNING "id")
+    parts = [f"e AS ({entry.sql(entries)})"]
     if buckets:
         parts.append(f'b AS ({_ledger_buckets().values(buckets)} RETURNING "id")')
     if new_balances:
-        parts.append(
-            f"nb AS (INSERT INTO {balance.table} ({balance.columns}) VALUES "  # nosec B608
-            + ", ".join([balance.placeholders] * new_balances)
-            + ' RETURNING "id")'
-        )
+        parts.append(f"nb AS ({balance.sql(new_balances)})")
     if balances:
         parts.append(f"balances AS ({_balances_set(balances)})")
     if with_activity:
